@@ -1,0 +1,34 @@
+#pragma once
+/// @file loss.hpp
+/// Cross-entropy forward on the CPU: loss[n] = logsumexp(logits[n, :]) - logits[n, target[n]].
+
+#include <cmath>
+
+#include <Eigen/Core>
+
+#include "loom/core/parallel.hpp"
+
+namespace loom::cpu {
+
+/// losses[n] for N rows of V logits; rows whose target equals ignore_index get 0. Targets other
+/// than ignore_index must already be checked to lie in [0, V).
+template <class T, class I>
+void cross_entropy_forward(T* losses, const T* logits, const I* targets, int64_t N, int64_t V,
+                           int64_t ignore_index) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  parallel_for(0, N, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(V, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) {
+      int64_t t = int64_t(targets[n]);
+      if (t == ignore_index) {
+        losses[n] = T(0);
+        continue;
+      }
+      Eigen::Map<const Arr> x(logits + n * V, V);
+      T m = x.maxCoeff();
+      T lse = m + std::log((x - m).exp().sum());
+      losses[n] = lse - x[t];
+    }
+  });
+}
+
+}  // namespace loom::cpu

@@ -1,0 +1,22 @@
+#pragma once
+/// @file loom.hpp
+/// The umbrella header: tensors, random numbers and every CPU op.
+
+#include "loom/config.hpp"
+#include "loom/version.hpp"
+
+#include "loom/core/device.hpp"
+#include "loom/core/dtype.hpp"
+#include "loom/core/error.hpp"
+#include "loom/core/math.hpp"
+#include "loom/core/random.hpp"
+#include "loom/core/shape.hpp"
+#include "loom/core/tensor.hpp"
+
+#include "loom/ops/elementwise.hpp"
+#include "loom/ops/embedding.hpp"
+#include "loom/ops/layer_norm.hpp"
+#include "loom/ops/loss.hpp"
+#include "loom/ops/matmul.hpp"
+#include "loom/ops/reduce.hpp"
+#include "loom/ops/softmax.hpp"

@@ -1,0 +1,39 @@
+#pragma once
+/// @file layer_norm.hpp
+/// layer_norm over the last dimension.
+
+#include "loom/backend/cpu/layer_norm.hpp"
+#include "loom/ops/common.hpp"
+
+namespace loom {
+
+/// LayerNorm of x (..., C) over its last dimension: (x - mean) / sqrt(var + eps) * weight + bias.
+/// weight and bias have shape (C); pass an undefined Tensor for either to leave it out.
+template <class T>
+Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, double eps = 1e-5) {
+  static_assert(is_floating_v<T>, "layer_norm: needs a floating element type");
+  if constexpr (is_reduced_float_v<T>) {
+    auto f = [](const Tensor<T>& t) { return t.defined() ? t.template to<float>() : Tensor<float>(); };
+    return layer_norm(f(x), f(weight), f(bias), eps).template to<T>();
+  } else {
+    detail::check_cpu("layer_norm", x);
+    LOOM_CHECK(x.dim() >= 1, shape_error, "layer_norm: input needs at least 1 dimension, got shape ", x.shape());
+    LOOM_CHECK(eps >= 0, value_error, "layer_norm: eps must be non-negative, got ", eps);
+    int64_t C = x.size(-1);
+    for (const Tensor<T>* p : {&weight, &bias}) {
+      if (!p->defined()) continue;
+      detail::check_cpu("layer_norm", x, *p);
+      LOOM_CHECK(p->dim() == 1 && p->size(0) == C, shape_error, "layer_norm: ", p == &weight ? "weight" : "bias",
+                 " has shape ", p->shape(), ", expected [", C, "] for input ", x.shape());
+    }
+    Tensor<T> in = x.contiguous();
+    Tensor<T> w = weight.defined() ? weight.contiguous() : weight, b = bias.defined() ? bias.contiguous() : bias;
+    Tensor<T> out = Tensor<T>::empty(x.shape());
+    if (C > 0) {
+      cpu::layer_norm_forward<T>(out.data(), nullptr, nullptr, in.data(), w.data(), b.data(), in.numel() / C, C, eps);
+    }
+    return out;
+  }
+}
+
+}  // namespace loom

@@ -1,0 +1,122 @@
+#pragma once
+/// @file matmul.hpp
+/// Matrix products: 2-D, batched with broadcast batch dimensions, and NumPy's 1-D promotion.
+/// Transposed views (x.transpose(-1, -2)) are read in place, without a copy.
+
+#include <algorithm>
+
+#include "loom/backend/cpu/matmul.hpp"
+#include "loom/ops/common.hpp"
+
+namespace loom {
+
+namespace detail {
+
+// How one batch entry of a matrix operand is read by the GEMM: row-major or column-major, with
+// its leading dimension. `ok` is false when neither inner stride is 1 (a copy is needed).
+struct MatLayout {
+  bool ok, rowmajor;
+  int64_t ld;
+};
+inline MatLayout mat_layout(int64_t rows, int64_t cols, int64_t row_stride, int64_t col_stride) {
+  // A stride along a dimension of size 1 is never used: pick the one that makes the layout valid.
+  if (cols <= 1) col_stride = 1;
+  if (rows <= 1) row_stride = col_stride == 1 ? std::max<int64_t>(cols, 1) : 1;
+  if (col_stride == 1 && row_stride >= cols) return {true, true, row_stride};
+  if (row_stride == 1 && col_stride >= rows) return {true, false, col_stride};
+  return {false, true, 0};  // e.g. a broadcast (stride 0) or a strided slice: copy first
+}
+
+}  // namespace detail
+
+/// out = a @ b written into an existing contiguous tensor of the right shape (no allocation).
+/// Shapes as in matmul(); `out` must not overlap the inputs.
+template <class T>
+void matmul_out(const Tensor<T>& out, const Tensor<T>& a_in, const Tensor<T>& b_in);
+
+/// Matrix product a @ b: (M, K) @ (K, N) -> (M, N); leading batch dimensions broadcast,
+/// (..., M, K) @ (..., K, N) -> (..., M, N); a 1-D operand is a row (a) or column (b) vector
+/// whose dimension is dropped from the result. Throws shape_error when the inner sizes differ.
+template <class T>
+Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
+  static_assert(is_floating_v<T>, "matmul: needs a floating element type");
+  if constexpr (is_reduced_float_v<T>) {
+    return matmul(a.template to<float>(), b.template to<float>()).template to<T>();
+  } else {
+    detail::check_cpu("matmul", a, b);
+    LOOM_CHECK(a.dim() >= 1 && b.dim() >= 1, shape_error, "matmul: both operands need at least 1 dimension, got ",
+               a.shape(), " @ ", b.shape());
+    Tensor<T> a2 = a.dim() == 1 ? a.unsqueeze(0) : a;   // (K) -> (1, K)
+    Tensor<T> b2 = b.dim() == 1 ? b.unsqueeze(-1) : b;  // (K) -> (K, 1)
+    int64_t M = a2.size(-2), K = a2.size(-1), K2 = b2.size(-2), N = b2.size(-1);
+    LOOM_CHECK(K == K2, shape_error, "matmul: inner dimensions differ: a", a.shape(), " @ b", b.shape(), " (",
+               K, " != ", K2, ")");
+    Shape ab(a2.shape()), bb(b2.shape());
+    ab.erase(ab.size() - 1), ab.erase(ab.size() - 1);
+    bb.erase(bb.size() - 1), bb.erase(bb.size() - 1);
+    Shape batch = broadcast_shapes(ab, bb, "matmul (batch dimensions)");
+    Shape out_shape = batch;
+    out_shape.push_back(M), out_shape.push_back(N);
+    Tensor<T> out = Tensor<T>::empty(out_shape);
+    matmul_out(out, a2, b2);
+    if (a.dim() == 1) out = out.squeeze(-2);
+    if (b.dim() == 1) out = out.squeeze(-1);
+    return out;
+  }
+}
+
+template <class T>
+void matmul_out(const Tensor<T>& out, const Tensor<T>& a_in, const Tensor<T>& b_in) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "matmul_out: float or double");
+  detail::check_cpu("matmul", out, a_in, b_in);
+  LOOM_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, shape_error, "matmul_out: operands need 2 or more dimensions, got a",
+             a_in.shape(), " @ b", b_in.shape());
+  int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
+  LOOM_CHECK(K == b_in.size(-2), shape_error, "matmul: inner dimensions differ: a", a_in.shape(), " @ b",
+             b_in.shape(), " (", K, " != ", b_in.size(-2), ")");
+  Shape ab(a_in.shape()), bb(b_in.shape());
+  ab.erase(ab.size() - 1), ab.erase(ab.size() - 1);
+  bb.erase(bb.size() - 1), bb.erase(bb.size() - 1);
+  Shape batch = broadcast_shapes(ab, bb, "matmul (batch dimensions)");
+  Shape expect = batch;
+  expect.push_back(M), expect.push_back(N);
+  LOOM_CHECK(out.shape() == expect && out.is_contiguous(), shape_error, "matmul_out: out must be contiguous with shape ",
+             expect, ", got ", out.shape());
+  if (out.numel() == 0) return;
+  if (K == 0) {
+    out.fill_(T(0));
+    return;
+  }
+  // A matrix whose inner strides are both != 1 is copied once, so every batch entry is GEMM-ready.
+  auto ready = [](const Tensor<T>& t) {
+    int64_t r = t.size(-2), c = t.size(-1);
+    return detail::mat_layout(r, c, t.stride(-2), t.stride(-1)).ok ? t : t.contiguous();
+  };
+  Tensor<T> a = ready(a_in), b = ready(b_in);
+  detail::MatLayout la = detail::mat_layout(M, K, a.stride(-2), a.stride(-1));
+  detail::MatLayout lb = detail::mat_layout(K, N, b.stride(-2), b.stride(-1));
+  Shape bsa = broadcast_strides(ab, Shape(std::vector<int64_t>(a.strides().begin(), a.strides().end() - 2)), batch);
+  Shape bsb = broadcast_strides(bb, Shape(std::vector<int64_t>(b.strides().begin(), b.strides().end() - 2)), batch);
+  int64_t nbatch = numel_of(batch);
+  auto one = [&](int64_t i) {
+    int64_t oa = 0, ob = 0, rem = i;
+    for (int d = batch.size() - 1; d >= 0; --d) {
+      int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      oa += idx * bsa[d], ob += idx * bsb[d];
+    }
+    cpu::gemm(out.data() + i * M * N, N, a.data() + oa, la.rowmajor, la.ld, b.data() + ob, lb.rowmajor, lb.ld, M,
+              N, K);
+  };
+  // Many small products: one per thread (Eigen then runs serially inside each). Few large ones:
+  // one after another, each parallelised by Eigen.
+  if (nbatch > 1 && M * N * K < (int64_t(1) << 21)) {
+    parallel_for(0, nbatch, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) one(i);
+    });
+  } else {
+    for (int64_t i = 0; i < nbatch; ++i) one(i);
+  }
+}
+
+}  // namespace loom

@@ -1,0 +1,47 @@
+#pragma once
+/// @file softmax.hpp
+/// softmax and log_softmax along any axis (numerically stable for large logits).
+
+#include "loom/backend/cpu/softmax.hpp"
+#include "loom/ops/common.hpp"
+
+namespace loom {
+
+namespace detail {
+// Moves `axis` last, runs a row kernel on contiguous rows, and moves it back.
+template <class T, class Kernel>
+Tensor<T> along_axis(const char* op, const Tensor<T>& x, int64_t axis, Kernel kernel) {
+  check_cpu(op, x);
+  if constexpr (is_reduced_float_v<T>) {
+    return along_axis<float>(op, x.template to<float>(), axis, kernel).template to<T>();
+  } else {
+    int a = wrap_axis(axis, x.dim(), op);
+    if (x.dim() == 0) return along_axis(op, x.reshape({1}), 0, kernel).reshape({});
+    bool last = a == x.dim() - 1;
+    Tensor<T> in = (last ? x : x.transpose(a, -1)).contiguous();
+    Tensor<T> out = Tensor<T>::empty(in.shape());
+    int64_t C = in.size(-1);
+    if (in.numel() > 0) kernel(out.data(), in.data(), in.numel() / C, C);
+    return last ? out : out.transpose(a, -1).contiguous();
+  }
+}
+}  // namespace detail
+
+/// exp(x) / sum(exp(x)) along `axis` (default: the last).
+template <class T>
+Tensor<T> softmax(const Tensor<T>& x, int64_t axis = -1) {
+  static_assert(is_floating_v<T>, "softmax: needs a floating element type");
+  return detail::along_axis("softmax", x, axis,
+                            [](auto* o, const auto* i, int64_t N, int64_t C) { cpu::softmax_forward(o, i, N, C); });
+}
+
+/// log(softmax(x)) along `axis`, computed as x - logsumexp(x) (no log of tiny numbers).
+template <class T>
+Tensor<T> log_softmax(const Tensor<T>& x, int64_t axis = -1) {
+  static_assert(is_floating_v<T>, "log_softmax: needs a floating element type");
+  return detail::along_axis("log_softmax", x, axis, [](auto* o, const auto* i, int64_t N, int64_t C) {
+    cpu::log_softmax_forward(o, i, N, C);
+  });
+}
+
+}  // namespace loom
