@@ -131,4 +131,20 @@ template <> struct compute_type<bf16> { using type = float; };
 template <> struct compute_type<half> { using type = float; };
 template <class T> using compute_t = typename compute_type<T>::type;
 
+namespace detail {
+/// Converts one element between any two loom element types (through float for bf16/half).
+template <class U, class T>
+U convert(T x) {
+  if constexpr (std::is_same_v<U, T>) {
+    return x;
+  } else if constexpr (std::is_same_v<U, bool>) {
+    return static_cast<compute_t<T>>(x) != compute_t<T>(0);
+  } else if constexpr (is_reduced_float_v<U>) {
+    return U(static_cast<float>(static_cast<compute_t<T>>(x)));
+  } else {
+    return static_cast<U>(static_cast<compute_t<T>>(x));
+  }
+}
+}  // namespace detail
+
 }  // namespace loom

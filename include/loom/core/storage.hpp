@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "loom/config.hpp"
+#include "loom/core/allocator.hpp"
 #include "loom/core/device.hpp"
 #include "loom/core/error.hpp"
 
@@ -18,7 +19,7 @@
 namespace loom {
 
 /// Alignment of CPU buffers in bytes (a cache line; enough for AVX-512 loads).
-inline constexpr std::size_t storage_alignment = 64;
+inline constexpr std::size_t storage_alignment = CpuAllocator::alignment;
 
 /// The message of the error raised when CUDA is asked for in a CPU-only build.
 inline const char* no_cuda_message() {
@@ -34,9 +35,7 @@ class Storage {
     s->nbytes_ = nbytes;
     s->device_ = device;
     if (device.is_cpu()) {
-      std::size_t rounded = (nbytes + storage_alignment - 1) / storage_alignment * storage_alignment;
-      s->data_ = rounded ? std::aligned_alloc(storage_alignment, rounded) : nullptr;
-      LOOM_CHECK(rounded == 0 || s->data_, Error, "Storage: out of memory allocating ", nbytes, " bytes");
+      s->data_ = CpuAllocator::instance().allocate(nbytes);
     } else {
 #if LOOM_WITH_CUDA
       s->data_ = cuda::malloc(nbytes, device.index);
@@ -49,7 +48,7 @@ class Storage {
 
   ~Storage() {
     if (device_.is_cpu()) {
-      std::free(data_);
+      CpuAllocator::instance().release(data_, nbytes_);
     } else {
 #if LOOM_WITH_CUDA
       cuda::free(data_, device_.index);

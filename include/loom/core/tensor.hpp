@@ -33,20 +33,6 @@ template <class T> class Tensor;
 
 namespace detail {
 
-/// Converts one element between any two loom element types (through float for bf16/half).
-template <class U, class T>
-U convert(T x) {
-  if constexpr (std::is_same_v<U, T>) {
-    return x;
-  } else if constexpr (std::is_same_v<U, bool>) {
-    return static_cast<compute_t<T>>(x) != compute_t<T>(0);
-  } else if constexpr (is_reduced_float_v<U>) {
-    return U(static_cast<float>(static_cast<compute_t<T>>(x)));
-  } else {
-    return static_cast<U>(static_cast<compute_t<T>>(x));
-  }
-}
-
 /// Checks a shape for negative sizes; `op` names the caller in the error.
 inline void check_sizes(const Shape& s, const char* op) {
   for (int64_t d : s) LOOM_CHECK(d >= 0, value_error, op, ": negative dimension ", d, " in shape ", s);
@@ -130,6 +116,7 @@ class Tensor {
   T* data() const { return storage_ ? static_cast<T*>(storage_->data()) + offset_ : nullptr; }
   /// True when the elements are laid out in row-major order without gaps.
   bool is_contiguous() const {
+    if (numel() == 0) return true;
     int64_t expected = 1;
     for (int d = dim() - 1; d >= 0; --d) {
       if (shape_[d] == 1) continue;

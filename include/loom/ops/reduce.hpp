@@ -81,10 +81,12 @@ struct ArgExtreme {
     C cv = C(v);
     return (a.second < 0 || better(cv, a.first)) ? Acc{cv, r} : a;
   }
-  static Acc merge(Acc a, Acc b) {
+  static Acc merge(Acc a, Acc b) {  // partials may come in any order: ties go to the lower index
     if (a.second < 0) return b;
     if (b.second < 0) return a;
-    return better(b.first, a.first) ? b : a;
+    if (better(b.first, a.first)) return b;
+    if (better(a.first, b.first)) return a;
+    return b.second < a.second ? b : a;
   }
 };
 

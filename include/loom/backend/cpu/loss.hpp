@@ -25,8 +25,7 @@ void cross_entropy_forward(T* losses, const T* logits, const I* targets, int64_t
       }
       Eigen::Map<const Arr> x(logits + n * V, V);
       T m = x.maxCoeff();
-      T lse = m + std::log((x - m).exp().sum());
-      losses[n] = lse - x[t];
+      losses[n] = (m - x[t]) + std::log((x - m).exp().sum());  // logsumexp(x) - x[t], small terms first
     }
   });
 }

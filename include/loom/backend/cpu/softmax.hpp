@@ -26,7 +26,7 @@ void softmax_forward(T* out, const T* inp, int64_t N, int64_t C) {
   });
 }
 
-/// out[n, :] = log_softmax(inp[n, :]) = x - max - log(sum(exp(x - max))), N rows of length C.
+/// out[n, :] = log_softmax(inp[n, :]) = (x - max) - log(sum(exp(x - max))), N rows of length C.
 template <class T>
 void log_softmax_forward(T* out, const T* inp, int64_t N, int64_t C) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
@@ -35,9 +35,8 @@ void log_softmax_forward(T* out, const T* inp, int64_t N, int64_t C) {
       Eigen::Map<const Arr> x(inp + n * C, C);
       Eigen::Map<Arr> y(out + n * C, C);
       T m = x.maxCoeff();
-      y = (x - m).exp();
-      T lse = m + std::log(y.sum());
-      y = x - lse;
+      T log_z = std::log((x - m).exp().sum());
+      y = (x - m) - log_z;  // not x - (m + log_z): that would round m + log_z at the scale of m
     }
   });
 }

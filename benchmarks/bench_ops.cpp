@@ -1,0 +1,76 @@
+// Memory-bound ops on large tensors, reported in GB/s: the bytes each op must read and write
+// once (the same convention as the PyTorch script), to compare with bench_peak's bandwidth.
+#include <benchmark/benchmark.h>
+
+#include <cmath>
+
+#include <loom/loom.hpp>
+
+namespace {
+
+using loom::Tensor;
+
+constexpr int64_t rows = 16384, cols = 1024;  // 16M floats = 64 MiB per tensor
+
+Tensor<float> input(int64_t r = rows, int64_t c = cols) {
+  loom::Generator g(3);
+  return loom::randn<float>({r, c}, g);
+}
+
+void report(benchmark::State& state, double bytes_per_iter) {
+  state.counters["GB/s"] = benchmark::Counter(bytes_per_iter * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_add(benchmark::State& state) {
+  auto a = input(), b = input();
+  for (auto _ : state) benchmark::DoNotOptimize((a + b).data());
+  report(state, 3.0 * a.numel() * 4);
+}
+BENCHMARK(BM_add)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_add_bias_broadcast(benchmark::State& state) {
+  auto a = input(), b = input(1, cols).reshape({cols});
+  for (auto _ : state) benchmark::DoNotOptimize((a + b).data());
+  report(state, 2.0 * a.numel() * 4);
+}
+BENCHMARK(BM_add_bias_broadcast)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_gelu_tanh(benchmark::State& state) {
+  auto a = input();
+  auto y = loom::gelu(a, loom::GeluApprox::tanh);
+  double want = 0.5 * 1.0 * (1 + std::tanh(0.7978845608 * (1.0 + 0.044715)));
+  if (std::fabs(loom::gelu(loom::full<float>({1}, 1.0f), loom::GeluApprox::tanh).item() - want) > 1e-5)
+    state.SkipWithError("gelu is wrong");
+  for (auto _ : state) benchmark::DoNotOptimize(loom::gelu(a, loom::GeluApprox::tanh).data());
+  report(state, 2.0 * a.numel() * 4);
+}
+BENCHMARK(BM_gelu_tanh)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_softmax(benchmark::State& state) {
+  auto a = input();
+  float row = loom::sum(loom::softmax(a).select(0, 0)).item();
+  if (std::fabs(row - 1.0f) > 1e-4f) state.SkipWithError("softmax rows do not sum to 1");
+  for (auto _ : state) benchmark::DoNotOptimize(loom::softmax(a).data());
+  report(state, 2.0 * a.numel() * 4);
+}
+BENCHMARK(BM_softmax)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_layer_norm(benchmark::State& state) {
+  auto a = input(rows * cols / 768, 768);
+  loom::Generator g(4);
+  auto w = loom::randn<float>({768}, g), b = loom::randn<float>({768}, g);
+  auto y = loom::layer_norm(a, Tensor<float>(), Tensor<float>());
+  if (std::fabs(loom::mean(y.select(0, 0)).item()) > 1e-4f) state.SkipWithError("layer_norm rows are not centred");
+  for (auto _ : state) benchmark::DoNotOptimize(loom::layer_norm(a, w, b).data());
+  report(state, 2.0 * a.numel() * 4);
+}
+BENCHMARK(BM_layer_norm)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_sum_rows(benchmark::State& state) {
+  auto a = input();
+  for (auto _ : state) benchmark::DoNotOptimize(loom::sum(a, 1).data());
+  report(state, 1.0 * a.numel() * 4);
+}
+BENCHMARK(BM_sum_rows)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace

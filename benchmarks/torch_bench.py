@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""PyTorch side of loom's CPU benchmarks: the same shapes, layouts and byte counts as
+bench_matmul.cpp and bench_ops.cpp, timed the same way (median of repeated runs).
+
+Run with Debian's python3-torch (which belongs to /usr/bin/python3):
+    /usr/bin/python3 benchmarks/torch_bench.py --threads 2 --out torch.json
+"""
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def timeit(fn, min_time=1.0, repeats=5):
+    """Median over `repeats` runs of the mean time of one call (seconds), each run >= min_time / repeats."""
+    fn()  # warm-up: allocations, thread pool start
+    per_run = []
+    for _ in range(repeats):
+        n, t0 = 0, time.perf_counter()
+        while True:
+            fn()
+            n += 1
+            dt = time.perf_counter() - t0
+            if dt >= min_time / repeats:
+                break
+        per_run.append(dt / n)
+    return statistics.median(per_run)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="torch_bench.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    res = {}
+
+    # matmul: y = x @ W, dx = dy @ W^T, dW = x^T @ dy at M 4096, K 768, N 3072 (transposes are views).
+    M, K, N = 4096, 768, 3072
+    x, W, dy = torch.randn(M, K), torch.randn(K, N), torch.randn(M, N)
+    for which, (a, b) in enumerate([(x, W), (dy, W.t()), (x.t(), dy)]):
+        out = torch.empty(a.shape[0], b.shape[1])
+        flops = 2.0 * a.shape[0] * a.shape[1] * b.shape[1]
+        s = timeit(lambda: torch.mm(a, b, out=out), min_time=4.0)
+        res[f"matmul_out/{which}"] = {"ms": s * 1e3, "GFLOP/s": flops / s / 1e9}
+        s = timeit(lambda: torch.mm(a, b), min_time=4.0)
+        res[f"matmul_alloc/{which}"] = {"ms": s * 1e3, "GFLOP/s": flops / s / 1e9}
+
+    q, k = torch.randn(96, 256, 64), torch.randn(96, 256, 64)
+    kt = k.transpose(-1, -2)
+    out = torch.empty(96, 256, 256)
+    s = timeit(lambda: torch.bmm(q, kt, out=out))
+    res["matmul_batched_attention"] = {"ms": s * 1e3, "GFLOP/s": 2.0 * 96 * 256 * 256 * 64 / s / 1e9}
+
+    rows, cols = 16384, 1024
+    a, b = torch.randn(rows, cols), torch.randn(rows, cols)
+    bias = torch.randn(cols)
+    nbytes = a.numel() * 4
+    ops = {
+        "add": (lambda: a + b, 3 * nbytes),
+        "add_bias_broadcast": (lambda: a + bias, 2 * nbytes),
+        "gelu_tanh": (lambda: F.gelu(a, approximate="tanh"), 2 * nbytes),
+        "softmax": (lambda: torch.softmax(a, -1), 2 * nbytes),
+        "sum_rows": (lambda: a.sum(1), nbytes),
+    }
+    ln_in = torch.randn(rows * cols // 768, 768)
+    w, bb = torch.randn(768), torch.randn(768)
+    ops["layer_norm"] = (lambda: F.layer_norm(ln_in, (768,), w, bb), 2 * ln_in.numel() * 4)
+    for name, (fn, nb) in ops.items():
+        s = timeit(fn)
+        res[name] = {"ms": s * 1e3, "GB/s": nb / s / 1e9}
+
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
+    with open(args.out, "w") as f:
+        json.dump({"meta": meta, "results": res}, f, indent=1)
+    for k_, v in res.items():
+        print(f"{k_:28s} " + "  ".join(f"{u}={x:.2f}" for u, x in v.items()))
+
+
+if __name__ == "__main__":
+    main()
