@@ -1,0 +1,70 @@
+#pragma once
+/// @file node.hpp
+/// The autograd graph: AutogradMeta (the state a tensor carries once it takes part in autograd),
+/// Node (one recorded op: its backward function and edges to its inputs), and SavedTensor
+/// (an input or output kept for backward, with the version it had when saved).
+///
+///   y = mul(a, b)      y.meta.grad_fn ──> Node "mul" ──edges──> a's grad_fn (or a's leaf meta)
+///                                          │                  └─> b's grad_fn (or b's leaf meta)
+///                                          └─ backward(dy) = {dy * b, dy * a}   (a, b saved)
+///
+/// Edges point from outputs to inputs only, and saved tensors are kept without their autograd
+/// state, so the graph has no reference cycles: it is freed as soon as the last output goes.
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "loom/core/shape.hpp"
+
+namespace loom {
+
+template <class T> class Tensor;
+template <class T> struct Node;
+
+namespace autograd {
+/// Number of graph nodes alive in the process (for leak tests).
+inline std::atomic<int64_t>& live_node_counter() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
+/// Number of graph nodes alive in the process.
+inline int64_t live_nodes() { return live_node_counter().load(); }
+}  // namespace autograd
+
+/// Autograd state of a tensor, allocated on first use (requires_grad_ or an op's output).
+template <class T>
+struct AutogradMeta {
+  bool requires_grad = false;
+  Tensor<T> grad;                     ///< accumulated gradient (leaves)
+  std::shared_ptr<Node<T>> grad_fn;   ///< the op that produced this tensor (null for leaves)
+};
+
+/// Where a gradient goes: the producing node of a non-leaf input, or the meta of a leaf.
+template <class T>
+struct Edge {
+  std::shared_ptr<Node<T>> fn;
+  std::shared_ptr<AutogradMeta<T>> leaf;
+  Shape shape;  ///< the input's shape: every gradient sent along the edge must have it
+  /// True when the input takes part in autograd.
+  bool active() const { return fn || leaf; }
+};
+
+/// One recorded op. `backward(grad_out)` returns one gradient per edge (undefined = none).
+template <class T>
+struct Node {
+  using Backward = std::function<std::vector<Tensor<T>>(const Tensor<T>& grad_out)>;
+  const char* name = "";
+  std::vector<Edge<T>> next;
+  Backward backward;
+  bool released = false;  ///< set when backward ran without retain_graph (saved tensors freed)
+
+  Node() { ++autograd::live_node_counter(); }
+  ~Node() { --autograd::live_node_counter(); }
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+};
+
+}  // namespace loom
