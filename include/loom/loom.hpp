@@ -1,6 +1,6 @@
 #pragma once
 /// @file loom.hpp
-/// The umbrella header: tensors, random numbers and every CPU op.
+/// The umbrella header: tensors, random numbers, autograd and every CPU op.
 
 #include "loom/config.hpp"
 #include "loom/version.hpp"
@@ -13,6 +13,11 @@
 #include "loom/core/shape.hpp"
 #include "loom/core/tensor.hpp"
 
+#include "loom/autograd/engine.hpp"
+#include "loom/autograd/grad_mode.hpp"
+#include "loom/autograd/gradcheck.hpp"
+
+#include "loom/ops/dropout.hpp"
 #include "loom/ops/elementwise.hpp"
 #include "loom/ops/embedding.hpp"
 #include "loom/ops/layer_norm.hpp"

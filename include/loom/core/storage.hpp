@@ -3,6 +3,7 @@
 /// Storage: one device-tagged, untyped, 64-byte aligned buffer that tensors share.
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -64,9 +65,14 @@ class Storage {
   std::size_t nbytes() const { return nbytes_; }
   /// Where the bytes live.
   Device device() const { return device_; }
+  /// How many times the bytes were modified in place (autograd checks it on saved tensors).
+  uint64_t version() const { return version_; }
+  /// Records one in-place modification.
+  void bump_version() { ++version_; }
 
  private:
   Storage() = default;
+  uint64_t version_ = 0;
   void* data_ = nullptr;
   std::size_t nbytes_ = 0;
   Device device_;

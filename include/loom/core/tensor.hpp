@@ -19,6 +19,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "loom/autograd/grad_mode.hpp"
+#include "loom/autograd/node.hpp"
 #include "loom/core/device.hpp"
 #include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"
@@ -32,6 +34,16 @@ namespace loom {
 template <class T> class Tensor;
 
 namespace detail {
+
+/// Records `out = op(inputs)` in the autograd graph when grad mode is on and an input requires
+/// grad. `backward(grad_out)` returns one gradient per input (an undefined Tensor for none).
+template <class T, class F>
+void record(const char* name, Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, F&& backward);
+
+/// Sums a broadcast gradient back to `shape` (over leading and stretched dimensions).
+template <class T>
+Tensor<T> sum_to_shape(const Tensor<T>& grad, const Shape& shape);
+
 
 /// Checks a shape for negative sizes; `op` names the caller in the error.
 inline void check_sizes(const Shape& s, const char* op) {
@@ -157,7 +169,7 @@ class Tensor {
     return std::vector<T>(c.data(), c.data() + c.numel());
   }
 
-  // --- Views (no copy) ---------------------------------------------------------------------
+  // --- Views (no copy; differentiable) -------------------------------------------------------
   /// The same elements with another shape; throws when the strides make a view impossible.
   /// One size may be -1 and is inferred.
   Tensor view(const Shape& shape) const {
@@ -166,13 +178,13 @@ class Tensor {
     LOOM_CHECK(detail::view_strides(shape_, strides_, target, st), shape_error, "view: a tensor of shape ",
                shape_, " and strides ", strides_, " cannot be viewed as ", target,
                " without a copy; use reshape()");
-    return Tensor(storage_, target, st, offset_);
+    return reshaped_view("view", target, st);
   }
   /// The same elements with another shape: a view when possible, else a contiguous copy.
   Tensor reshape(const Shape& shape) const {
     Shape target = infer_shape(shape, "reshape");
     Shape st;
-    if (detail::view_strides(shape_, strides_, target, st)) return Tensor(storage_, target, st, offset_);
+    if (detail::view_strides(shape_, strides_, target, st)) return reshaped_view("reshape", target, st);
     return contiguous().view(target);
   }
   /// Dimensions start..end (inclusive) merged into one.
@@ -192,16 +204,20 @@ class Tensor {
   Tensor permute(const Shape& dims) const {
     LOOM_CHECK(dims.size() == dim(), shape_error, "permute: ", dims.size(), " dimensions given ", dims,
                " for a tensor of shape ", shape_);
-    Shape s, st;
+    Shape s, st, inverse = dims;
     bool seen[max_dims] = {};
-    for (int64_t d : dims) {
-      int a = wrap_axis(d, dim(), "permute");
-      LOOM_CHECK(!seen[a], index_error, "permute: dimension ", d, " repeated in ", dims);
+    for (int i = 0; i < dims.size(); ++i) {
+      int a = wrap_axis(dims[i], dim(), "permute");
+      LOOM_CHECK(!seen[a], index_error, "permute: dimension ", dims[i], " repeated in ", dims);
       seen[a] = true;
       s.push_back(shape_[a]);
       st.push_back(strides_[a]);
+      inverse[a] = i;
     }
-    return Tensor(storage_, s, st, offset_);
+    Tensor out(storage_, s, st, offset_);
+    // backward: dx = dy permuted back
+    detail::record<T>("permute", out, {this}, [inverse](const Tensor& g) { return grads(g.permute(inverse)); });
+    return out;
   }
   /// Dimensions d0 and d1 swapped.
   Tensor transpose(int64_t d0, int64_t d1) const {
@@ -209,7 +225,10 @@ class Tensor {
     Shape s = shape_, st = strides_;
     std::swap(s[a], s[b]);
     std::swap(st[a], st[b]);
-    return Tensor(storage_, s, st, offset_);
+    Tensor out(storage_, s, st, offset_);
+    // backward: dx = dy with the same two dimensions swapped back
+    detail::record<T>("transpose", out, {this}, [a, b](const Tensor& g) { return grads(g.transpose(a, b)); });
+    return out;
   }
   /// The transpose of a matrix (a 2-D tensor).
   Tensor t() const {
@@ -227,7 +246,15 @@ class Tensor {
     Shape s = shape_, st = strides_;
     s[a] = (end - start + step - 1) / step;
     st[a] = strides_[a] * step;
-    return Tensor(storage_, s, st, offset_ + start * strides_[a]);
+    Tensor out(storage_, s, st, offset_ + start * strides_[a]);
+    // backward: dx = zeros with dy written into the sliced positions
+    Shape in = shape_;
+    detail::record<T>("slice", out, {this}, [in, a, start, end, step](const Tensor& g) {
+      Tensor dx = Tensor::zeros_like_shape(in);
+      dx.slice(a, start, end, step).copy_(g);
+      return grads(dx);
+    });
+    return out;
   }
   /// `length` elements from `start` along dimension d; throws when they do not fit.
   Tensor narrow(int64_t d, int64_t start, int64_t length) const {
@@ -244,7 +271,15 @@ class Tensor {
     if (index < 0) index += shape_[a];
     Shape s = shape_, st = strides_;
     s.erase(a), st.erase(a);
-    return Tensor(storage_, s, st, offset_ + index * strides_[a]);
+    Tensor out(storage_, s, st, offset_ + index * strides_[a]);
+    // backward: dx = zeros with dy written into row `index` of dimension a
+    Shape in = shape_;
+    detail::record<T>("select", out, {this}, [in, a, index](const Tensor& g) {
+      Tensor dx = Tensor::zeros_like_shape(in);
+      dx.select(a, index).copy_(g);
+      return grads(dx);
+    });
+    return out;
   }
   /// A size-1 dimension inserted at position d (d may equal dim()).
   Tensor unsqueeze(int64_t d) const {
@@ -252,14 +287,14 @@ class Tensor {
     Shape s = shape_, st = strides_;
     s.insert(a, 1);
     st.insert(a, a < dim() ? strides_[a] * shape_[a] : 1);
-    return Tensor(storage_, s, st, offset_);
+    return reshaped_view("unsqueeze", s, st);
   }
   /// Every size-1 dimension removed.
   Tensor squeeze() const {
     Shape s, st;
     for (int d = 0; d < dim(); ++d)
       if (shape_[d] != 1) s.push_back(shape_[d]), st.push_back(strides_[d]);
-    return Tensor(storage_, s, st, offset_);
+    return reshaped_view("squeeze", s, st);
   }
   /// Dimension d removed if its size is 1 (otherwise the tensor is returned unchanged).
   Tensor squeeze(int64_t d) const {
@@ -267,7 +302,7 @@ class Tensor {
     if (dim() == 0 || shape_[a] != 1) return *this;
     Shape s = shape_, st = strides_;
     s.erase(a), st.erase(a);
-    return Tensor(storage_, s, st, offset_);
+    return reshaped_view("squeeze", s, st);
   }
   /// A broadcast view with the given shape (size-1 dimensions repeated with stride 0; -1 keeps
   /// a size; new dimensions may be added in front).
@@ -288,8 +323,51 @@ class Tensor {
                  " to ", shape, " (dimension ", i, ": ", shape_[j], " vs ", s[i], ")");
       st[i] = (s[i] == shape_[j]) ? strides_[j] : 0;
     }
-    return Tensor(storage_, s, st, offset_);
+    Tensor out(storage_, s, st, offset_);
+    // backward: dx = dy summed over the repeated dimensions
+    Shape in = shape_;
+    detail::record<T>("expand", out, {this}, [in](const Tensor& g) { return grads(detail::sum_to_shape(g, in)); });
+    return out;
   }
+
+  // --- Autograd ----------------------------------------------------------------------------
+  /// True when gradients are computed for this tensor (a leaf marked requires_grad_, or the
+  /// output of an op on such tensors while grad mode is on).
+  bool requires_grad() const { return meta_ && meta_->requires_grad; }
+  /// Marks a leaf tensor as a parameter whose gradient backward() accumulates in grad().
+  Tensor& requires_grad_(bool on = true) {
+    static_assert(is_floating_v<T>, "requires_grad_: only floating tensors can require grad");
+    LOOM_CHECK(is_leaf() || on, value_error, "requires_grad_: cannot turn off requires_grad on the output of '",
+               meta_->grad_fn->name, "'; use detach()");
+    if (!meta_) meta_ = std::make_shared<AutogradMeta<T>>();
+    meta_->requires_grad = on;
+    return *this;
+  }
+  /// The gradient accumulated by backward() (undefined until then, or after zero_grad()).
+  Tensor grad() const { return meta_ ? meta_->grad : Tensor(); }
+  /// Replaces the accumulated gradient (an optimizer or a test may set it).
+  void set_grad(const Tensor& g) {
+    if (!meta_) meta_ = std::make_shared<AutogradMeta<T>>();
+    meta_->grad = g;
+  }
+  /// Drops the accumulated gradient (the next backward starts from nothing).
+  void zero_grad() const {
+    if (meta_) meta_->grad = Tensor();
+  }
+  /// The graph node of the op that produced this tensor (null for leaves).
+  std::shared_ptr<Node<T>> grad_fn() const { return meta_ ? meta_->grad_fn : nullptr; }
+  /// True for tensors not produced by a recorded op (parameters, inputs, constants).
+  bool is_leaf() const { return !meta_ || !meta_->grad_fn; }
+  /// The same data, cut off from the graph (no grad, no grad_fn).
+  Tensor detach() const { return Tensor(storage_, shape_, strides_, offset_); }
+  /// Back-propagates from this tensor: accumulates d(this)/d(leaf) * grad into every leaf's grad().
+  /// `grad` may be omitted for a one-element tensor (it is then 1). The graph is freed unless
+  /// retain_graph is true. Defined in autograd/engine.hpp.
+  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+  /// The autograd state (internal: used by the engine and by ops that record nodes).
+  const std::shared_ptr<AutogradMeta<T>>& autograd_meta() const { return meta_; }
+  /// Replaces the autograd state (internal).
+  void set_autograd_meta(std::shared_ptr<AutogradMeta<T>> m) { meta_ = std::move(m); }
 
   // --- Copies ------------------------------------------------------------------------------
   /// This tensor if it is contiguous, else a contiguous copy.
@@ -297,11 +375,17 @@ class Tensor {
   /// A contiguous copy with its own storage.
   Tensor clone() const {
     Tensor out = empty(shape_, device());
-    out.copy_(*this);
+    {
+      NoGradGuard no_grad;
+      out.copy_(*this);
+    }
+    // backward: dx = dy
+    detail::record<T>("clone", out, {this}, [](const Tensor& g) { return grads(g); });
     return out;
   }
   /// Copies `src` (broadcast to this shape, from any device) into this tensor; returns *this.
   const Tensor& copy_(const Tensor& src) const {
+    check_inplace("copy_");
     Shape target = broadcast_shapes(src.shape(), shape_, "copy_");
     LOOM_CHECK(target == shape_, shape_error, "copy_: source shape ", src.shape(),
                " does not broadcast to destination shape ", shape_);
@@ -318,6 +402,7 @@ class Tensor {
   }
   /// Sets every element to `value`; returns *this.
   const Tensor& fill_(T value) const {
+    check_inplace("fill_");
     if (device().is_cpu()) {
       StridedLayout<1> L(shape_, {strides_});
       T* p = data();
@@ -328,9 +413,11 @@ class Tensor {
     }
     Tensor host = Tensor::empty(shape_);
     host.fill_(value);
+    NoGradGuard no_grad;  // the check above already ran
     return copy_(host);
   }
-  /// A copy converted to element type U (this tensor itself when U is T).
+  /// A copy converted to element type U (this tensor itself when U is T). Not differentiable:
+  /// the copy is cut off from the graph.
   template <class U>
   Tensor<U> to() const {
     if constexpr (std::is_same_v<U, T>) {
@@ -356,6 +443,27 @@ class Tensor {
   }
 
  private:
+  // A reshaping view (same elements in the same order): backward reshapes dy back.
+  Tensor reshaped_view(const char* op, const Shape& shape, const Shape& strides) const {
+    Tensor out(storage_, shape, strides, offset_);
+    Shape in = shape_;
+    detail::record<T>(op, out, {this}, [in](const Tensor& g) { return grads(g.reshape(in)); });
+    return out;
+  }
+  static std::vector<Tensor> grads(Tensor g) { return {std::move(g)}; }
+  static Tensor zeros_like_shape(const Shape& s) {
+    Tensor z = empty(s);
+    std::memset(static_cast<void*>(z.data()), 0, size_t(z.numel()) * sizeof(T));
+    return z;
+  }
+  // In-place writes: refused on tensors that require grad (outside NoGradGuard), and counted.
+  void check_inplace(const char* op) const {
+    LOOM_CHECK(!(GradMode::is_enabled() && requires_grad()), value_error, op,
+               ": cannot modify a tensor that requires grad in place (its gradient would be wrong); "
+               "do it inside a NoGradGuard scope or on x.detach()");
+    if (storage_) storage_->bump_version();
+  }
+
   // Resolves one -1 and checks that the element count matches.
   Shape infer_shape(const Shape& shape, const char* op) const {
     Shape t = shape;
@@ -400,7 +508,78 @@ class Tensor {
   Shape shape_;
   Shape strides_;
   int64_t offset_ = 0;
+  std::shared_ptr<AutogradMeta<T>> meta_;  // null until the tensor takes part in autograd
 };
+
+// --- Recording ops in the graph ----------------------------------------------------------------
+
+/// A tensor kept for backward, without its autograd state (no reference cycles), with the
+/// storage version it had when saved, so that a later in-place change is caught.
+template <class T>
+class SavedTensor {
+ public:
+  SavedTensor() = default;
+  /// Saves `t` (shares its storage; copies nothing).
+  explicit SavedTensor(const Tensor<T>& t)
+      : data_(t.detach()), version_(t.storage() ? t.storage()->version() : 0) {}
+  /// The saved tensor; throws when it was modified in place since it was saved.
+  const Tensor<T>& get(const char* op) const {
+    uint64_t now = data_.storage() ? data_.storage()->version() : 0;
+    LOOM_CHECK(now == version_, value_error, "backward of ", op, ": a tensor saved for the gradient (shape ",
+               data_.shape(), ") was modified in place after it was saved (version ", now, ", expected ",
+               version_, "); clone() it before modifying it");
+    return data_;
+  }
+
+ private:
+  Tensor<T> data_;
+  uint64_t version_ = 0;
+};
+
+namespace detail {
+
+/// Throws unless every tensor is defined and on the CPU (the only backend with ops so far).
+template <class... Ts>
+void check_cpu(const char* op, const Tensor<Ts>&... ts) {
+  bool all_defined = (ts.defined() && ...);
+  LOOM_CHECK(all_defined, value_error, op, ": an input tensor is undefined");
+  Device first = Device::cpu();
+  bool have = false, mixed = false;
+  auto visit = [&](Device d) {
+    if (have && d != first) mixed = true;
+    if (!have) first = d, have = true;
+  };
+  (visit(ts.device()), ...);
+  LOOM_CHECK(!mixed, device_error, op, ": input tensors are on different devices");
+  LOOM_CHECK(first.is_cpu(), device_error, op, ": not available for tensors on ", first,
+             " yet; move them with .to(Device::cpu())");
+}
+
+template <class T, class F>
+void record(const char* name, Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, F&& backward) {
+  if (!GradMode::is_enabled()) return;
+  bool any = false;
+  for (const Tensor<T>* t : inputs) any = any || t->requires_grad();
+  if (!any) return;
+  auto node = std::make_shared<Node<T>>();
+  node->name = name;
+  node->next.reserve(inputs.size());
+  for (const Tensor<T>* t : inputs) {
+    Edge<T> e;
+    if (t->requires_grad()) {
+      if (t->is_leaf()) e.leaf = t->autograd_meta(); else e.fn = t->grad_fn();
+    }
+    e.shape = t->shape();
+    node->next.push_back(std::move(e));
+  }
+  node->backward = std::forward<F>(backward);
+  auto meta = std::make_shared<AutogradMeta<T>>();
+  meta->requires_grad = true;
+  meta->grad_fn = std::move(node);
+  out.set_autograd_meta(std::move(meta));
+}
+
+}  // namespace detail
 
 // --- Factories -------------------------------------------------------------------------------
 
@@ -605,3 +784,8 @@ std::ostream& operator<<(std::ostream& os, const Tensor<T>& t) {
 }
 
 }  // namespace loom
+
+// The backward engine and the reductions that view gradients use (sum_to_shape), included here
+// so that tensor.hpp alone is complete. They include this header back; #pragma once makes that
+// a no-op, and the class above is already complete when they are read.
+#include "loom/autograd/engine.hpp"

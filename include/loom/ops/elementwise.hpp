@@ -5,10 +5,12 @@
 
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "loom/backend/cpu/elementwise.hpp"
 #include "loom/core/math.hpp"
 #include "loom/ops/common.hpp"
+#include "loom/ops/reduce.hpp"
 
 namespace loom {
 
@@ -73,44 +75,148 @@ void require_floating(const char*) {
 
 }  // namespace detail
 
+// Each op below keeps its forward and its backward together: the forward computes `out`, then
+// detail::record(...) registers the backward closure, which receives dL/dout (`g`) and returns
+// dL/dinput for each input. Gradients of broadcast inputs are summed back to their shapes.
+
+template <class T> using Grads = std::vector<Tensor<T>>;
+
+namespace detail {
+// g * f(a, b), with a and b broadcast to g's shape, summed back to `shape`.
+template <class T, class F>
+Tensor<T> grad_of(const char* op, const Tensor<T>& g, const Tensor<T>& a, const Tensor<T>& b, const Shape& shape, F f) {
+  Shape s = g.shape();
+  Tensor<T> out = Tensor<T>::empty(s);
+  StridedLayout<4> L(s, {out.strides(), g.strides(), broadcast_strides(a.shape(), a.strides(), s),
+                         broadcast_strides(b.shape(), b.strides(), s)});
+  (void)op;
+  cpu::map_ternary(out.data(), g.data(), a.data(), b.data(), L, f);
+  return sum_to_shape(out, shape);
+}
+}  // namespace detail
+
 // --- Binary arithmetic (broadcasting) ---------------------------------------------------------
 
 /// a + b, broadcast.
 template <class T>
 Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_op<T>("add", a, b, [](auto x, auto y) { return x + y; });
+  auto out = detail::binary_op<T>("add", a, b, [](auto x, auto y) { return x + y; });
+  // backward: da = g, db = g
+  detail::record<T>("add", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g) {
+    return Grads<T>{detail::sum_to_shape(g, sa), detail::sum_to_shape(g, sb)};
+  });
+  return out;
 }
 /// a - b, broadcast.
 template <class T>
 Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_op<T>("sub", a, b, [](auto x, auto y) { return x - y; });
+  auto out = detail::binary_op<T>("sub", a, b, [](auto x, auto y) { return x - y; });
+  // backward: da = g, db = -g
+  detail::record<T>("sub", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g) {
+    return Grads<T>{detail::sum_to_shape(g, sa), neg(detail::sum_to_shape(g, sb))};
+  });
+  return out;
 }
 /// a * b, broadcast.
 template <class T>
 Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_op<T>("mul", a, b, [](auto x, auto y) { return x * y; });
+  auto out = detail::binary_op<T>("mul", a, b, [](auto x, auto y) { return x * y; });
+  // backward: da = g * b, db = g * a
+  detail::record<T>("mul", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
+    const Tensor<T>&x = sa.get("mul"), &y = sb.get("mul");
+    auto da = detail::grad_of("mul", g, x, y, x.shape(), [](auto gv, auto, auto yv) { return gv * yv; });
+    auto db = detail::grad_of("mul", g, x, y, y.shape(), [](auto gv, auto xv, auto) { return gv * xv; });
+    return Grads<T>{da, db};
+  });
+  return out;
 }
 /// a / b, broadcast (C++ integer division for integer types).
 template <class T>
 Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_op<T>("div", a, b, [](auto x, auto y) { return x / y; });
+  auto out = detail::binary_op<T>("div", a, b, [](auto x, auto y) { return x / y; });
+  // backward: da = g / b, db = -g a / b^2
+  detail::record<T>("div", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
+    const Tensor<T>&x = sa.get("div"), &y = sb.get("div");
+    auto da = detail::grad_of("div", g, x, y, x.shape(), [](auto gv, auto, auto yv) { return gv / yv; });
+    auto db = detail::grad_of("div", g, x, y, y.shape(), [](auto gv, auto xv, auto yv) { return -gv * xv / (yv * yv); });
+    return Grads<T>{da, db};
+  });
+  return out;
 }
 /// a ^ b elementwise, broadcast.
 template <class T>
 Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
   detail::require_floating<T>("pow");
-  return detail::binary_op<T>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); });
+  auto out = detail::binary_op<T>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); });
+  // backward: da = g b a^(b-1), db = g a^b log(a)
+  detail::record<T>("pow", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
+    const Tensor<T>&x = sa.get("pow"), &y = sb.get("pow");
+    auto da = detail::grad_of("pow", g, x, y, x.shape(),
+                              [](auto gv, auto xv, auto yv) { return gv * yv * std::pow(xv, yv - decltype(yv)(1)); });
+    auto db = detail::grad_of("pow", g, x, y, y.shape(),
+                              [](auto gv, auto xv, auto yv) { return gv * std::pow(xv, yv) * std::log(xv); });
+    return Grads<T>{da, db};
+  });
+  return out;
 }
 /// The larger of a and b elementwise, broadcast (NaN if either is NaN).
+/// Gradient: to the larger input; split evenly on ties.
 template <class T>
 Tensor<T> maximum(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_op<T>("maximum", a, b, [](auto x, auto y) { return (x != x || x > y) ? x : y; });
+  auto out = detail::binary_op<T>("maximum", a, b, [](auto x, auto y) { return (x != x || x > y) ? x : y; });
+  detail::record<T>("maximum", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
+    const Tensor<T>&x = sa.get("maximum"), &y = sb.get("maximum");
+    auto share = [](auto gv, auto mine, auto other) {
+      return mine > other ? gv : (mine == other ? gv / decltype(gv)(2) : decltype(gv)(0));
+    };
+    auto da = detail::grad_of("maximum", g, x, y, x.shape(), share);
+    auto db = detail::grad_of("maximum", g, x, y, y.shape(), [share](auto gv, auto xv, auto yv) { return share(gv, yv, xv); });
+    return Grads<T>{da, db};
+  });
+  return out;
 }
 /// The smaller of a and b elementwise, broadcast (NaN if either is NaN).
+/// Gradient: to the smaller input; split evenly on ties.
 template <class T>
 Tensor<T> minimum(const Tensor<T>& a, const Tensor<T>& b) {
-  return detail::binary_op<T>("minimum", a, b, [](auto x, auto y) { return (x != x || x < y) ? x : y; });
+  auto out = detail::binary_op<T>("minimum", a, b, [](auto x, auto y) { return (x != x || x < y) ? x : y; });
+  detail::record<T>("minimum", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
+    const Tensor<T>&x = sa.get("minimum"), &y = sb.get("minimum");
+    auto share = [](auto gv, auto mine, auto other) {
+      return mine < other ? gv : (mine == other ? gv / decltype(gv)(2) : decltype(gv)(0));
+    };
+    auto da = detail::grad_of("minimum", g, x, y, x.shape(), share);
+    auto db = detail::grad_of("minimum", g, x, y, y.shape(), [share](auto gv, auto xv, auto yv) { return share(gv, yv, xv); });
+    return Grads<T>{da, db};
+  });
+  return out;
 }
+
+// --- Unary math and activations -----------------------------------------------------------
+
+namespace detail {
+// out = f(x) with backward dx = g * dfdx(x, out), computed in one pass over (g, x, out).
+template <class T, class F, class D>
+Tensor<T> unary_with_grad(const char* op, const Tensor<T>& x, F f, D dfdx) {
+  auto out = unary_op<T>(op, x, f);
+  record<T>(op, out, {&x}, [op, sx = SavedTensor<T>(x), so = SavedTensor<T>(out), dfdx](const Tensor<T>& g) {
+    const Tensor<T>&xv = sx.get(op), &yv = so.get(op);
+    return Grads<T>{grad_of(op, g, xv, yv, xv.shape(), [dfdx](auto gv, auto a, auto y) { return gv * dfdx(a, y); })};
+  });
+  return out;
+}
+// out = f(x) with backward dx = g * k for a constant k (nothing saved).
+template <class T, class F>
+Tensor<T> unary_const_grad(const char* op, const Tensor<T>& x, F f, double k) {
+  auto out = unary_op<T>(op, x, f);
+  record<T>(op, out, {&x}, [k](const Tensor<T>& g) {
+    using C = compute_t<T>;
+    C kc = C(k);
+    return Grads<T>{k == 1.0 ? g : unary_op<T>("mul", g, [kc](C v) { return v * kc; })};
+  });
+  return out;
+}
+}  // namespace detail
 
 /// x ^ exponent elementwise.
 template <class T>
@@ -118,53 +224,83 @@ Tensor<T> pow(const Tensor<T>& x, double exponent) {
   detail::require_floating<T>("pow");
   using C = compute_t<T>;
   C e = C(exponent);
-  if (exponent == 2.0) return detail::unary_op<T>("pow", x, [](C v) { return v * v; });
-  return detail::unary_op<T>("pow", x, [e](C v) { return std::pow(v, e); });
+  if (exponent == 2.0) {
+    return detail::unary_with_grad("pow", x, [](C v) { return v * v; }, [](C v, C) { return C(2) * v; });
+  }
+  return detail::unary_with_grad("pow", x, [e](C v) { return std::pow(v, e); },
+                                 [e](C v, C) { return e * std::pow(v, e - C(1)); });
 }
-
-// --- Unary math and activations -----------------------------------------------------------
 
 /// -x.
-template <class T> Tensor<T> neg(const Tensor<T>& x) { return detail::unary_op<T>("neg", x, detail::NegFn{}); }
-/// |x|.
-template <class T> Tensor<T> abs(const Tensor<T>& x) { return detail::unary_op<T>("abs", x, detail::AbsFn{}); }
-/// e^x.
+template <class T> Tensor<T> neg(const Tensor<T>& x) {
+  auto out = detail::unary_op<T>("neg", x, detail::NegFn{});
+  detail::record<T>("neg", out, {&x}, [](const Tensor<T>& g) { return Grads<T>{neg(g)}; });  // dx = -g
+  return out;
+}
+/// |x| (gradient sign(x), 0 at 0).
+template <class T> Tensor<T> abs(const Tensor<T>& x) {
+  using C = compute_t<T>;
+  return detail::unary_with_grad("abs", x, detail::AbsFn{}, [](C v, C) { return C(v > C(0)) - C(v < C(0)); });
+}
+/// e^x (gradient e^x).
 template <class T> Tensor<T> exp(const Tensor<T>& x) {
   detail::require_floating<T>("exp");
-  return detail::unary_op<T>("exp", x, detail::ExpFn{});
+  using C = compute_t<T>;
+  return detail::unary_with_grad("exp", x, detail::ExpFn{}, [](C, C y) { return y; });
 }
-/// Natural logarithm.
+/// Natural logarithm (gradient 1/x).
 template <class T> Tensor<T> log(const Tensor<T>& x) {
   detail::require_floating<T>("log");
-  return detail::unary_op<T>("log", x, detail::LogFn{});
+  using C = compute_t<T>;
+  return detail::unary_with_grad("log", x, detail::LogFn{}, [](C v, C) { return C(1) / v; });
 }
-/// Square root.
+/// Square root (gradient 1 / (2 sqrt(x))).
 template <class T> Tensor<T> sqrt(const Tensor<T>& x) {
   detail::require_floating<T>("sqrt");
-  return detail::unary_op<T>("sqrt", x, detail::SqrtFn{});
+  using C = compute_t<T>;
+  return detail::unary_with_grad("sqrt", x, detail::SqrtFn{}, [](C, C y) { return C(0.5) / y; });
 }
-/// 1 / sqrt(x).
+/// 1 / sqrt(x) (gradient -x^(-3/2) / 2).
 template <class T> Tensor<T> rsqrt(const Tensor<T>& x) {
   detail::require_floating<T>("rsqrt");
-  return detail::unary_op<T>("rsqrt", x, detail::RsqrtFn{});
+  using C = compute_t<T>;
+  return detail::unary_with_grad("rsqrt", x, detail::RsqrtFn{}, [](C, C y) { return C(-0.5) * y * y * y; });
 }
-/// Hyperbolic tangent.
+/// Hyperbolic tangent (gradient 1 - tanh^2).
 template <class T> Tensor<T> tanh(const Tensor<T>& x) {
   detail::require_floating<T>("tanh");
-  return detail::unary_op<T>("tanh", x, detail::TanhFn{});
+  using C = compute_t<T>;
+  return detail::unary_with_grad("tanh", x, detail::TanhFn{}, [](C, C y) { return C(1) - y * y; });
 }
-/// max(x, 0).
-template <class T> Tensor<T> relu(const Tensor<T>& x) { return detail::unary_op<T>("relu", x, detail::ReluFn{}); }
-/// 1 / (1 + e^-x).
+/// max(x, 0) (gradient 1 where x > 0).
+template <class T> Tensor<T> relu(const Tensor<T>& x) {
+  using C = compute_t<T>;
+  return detail::unary_with_grad("relu", x, detail::ReluFn{}, [](C v, C) { return C(v > C(0)); });
+}
+/// 1 / (1 + e^-x) (gradient s (1 - s)).
 template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {
   detail::require_floating<T>("sigmoid");
-  return detail::unary_op<T>("sigmoid", x, detail::SigmoidFn{});
+  using C = compute_t<T>;
+  return detail::unary_with_grad("sigmoid", x, detail::SigmoidFn{}, [](C, C y) { return y * (C(1) - y); });
 }
 /// GELU: exact (erf) by default, or the tanh approximation GPT-2 uses.
 template <class T> Tensor<T> gelu(const Tensor<T>& x, GeluApprox approx = GeluApprox::none) {
   detail::require_floating<T>("gelu");
-  if (approx == GeluApprox::tanh) return detail::unary_op<T>("gelu", x, detail::GeluTanhFn{});
-  return detail::unary_op<T>("gelu", x, detail::GeluErfFn{});
+  using C = compute_t<T>;
+  if (approx == GeluApprox::tanh) {
+    // d/dx 0.5 x (1 + tanh u), u = k (x + c x^3):  0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)
+    return detail::unary_with_grad("gelu", x, detail::GeluTanhFn{}, [](C v, C) {
+      const C k = C(math::sqrt_2_over_pi), c = C(0.044715);
+      C t = std::tanh(k * (v + c * v * v * v));
+      return C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * k * (C(1) + C(3) * c * v * v);
+    });
+  }
+  // d/dx x Phi(x) = Phi(x) + x phi(x)
+  return detail::unary_with_grad("gelu", x, detail::GeluErfFn{}, [](C v, C) {
+    C cdf = C(0.5) * (C(1) + std::erf(v * C(math::inv_sqrt_2)));
+    C pdf = std::exp(C(-0.5) * v * v) * C(0.3989422804014327);  // 1 / sqrt(2 pi)
+    return cdf + v * pdf;
+  });
 }
 
 // --- Comparisons and selection ------------------------------------------------------------
@@ -204,6 +340,11 @@ Tensor<T> where(const Tensor<bool>& cond, const Tensor<T>& a, const Tensor<T>& b
                          broadcast_strides(a.shape(), a.strides(), s), broadcast_strides(b.shape(), b.strides(), s)});
   cpu::map_ternary(out.data(), cond.data(), a.data(), b.data(), L,
                    [](bool c, auto x, auto y) { return c ? x : y; });
+  // backward: da = g where cond, db = g elsewhere
+  detail::record<T>("where", out, {&a, &b}, [cond, sa = a.shape(), sb = b.shape()](const Tensor<T>& g) {
+    auto zero = zeros<T>({});
+    return Grads<T>{detail::sum_to_shape(where(cond, g, zero), sa), detail::sum_to_shape(where(cond, zero, g), sb)};
+  });
   return out;
 }
 
@@ -215,7 +356,12 @@ Tensor<T> masked_fill(const Tensor<T>& x, const Tensor<bool>& mask, double value
              " does not broadcast to the input shape ", x.shape());
   using C = compute_t<T>;
   C v = C(value);
-  return detail::binary_op<T>("masked_fill", x, mask, [v](C a, bool m) { return m ? v : a; });
+  auto out = detail::binary_op<T>("masked_fill", x, mask, [v](C a, bool m) { return m ? v : a; });
+  // backward: dx = g, zeroed where the mask replaced x
+  detail::record<T>("masked_fill", out, {&x}, [mask](const Tensor<T>& g) {
+    return Grads<T>{detail::binary_op<T>("masked_fill", g, mask, [](C a, bool m) { return m ? C(0) : a; })};
+  });
+  return out;
 }
 
 // --- Operators ------------------------------------------------------------------------------
@@ -231,25 +377,34 @@ template <class T> Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) {
 /// -x.
 template <class T> Tensor<T> operator-(const Tensor<T>& x) { return neg(x); }
 
-#define LOOM_SCALAR_OPERATOR(op, name, expr_ts, expr_st)                                          \
+#define LOOM_SCALAR_OPERATOR(op, name, expr_ts, expr_st, grad_ts, grad_st)                      \
   /** Tensor op scalar, elementwise. */                                                             \
   template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>                   \
   Tensor<T> operator op(const Tensor<T>& x, S s) {                                                  \
     using C = compute_t<T>;                                                                         \
     C c = C(s);                                                                                     \
-    return detail::unary_op<T>(name, x, [c](C v) { return expr_ts; });                              \
+    return grad_ts;                                                                                 \
   }                                                                                                 \
   /** Scalar op tensor, elementwise. */                                                             \
   template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>                   \
   Tensor<T> operator op(S s, const Tensor<T>& x) {                                                  \
     using C = compute_t<T>;                                                                         \
     C c = C(s);                                                                                     \
-    return detail::unary_op<T>(name, x, [c](C v) { return expr_st; });                              \
+    return grad_st;                                                                                 \
   }
-LOOM_SCALAR_OPERATOR(+, "add", v + c, c + v)
-LOOM_SCALAR_OPERATOR(-, "sub", v - c, c - v)
-LOOM_SCALAR_OPERATOR(*, "mul", v * c, c * v)
-LOOM_SCALAR_OPERATOR(/, "div", v / c, c / v)
+// Constant derivatives save nothing for backward; only c / x keeps x.
+LOOM_SCALAR_OPERATOR(+, "add", v + c, c + v,
+                     detail::unary_const_grad<T>("add", x, [c](C v) { return v + c; }, 1.0),
+                     detail::unary_const_grad<T>("add", x, [c](C v) { return c + v; }, 1.0))
+LOOM_SCALAR_OPERATOR(-, "sub", v - c, c - v,
+                     detail::unary_const_grad<T>("sub", x, [c](C v) { return v - c; }, 1.0),
+                     detail::unary_const_grad<T>("sub", x, [c](C v) { return c - v; }, -1.0))
+LOOM_SCALAR_OPERATOR(*, "mul", v * c, c * v,
+                     detail::unary_const_grad<T>("mul", x, [c](C v) { return v * c; }, double(c)),
+                     detail::unary_const_grad<T>("mul", x, [c](C v) { return c * v; }, double(c)))
+LOOM_SCALAR_OPERATOR(/, "div", v / c, c / v,
+                     detail::unary_const_grad<T>("div", x, [c](C v) { return v / c; }, 1.0 / double(c)),
+                     detail::unary_with_grad("div", x, [c](C v) { return c / v; }, [c](C v, C) { return -c / (v * v); }))
 #undef LOOM_SCALAR_OPERATOR
 
 }  // namespace loom

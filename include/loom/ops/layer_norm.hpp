@@ -29,9 +29,22 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T
     Tensor<T> in = x.contiguous();
     Tensor<T> w = weight.defined() ? weight.contiguous() : weight, b = bias.defined() ? bias.contiguous() : bias;
     Tensor<T> out = Tensor<T>::empty(x.shape());
-    if (C > 0) {
-      cpu::layer_norm_forward<T>(out.data(), nullptr, nullptr, in.data(), w.data(), b.data(), in.numel() / C, C, eps);
-    }
+    int64_t N = C > 0 ? in.numel() / C : 0;
+    Tensor<T> mean = Tensor<T>::empty({N}), rstd = Tensor<T>::empty({N});
+    if (C > 0) cpu::layer_norm_forward<T>(out.data(), mean.data(), rstd.data(), in.data(), w.data(), b.data(), N, C, eps);
+    // backward: one fused pass gives dx, dweight and dbias (see cpu::layer_norm_backward)
+    Tensor<T> none;
+    detail::record<T>("layer_norm", out, {&x, weight.defined() ? &weight : &none, bias.defined() ? &bias : &none},
+                      [sx = SavedTensor<T>(in), sw = SavedTensor<T>(w), mean, rstd, N, C, has_w = weight.defined(),
+                       has_b = bias.defined()](const Tensor<T>& g) {
+      const Tensor<T>&in = sx.get("layer_norm"), &w = sw.get("layer_norm");
+      Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape());
+      Tensor<T> dw = has_w ? zeros<T>({C}) : Tensor<T>(), db = has_b ? zeros<T>({C}) : Tensor<T>();
+      if (C > 0)
+        cpu::layer_norm_backward<T>(dx.data(), dw.data(), db.data(), gc.data(), in.data(), w.data(), mean.data(),
+                                    rstd.data(), N, C);
+      return std::vector<Tensor<T>>{dx, dw, db};
+    });
     return out;
   }
 }

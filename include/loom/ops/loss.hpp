@@ -3,6 +3,8 @@
 /// Cross-entropy loss on logits (the softmax is inside), with ignore_index.
 
 #include "loom/backend/cpu/loss.hpp"
+#include <vector>
+
 #include "loom/ops/embedding.hpp"
 
 namespace loom {
@@ -32,15 +34,31 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, int64
     Tensor<T> x = logits.contiguous();
     Tensor<T> losses = Tensor<T>::empty(expect);
     if (N > 0) cpu::cross_entropy_forward(losses.data(), x.data(), t.data(), N, V, ignore_index);
-    if (reduction == Reduction::none) return losses;
-    double total = 0;
     int64_t count = 0;
-    for (int64_t n = 0; n < N; ++n) {  // in order: the same sum for any thread count
-      total += double(losses.data()[n]);
-      count += int64_t(t.data()[n]) != ignore_index;
+    Tensor<T> out;
+    if (reduction == Reduction::none) {
+      out = losses;
+    } else {
+      double total = 0;
+      for (int64_t n = 0; n < N; ++n) {  // in order: the same sum for any thread count
+        total += double(losses.data()[n]);
+        count += int64_t(t.data()[n]) != ignore_index;
+      }
+      out = full<T>({}, T(reduction == Reduction::sum ? total : total / double(count)));
     }
-    double r = reduction == Reduction::sum ? total : total / double(count);
-    return full<T>({}, T(r));
+    // backward, fused with the softmax: dlogits = (softmax(logits) - onehot(target)) * dloss,
+    // where dloss = g / count (mean), g (sum) or g[n] (none); ignored rows get 0.
+    detail::record<T>("cross_entropy", out, {&logits},
+                      [sx = SavedTensor<T>(x), t, N, V, ignore_index, reduction, count](const Tensor<T>& g) {
+      const Tensor<T>& xv = sx.get("cross_entropy");
+      Tensor<T> dloss = reduction == Reduction::none
+                            ? g.contiguous()
+                            : full<T>({N}, T(double(g.item()) / (reduction == Reduction::mean ? double(count) : 1.0)));
+      Tensor<T> dx = Tensor<T>::empty(xv.shape());
+      if (N > 0) cpu::cross_entropy_backward(dx.data(), xv.data(), t.data(), dloss.data(), N, V, ignore_index);
+      return std::vector<Tensor<T>>{dx};
+    });
+    return out;
   }
 }
 

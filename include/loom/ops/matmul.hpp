@@ -7,6 +7,7 @@
 
 #include "loom/backend/cpu/matmul.hpp"
 #include "loom/ops/common.hpp"
+#include "loom/ops/reduce.hpp"
 
 namespace loom {
 
@@ -59,6 +60,12 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
     out_shape.push_back(M), out_shape.push_back(N);
     Tensor<T> out = Tensor<T>::empty(out_shape);
     matmul_out(out, a2, b2);
+    // backward: da = g @ b^T, db = a^T @ g, each summed over the batch dims it was broadcast along
+    detail::record<T>("matmul", out, {&a2, &b2}, [sa = SavedTensor<T>(a2), sb = SavedTensor<T>(b2)](const Tensor<T>& g) {
+      const Tensor<T>&x = sa.get("matmul"), &y = sb.get("matmul");
+      return std::vector<Tensor<T>>{detail::sum_to_shape(matmul(g, y.transpose(-1, -2)), x.shape()),
+                                    detail::sum_to_shape(matmul(x.transpose(-1, -2), g), y.shape())};
+    });
     if (a.dim() == 1) out = out.squeeze(-2);
     if (b.dim() == 1) out = out.squeeze(-1);
     return out;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <utility>
+#include <vector>
 
 #include "loom/backend/cpu/reduce.hpp"
 #include "loom/ops/common.hpp"
@@ -52,18 +53,50 @@ Tensor<TO> reduce_any(const char* op, const Tensor<T>& x, const int64_t* axis, b
   return reduce<TO>(op, x, axis ? *axis : 0, axis == nullptr, keepdim, init, step, merge, finalize);
 }
 
+// The gradient of a reduction, broadcast back over the reduced axis (or all axes): a view.
+template <class T>
+Tensor<T> expand_back(const Tensor<T>& g, const Shape& in, const int64_t* axis, bool keepdim) {
+  Tensor<T> gg = g;
+  if (in.size() > 0 && !keepdim) {
+    if (axis) {
+      gg = g.unsqueeze(wrap_axis(*axis, in.size(), "reduce"));
+    } else {
+      Shape ones = in;
+      for (int64_t& d : ones) d = 1;
+      gg = g.reshape(ones);
+    }
+  }
+  return gg.expand(in);
+}
+
 template <class T>
 Tensor<T> sum_impl(const Tensor<T>& x, const int64_t* axis, bool keepdim) {
   using A = sum_acc_t<T>;
-  return reduce_any<T>("sum", x, axis, keepdim, A(0), [](A a, T v, int64_t) { return a + A(compute_t<T>(v)); },
-                       [](A a, A b) { return a + b; }, [](A a, int64_t) { return a; });
+  auto out = reduce_any<T>("sum", x, axis, keepdim, A(0), [](A a, T v, int64_t) { return a + A(compute_t<T>(v)); },
+                           [](A a, A b) { return a + b; }, [](A a, int64_t) { return a; });
+  // backward: dx = g broadcast over the summed axes
+  bool all = axis == nullptr;
+  int64_t ax = all ? 0 : *axis;
+  record<T>("sum", out, {&x}, [in = x.shape(), all, ax, keepdim](const Tensor<T>& g) {
+    return std::vector<Tensor<T>>{expand_back(g, in, all ? nullptr : &ax, keepdim)};
+  });
+  return out;
 }
 
 template <class T>
 Tensor<T> mean_impl(const Tensor<T>& x, const int64_t* axis, bool keepdim) {
   static_assert(is_floating_v<T>, "mean: needs a floating element type");
-  return reduce_any<T>("mean", x, axis, keepdim, 0.0, [](double a, T v, int64_t) { return a + double(compute_t<T>(v)); },
-                       [](double a, double b) { return a + b; }, [](double a, int64_t n) { return a / double(n); });
+  auto out = reduce_any<T>("mean", x, axis, keepdim, 0.0,
+                           [](double a, T v, int64_t) { return a + double(compute_t<T>(v)); },
+                           [](double a, double b) { return a + b; }, [](double a, int64_t n) { return a / double(n); });
+  // backward: dx = g / N broadcast over the averaged axes
+  bool all = axis == nullptr;
+  int64_t ax = all ? 0 : *axis;
+  int64_t n = all ? x.numel() : (x.dim() ? x.size(ax) : 1);
+  record<T>("mean", out, {&x}, [in = x.shape(), all, ax, keepdim, n](const Tensor<T>& g) {
+    return std::vector<Tensor<T>>{expand_back(g, in, all ? nullptr : &ax, keepdim) / double(n)};
+  });
+  return out;
 }
 
 // (value, index) pairs; NaN wins over everything, the first of equal values wins.
@@ -95,8 +128,28 @@ Tensor<T> extreme_impl(const char* op, const Tensor<T>& x, const int64_t* axis, 
   using E = ArgExtreme<T, Max>;
   int64_t n = axis ? (x.dim() ? x.size(*axis) : 1) : x.numel();
   LOOM_CHECK(n > 0, value_error, op, ": cannot reduce over an empty dimension (shape ", x.shape(), ")");
-  return reduce_any<T>(op, x, axis, keepdim, E::init(), E::step, E::merge,
-                       [](typename E::Acc a, int64_t) { return a.first; });
+  auto out = reduce_any<T>(op, x, axis, keepdim, E::init(), E::step, E::merge,
+                           [](typename E::Acc a, int64_t) { return a.first; });
+  if (!GradMode::is_enabled() || !x.requires_grad()) return out;
+  // backward: g goes to the position that won (the first one on ties), zeros elsewhere
+  Tensor<int64_t> idx = reduce_any<int64_t>(op, x, axis, true, E::init(), E::step, E::merge,
+                                            [](typename E::Acc a, int64_t) { return a.second; });
+  bool all = axis == nullptr;
+  int64_t ax = all ? 0 : wrap_axis(*axis, x.dim(), op);
+  record<T>(op, out, {&x}, [in = x.shape(), idx, all, ax, keepdim](const Tensor<T>& g) {
+    Tensor<T> dx = zeros<T>(in);
+    Tensor<T> gc = g.contiguous();  // one value per idx entry, in the same order
+    int64_t R = all ? numel_of(in) : (in.size() ? in[ax] : 1), inner = 1;
+    if (!all)
+      for (int d = ax + 1; d < in.size(); ++d) inner *= in[d];
+    for (int64_t k = 0; k < idx.numel(); ++k) {
+      int64_t o = k / inner, i = k % inner;
+      dx.data()[(o * R + idx.data()[k]) * inner + i] = gc.data()[k];
+    }
+    return std::vector<Tensor<T>>{dx};
+  });
+  (void)keepdim;
+  return out;
 }
 
 template <class T, bool Max>
@@ -151,18 +204,38 @@ template <class T> Tensor<int64_t> argmin(const Tensor<T>& x, int64_t axis, bool
 template <class T>
 Tensor<T> var(const Tensor<T>& x, int64_t axis, bool keepdim = false, int64_t correction = 1) {
   static_assert(is_floating_v<T>, "var: needs a floating element type");
-  Tensor<T> m = mean(x, axis, true);
-  Tensor<T> d = x - m;
+  Tensor<T> d, out;
   int64_t n = x.dim() ? x.size(axis) : 1;
   double denom = double(std::max<int64_t>(n - correction, 0));
-  return detail::reduce<T>("var", d * d, axis, false, keepdim, 0.0,
-                           [](double a, T v, int64_t) { return a + double(compute_t<T>(v)); },
-                           [](double a, double b) { return a + b; }, [denom](double a, int64_t) { return a / denom; });
+  {
+    NoGradGuard no_grad;  // the backward below is the whole op's
+    d = x - mean(x, axis, true);
+    out = detail::reduce<T>("var", d * d, axis, false, keepdim, 0.0,
+                            [](double a, T v, int64_t) { return a + double(compute_t<T>(v)); },
+                            [](double a, double b) { return a + b; }, [denom](double a, int64_t) { return a / denom; });
+  }
+  // backward: dx = g * 2 (x - mean) / (N - correction)
+  detail::record<T>("var", out, {&x}, [in = x.shape(), axis, keepdim, denom, sd = SavedTensor<T>(d)](const Tensor<T>& g) {
+    return std::vector<Tensor<T>>{detail::expand_back(g, in, &axis, keepdim) * sd.get("var") * (2.0 / denom)};
+  });
+  return out;
 }
 /// Variance of all elements.
 template <class T>
 Tensor<T> var(const Tensor<T>& x) {
   return var(x.reshape({-1}), 0, false, 1);
 }
+
+namespace detail {
+template <class T>
+Tensor<T> sum_to_shape(const Tensor<T>& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  Tensor<T> r = grad;
+  while (r.dim() > shape.size()) r = sum(r, 0);  // leading dimensions that broadcasting added
+  for (int d = 0; d < shape.size(); ++d)
+    if (shape[d] == 1 && r.size(d) != 1) r = sum(r, d, true);  // dimensions stretched from 1
+  return r;
+}
+}  // namespace detail
 
 }  // namespace loom

@@ -3,7 +3,8 @@
 /// softmax and log_softmax along any axis (numerically stable for large logits).
 
 #include "loom/backend/cpu/softmax.hpp"
-#include "loom/ops/common.hpp"
+#include "loom/ops/elementwise.hpp"
+#include "loom/ops/reduce.hpp"
 
 namespace loom {
 
@@ -31,17 +32,29 @@ Tensor<T> along_axis(const char* op, const Tensor<T>& x, int64_t axis, Kernel ke
 template <class T>
 Tensor<T> softmax(const Tensor<T>& x, int64_t axis = -1) {
   static_assert(is_floating_v<T>, "softmax: needs a floating element type");
-  return detail::along_axis("softmax", x, axis,
-                            [](auto* o, const auto* i, int64_t N, int64_t C) { cpu::softmax_forward(o, i, N, C); });
+  auto y = detail::along_axis("softmax", x, axis,
+                              [](auto* o, const auto* i, int64_t N, int64_t C) { cpu::softmax_forward(o, i, N, C); });
+  // backward: dx = y * (g - sum(g * y)) along the axis
+  detail::record<T>("softmax", y, {&x}, [sy = SavedTensor<T>(y), axis](const Tensor<T>& g) {
+    const Tensor<T>& yv = sy.get("softmax");
+    Tensor<T> gy = g * yv;
+    return std::vector<Tensor<T>>{gy - yv * sum(gy, axis, true)};
+  });
+  return y;
 }
 
 /// log(softmax(x)) along `axis`, computed as x - logsumexp(x) (no log of tiny numbers).
 template <class T>
 Tensor<T> log_softmax(const Tensor<T>& x, int64_t axis = -1) {
   static_assert(is_floating_v<T>, "log_softmax: needs a floating element type");
-  return detail::along_axis("log_softmax", x, axis, [](auto* o, const auto* i, int64_t N, int64_t C) {
+  auto y = detail::along_axis("log_softmax", x, axis, [](auto* o, const auto* i, int64_t N, int64_t C) {
     cpu::log_softmax_forward(o, i, N, C);
   });
+  // backward: dx = g - exp(y) * sum(g) along the axis
+  detail::record<T>("log_softmax", y, {&x}, [sy = SavedTensor<T>(y), axis](const Tensor<T>& g) {
+    return std::vector<Tensor<T>>{g - exp(sy.get("log_softmax")) * sum(g, axis, true)};
+  });
+  return y;
 }
 
 }  // namespace loom

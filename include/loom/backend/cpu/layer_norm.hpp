@@ -4,6 +4,7 @@
 /// variance, then scaled and shifted: out = (x - mean) * rstd * weight + bias.
 
 #include <cmath>
+#include <vector>
 
 #include <Eigen/Core>
 
@@ -38,6 +39,48 @@ void layer_norm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight,
       if (rstd) rstd[n] = s;
     }
   });
+}
+
+/// LayerNorm backward, fused: from dout (N, C) and the forward's inp, weight, mean and rstd,
+/// computes dinp (N, C, overwritten) and adds into dweight and dbias (C each; either may be null).
+///   norm = (x - mean) * rstd,  dnorm = dout * weight
+///   dx   = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+///   dweight += sum over rows of dout * norm,  dbias += sum over rows of dout
+/// Rows are split into fixed blocks whose dweight/dbias partials are added in block order, so
+/// the result does not depend on the thread count.
+template <class T>
+void layer_norm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* inp, const T* weight,
+                         const T* mean, const T* rstd, int64_t N, int64_t C) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  constexpr int64_t block = 64;
+  int64_t nblocks = (N + block - 1) / block;
+  bool params = dweight || dbias;
+  std::vector<T> partial(params ? size_t(nblocks * 2 * C) : 0, T(0));
+  parallel_for(0, nblocks, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(block * C, 1)), [&](int64_t lo, int64_t hi) {
+    Arr norm(C), dnorm(C);
+    for (int64_t b = lo; b < hi; ++b) {
+      T* pw = params ? partial.data() + b * 2 * C : nullptr;
+      for (int64_t n = b * block; n < std::min(N, (b + 1) * block); ++n) {
+        Eigen::Map<const Arr> x(inp + n * C, C), dy(dout + n * C, C);
+        Eigen::Map<Arr> dx(dinp + n * C, C);
+        norm = (x - mean[n]) * rstd[n];
+        if (weight) dnorm = dy * Eigen::Map<const Arr>(weight, C); else dnorm = dy;
+        T m1 = dnorm.mean(), m2 = (dnorm * norm).mean();
+        dx = rstd[n] * (dnorm - m1 - norm * m2);
+        if (params) {
+          Eigen::Map<Arr>(pw, C) += dy * norm;
+          Eigen::Map<Arr>(pw + C, C) += dy;
+        }
+      }
+    }
+  });
+  for (int64_t b = 0; b < nblocks && params; ++b) {
+    const T* pw = partial.data() + b * 2 * C;
+    for (int64_t c = 0; c < C; ++c) {
+      if (dweight) dweight[c] += pw[c];
+      if (dbias) dbias[c] += pw[C + c];
+    }
+  }
 }
 
 }  // namespace loom::cpu

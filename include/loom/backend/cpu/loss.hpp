@@ -30,4 +30,27 @@ void cross_entropy_forward(T* losses, const T* logits, const I* targets, int64_t
   });
 }
 
+/// dlogits[n, :] = (softmax(logits[n, :]) - onehot(target[n])) * dloss[n], fused: the softmax is
+/// recomputed here rather than stored by the forward. Rows whose target is ignore_index get 0.
+template <class T, class I>
+void cross_entropy_backward(T* dlogits, const T* logits, const I* targets, const T* dloss, int64_t N, int64_t V,
+                            int64_t ignore_index) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  parallel_for(0, N, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(V, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) {
+      Eigen::Map<Arr> dx(dlogits + n * V, V);
+      int64_t t = int64_t(targets[n]);
+      if (t == ignore_index) {
+        dx.setZero();
+        continue;
+      }
+      Eigen::Map<const Arr> x(logits + n * V, V);
+      T m = x.maxCoeff();
+      dx = (x - m).exp();
+      dx *= dloss[n] / dx.sum();
+      dx[t] -= dloss[n];
+    }
+  });
+}
+
 }  // namespace loom::cpu

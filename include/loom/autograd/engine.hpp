@@ -1,0 +1,119 @@
+#pragma once
+/// @file engine.hpp
+/// The backward engine: Tensor::backward() walks the graph from the root in reverse topological
+/// order, calls each node's backward with the summed gradient of its output, and accumulates the
+/// results into the leaves' grad(). In a few dozen lines:
+///
+///   order = post-order DFS from root.grad_fn           // every node after all nodes it feeds
+///   pending[root.grad_fn] = grad (ones for a scalar)
+///   for node in reversed(order):
+///     g = pending[node]                                // the sum of every consumer's gradient
+///     for (edge, dx) in zip(node.next, node.backward(g)):
+///       if edge.fn:   pending[edge.fn] += dx            // flows on into the graph
+///       if edge.leaf: edge.leaf.grad += dx              // lands in a parameter
+///     free node's saved tensors unless retain_graph
+
+#include <unordered_map>
+#include <vector>
+
+#include "loom/core/tensor.hpp"
+#include "loom/ops/reduce.hpp"
+
+namespace loom {
+
+namespace detail {
+
+/// a + b for two gradients of the same shape, as a new contiguous tensor.
+template <class T>
+Tensor<T> add_grads(const Tensor<T>& a, const Tensor<T>& b) {
+  Tensor<T> out = Tensor<T>::empty(a.shape());
+  StridedLayout<3> L(a.shape(), {out.strides(), a.strides(), b.strides()});
+  T* o = out.data();
+  const T *x = a.data(), *y = b.data();
+  strided_for(L, [&](const int64_t* off, int64_t n, const int64_t* st) {
+    for (int64_t i = 0; i < n; ++i)
+      o[off[0] + i * st[0]] = convert<T>(compute_t<T>(x[off[1] + i * st[1]]) + compute_t<T>(y[off[2] + i * st[2]]));
+  });
+  return out;
+}
+
+}  // namespace detail
+
+template <class T>
+void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
+  LOOM_CHECK(requires_grad(), value_error,
+             "backward: this tensor does not require grad (no input of the ops that made it called "
+             "requires_grad_(), or it was computed under NoGradGuard)");
+  Tensor<T> root_grad = grad;
+  if (!root_grad.defined()) {
+    LOOM_CHECK(numel() == 1, shape_error, "backward: a gradient can be implied only for a one-element output; "
+               "this one has shape ", shape(), ", so pass backward(grad) with a gradient of that shape");
+    root_grad = full<T>(shape(), T(1.0f));
+  }
+  LOOM_CHECK(root_grad.shape() == shape(), shape_error, "backward: gradient of shape ", root_grad.shape(),
+             " given for a tensor of shape ", shape());
+  NoGradGuard no_grad;  // backward computations are not themselves recorded
+
+  auto accumulate_leaf = [](AutogradMeta<T>& meta, const Tensor<T>& g) {
+    meta.grad = meta.grad.defined() ? detail::add_grads(meta.grad, g) : g.clone();
+  };
+  if (is_leaf()) {
+    accumulate_leaf(*autograd_meta(), root_grad);
+    return;
+  }
+
+  // Post-order DFS (iterative: deep graphs must not overflow the stack).
+  std::vector<Node<T>*> order;
+  std::unordered_map<Node<T>*, Tensor<T>> pending;
+  {
+    std::unordered_map<Node<T>*, bool> seen;
+    std::vector<std::pair<Node<T>*, size_t>> stack{{grad_fn().get(), 0}};
+    seen[grad_fn().get()] = true;
+    while (!stack.empty()) {
+      auto& [node, i] = stack.back();
+      if (i < node->next.size()) {
+        Node<T>* child = node->next[i++].fn.get();
+        if (child && !seen[child]) {
+          seen[child] = true;
+          stack.push_back({child, 0});
+        }
+      } else {
+        order.push_back(node);
+        stack.pop_back();
+      }
+    }
+  }
+  pending[grad_fn().get()] = root_grad;
+
+  for (auto it = order.rbegin(); it != order.rend(); ++it) {
+    Node<T>* node = *it;
+    auto p = pending.find(node);
+    if (p == pending.end()) continue;  // no gradient reached this node
+    Tensor<T> g = std::move(p->second);
+    pending.erase(p);
+    LOOM_CHECK(!node->released, value_error, "backward: the graph through '", node->name,
+               "' was already freed by an earlier backward(); pass retain_graph=true to the first "
+               "backward() to go through the graph twice");
+    std::vector<Tensor<T>> dx = node->backward(g);
+    LOOM_ASSERT(dx.size() == node->next.size());
+    for (size_t k = 0; k < node->next.size(); ++k) {
+      const Edge<T>& e = node->next[k];
+      if (!e.active() || !dx[k].defined()) continue;
+      LOOM_CHECK(dx[k].shape() == e.shape, shape_error, "backward of ", node->name, ": gradient ", k,
+                 " has shape ", dx[k].shape(), ", expected ", e.shape, " (a bug in that op's backward)");
+      if (e.fn) {
+        auto q = pending.find(e.fn.get());
+        if (q == pending.end()) pending.emplace(e.fn.get(), std::move(dx[k]));
+        else q->second = detail::add_grads(q->second, dx[k]);
+      } else {
+        accumulate_leaf(*e.leaf, dx[k]);
+      }
+    }
+    if (!retain_graph) {
+      node->backward = nullptr;  // frees the saved tensors now, not when the outputs die
+      node->released = true;
+    }
+  }
+}
+
+}  // namespace loom
