@@ -7,6 +7,9 @@
 #include <random>
 #include <sstream>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "catch.hpp"
 
 using loom::BpeTokenizer;
@@ -222,4 +225,458 @@ TEST_CASE("minbpe vectors: llama_text", "[tokenizer][train]") {
   // minbpe's llama_text is not shipped with the vectors (only its sha256), so this run cannot be
   // replayed here.
   WARN("skipped: llama_regex_gpt4_320 needs minbpe's llama_text, which is not in the shared data");
+}
+
+// ---------------------------------------------------------------------------------------------
+// tiktoken's public test vectors
+
+TEST_CASE("tiktoken public vectors", "[tokenizer][golden]") {
+  using V = std::vector<std::uint32_t>;
+  const auto all = tk::SpecialPolicy::all();
+  CHECK(gpt2().encode("hello world") == V{31373, 995});
+  CHECK(gpt2().decode(V{31373, 995}) == "hello world");
+  CHECK(gpt2().encode("hello <|endoftext|>", all) == V{31373, 220, 50256});
+  CHECK(r50k().encode("hello <|endoftext|>", all) == V{31373, 220, 50256});
+  CHECK(cl100k().encode("hello world") == V{15339, 1917});
+  CHECK(cl100k().decode(V{15339, 1917}) == "hello world");
+  CHECK(cl100k().encode("hello <|endoftext|>", all) == V{15339, 220, 100257});
+  CHECK(r50k().encode("") == V{});
+  CHECK(cl100k().encode(" \xc2\x85" "0") == V{220, 126, 227, 15});
+  // Runs of zeros: the BPE merge order matters here.
+  const std::vector<V> zeros = {{15},          {405},         {830},         {2388},        {20483},      {10535},
+                                {24598},       {8269},        {10535, 830},  {8269, 405},   {8269, 830},  {8269, 2388},
+                                {8269, 20483}, {8269, 10535}, {8269, 24598}, {25645},       {8269, 10535, 830}};
+  for (std::size_t n = 1; n <= zeros.size(); ++n) {
+    INFO(n << " zeros");
+    CHECK(gpt2().encode(std::string(n, '0')) == zeros[n - 1]);
+    CHECK(r50k().encode(std::string(n, '0')) == zeros[n - 1]);
+  }
+  CHECK(cl100k().encode("rer") == V{38149});
+  CHECK(cl100k().encode("'rer") == V{2351, 81});
+  CHECK(cl100k().encode("today\n ") == V{31213, 198, 220});
+  CHECK(cl100k().encode("today\n \n") == V{31213, 27907});
+  CHECK(cl100k().encode("today\n  \n") == V{31213, 14211});
+  CHECK(cl100k().encode("\xf0\x9f\x91\x8d") == V{9468, 239, 235});  // thumbs up
+  for (int i = 0; i < 10; ++i) {
+    std::string b(static_cast<std::size_t>(i), '\x80');
+    CHECK(cl100k().decode(cl100k().encode(b)) == b);
+  }
+  for (const char* s : {"hello", "hello ", "hello  ", " hello", " hello ", " hello  ", "hello world",
+                        "\xe8\xaf\xb7\xe8\x80\x83\xe8\xaf\x95\xe6\x88\x91\xe7\x9a\x84\xe8\xbd\xaf\xe4\xbb\xb6\xef\xbc\x81" "12345"}) {
+    CHECK(gpt2().decode(gpt2().encode(s)) == s);
+    CHECK(cl100k().decode(cl100k().encode(s)) == s);
+  }
+}
+
+TEST_CASE("catastrophically repetitive inputs round-trip quickly", "[tokenizer]") {
+  for (const BpeTokenizer* t : {&gpt2(), &cl100k()}) {
+    for (std::string c : {"^", "0", "a", "'s", " ", "\n"}) {
+      std::string big;
+      for (int i = 0; i < 10000; ++i) big += c;
+      CHECK(t->decode(t->encode(big)) == big);
+      big = " " + big;
+      CHECK(t->decode(t->encode(big)) == big);
+      big += "\n";
+      CHECK(t->decode(t->encode(big)) == big);
+    }
+  }
+  // One 200 KB chunk goes through the heap-based merge.
+  const std::string x(200000, 'x');
+  auto ids = cl100k().encode(x);
+  CHECK(cl100k().decode(ids) == x);
+  CHECK(ids.size() < x.size() / 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// pre-tokenizer
+
+TEST_CASE("pre-tokenizer splits like the reference regexes", "[tokenizer][pretokenizer]") {
+  using S = std::vector<std::string_view>;
+  auto g = [](std::string_view s) { return tk::split_chunks(s, tk::Pattern::gpt2); };
+  auto c = [](std::string_view s) { return tk::split_chunks(s, tk::Pattern::cl100k); };
+  CHECK(g("Hello  world\n\n  x") == S{"Hello", " ", " world", "\n\n ", " x"});
+  CHECK(c("Hello  world\n\n  x") == S{"Hello", " ", " world", "\n\n", " ", " x"});
+  CHECK(g("it's THEY'RE") == S{"it", "'s", " THEY", "'", "RE"});
+  CHECK(c("it's THEY'RE") == S{"it", "'s", " THEY", "'RE"});
+  CHECK(c("x'\xc5\xbf") == S{"x", "'\xc5\xbf"});       // 'ſ folds to 's under (?i)
+  CHECK(g("x'\xc5\xbf") == S{"x", "'", "\xc5\xbf"});
+  CHECK(c("1234567") == S{"123", "456", "7"});
+  CHECK(g("1234567 89") == S{"1234567", " 89"});
+  CHECK(c("(hello) world!!\n\nok") == S{"(hello", ")", " world", "!!\n\n", "ok"});
+  CHECK(g("a   ") == S{"a", "   "});                       // trailing spaces stay together
+  CHECK(c("a \n ") == S{"a", " \n "});                      // \s++$ before \s*[\r\n]
+  CHECK(c("a \n b") == S{"a", " \n", " b"});
+  CHECK(g("\xe3\x80\x80word") == S{"\xe3\x80\x80", "word"});  // U+3000 is \s but not ' '
+  CHECK(g("\xc2\x85x") == S{"\xc2\x85", "x"});               // U+0085 is White_Space
+  CHECK(g("\xef\xbb\xbfx") == S{"\xef\xbb\xbf", "x"});       // U+FEFF is not: it is "other"
+  CHECK(g("a\xff\xfe b") == S{"a", "\xff\xfe", " b"});       // stray bytes are "other"
+  CHECK(tk::split_chunks("", tk::Pattern::gpt2).empty());
+  CHECK(tk::split_chunks("any text", tk::Pattern::none) == S{"any text"});
+  CHECK(tk::parse_pattern("gpt4") == tk::Pattern::cl100k);
+  CHECK_THROWS_AS(tk::parse_pattern("o200k"), loom::value_error);
+  CHECK(std::string(tk::unicode::version) == "14.0.0");
+}
+
+TEST_CASE("pre-tokenizer chunks always cover the input exactly", "[tokenizer][pretokenizer]") {
+  std::mt19937 rng(7);
+  const char* alphabet[] = {"a", "Z", " ", "  ", "\n", "\r\n", "'", "'s", "'LL", "1", "\xc3\xa9", "\xe4\xb8\xad",
+                            "\xf0\x9f\x98\x80", "\xff", "\x80", "\xe3\x80\x80", "\xc2\xa0", "!", "\t", "\xc5\xbf"};
+  for (int iter = 0; iter < 2000; ++iter) {
+    std::string s;
+    const int len = static_cast<int>(rng() % 30);
+    for (int i = 0; i < len; ++i) s += alphabet[rng() % (sizeof(alphabet) / sizeof(alphabet[0]))];
+    for (auto p : {tk::Pattern::gpt2, tk::Pattern::cl100k}) {
+      std::string joined;
+      for (auto ch : tk::split_chunks(s, p)) {
+        REQUIRE(!ch.empty());
+        joined += ch;
+      }
+      REQUIRE(joined == s);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// special tokens
+
+TEST_CASE("special tokens follow the allowed/disallowed policy", "[tokenizer][special]") {
+  using V = std::vector<std::uint32_t>;
+  const std::string text = "<|endoftext|> hello <|fim_prefix|> there <|fim_middle|>";
+  const BpeTokenizer& t = cl100k();
+  const std::uint32_t eot = 100257, fip = 100258, fim = 100259;
+  auto has = [](const V& v, std::uint32_t id) { return std::find(v.begin(), v.end(), id) != v.end(); };
+  CHECK_THROWS_WITH(t.encode(text), LOOM_CONTAINS("special token '<|endoftext|>'"));
+  CHECK_THROWS_AS(t.encode(text), loom::value_error);
+  CHECK_THROWS_AS(t.encode(text, tk::SpecialPolicy::only({"<|endoftext|>"})), loom::value_error);
+  V plain = t.encode(text, tk::SpecialPolicy::as_text());
+  CHECK(plain == t.encode_ordinary(text));
+  CHECK(!has(plain, eot));
+  V all = t.encode(text, tk::SpecialPolicy::all());
+  CHECK((has(all, eot) && has(all, fip) && has(all, fim)));
+  CHECK(all.front() == eot);
+  CHECK(all.back() == fim);
+  CHECK(t.decode(all) == text);
+  tk::SpecialPolicy only_fip = tk::SpecialPolicy::only({"<|fim_prefix|>"});
+  only_fip.disallowed = tk::SpecialPolicy::Disallowed::as_text;
+  V some = t.encode(text, only_fip);
+  CHECK((!has(some, eot) && has(some, fip) && !has(some, fim)));
+  CHECK(t.decode(some) == text);
+  CHECK_THROWS_WITH(t.encode("x", tk::SpecialPolicy::only({"<|nope|>"})), LOOM_CONTAINS("not a special token"));
+  CHECK(t.encode("<|endoftext|><|endoftext|>", tk::SpecialPolicy::all()) == V{eot, eot});
+  CHECK(t.is_special(eot));
+  CHECK(!t.is_special(15339));
+  CHECK(t.special_id("<|endofprompt|>") == std::optional<std::uint32_t>(100276));
+  CHECK(t.vocab_size() == 100277);
+  CHECK_THROWS_AS(t.decode(V{100256}), loom::value_error);  // an unused id
+  CHECK_THROWS_WITH(t.decode(V{5000000}), LOOM_CONTAINS("unknown token id 5000000"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// round trips and decoding
+
+TEST_CASE("decode(encode(x)) == x for random bytes, including invalid UTF-8", "[tokenizer]") {
+  tk::TrainOptions opt;
+  opt.vocab_size = 300;
+  opt.pattern = tk::Pattern::gpt2;
+  static const BpeTokenizer trained = tk::train_bpe("the theme of the thesis: then there they were 123 456", opt);
+  std::mt19937 rng(1234);
+  for (const BpeTokenizer* t : {&gpt2(), &cl100k(), &trained}) {
+    for (int iter = 0; iter < 300; ++iter) {
+      std::string s(rng() % 64, '\0');
+      for (char& ch : s) ch = static_cast<char>(rng() % 4 == 0 ? rng() % 256 : "ab \n'1\xc3\xa9"[rng() % 8]);
+      auto ids = t->encode_ordinary(s);
+      REQUIRE(t->decode(ids) == s);
+      REQUIRE(t->encode_parallel(s, tk::SpecialPolicy::as_text(), 2) == ids);
+      const std::string lossy = t->decode_lossy(ids);
+      REQUIRE(tk::to_valid_utf8(lossy) == lossy);
+    }
+  }
+}
+
+TEST_CASE("lossy decoding replaces each maximal invalid subpart with U+FFFD", "[tokenizer]") {
+  const std::string r = "\xef\xbf\xbd";
+  CHECK(tk::to_valid_utf8("ok") == "ok");
+  CHECK(tk::to_valid_utf8("\xff") == r);
+  CHECK(tk::to_valid_utf8("a\xe2\x82") == "a" + r);                // truncated 3-byte sequence
+  CHECK(tk::to_valid_utf8("\xed\xa0\x80") == r + r + r);           // a surrogate: each byte
+  CHECK(tk::to_valid_utf8("\xf0\x9f\x98") == r);                   // truncated emoji
+  CHECK(tk::to_valid_utf8("\xc0\xaf") == r + r);                   // overlong
+  CHECK(tk::to_valid_utf8("\xf0\x9f\x98\x80") == "\xf0\x9f\x98\x80");
+  // An emoji split over tokens decodes exactly, and lossily when cut short.
+  auto ids = cl100k().encode("\xf0\x9f\x91\x8d");
+  REQUIRE(ids.size() == 3);
+  CHECK(cl100k().decode_lossy({ids[0], ids[1]}) == r);
+}
+
+TEST_CASE("parallel encoding gives the single-thread result", "[tokenizer]") {
+  std::string text;
+  const std::string path = shared_dir + "/tinyshakespeare.txt";
+  if (file_exists(path)) text = slurp(path);
+  else for (int i = 0; i < 20000; ++i) text += "To be, or not to be: that is the question.\n";
+  text.insert(text.size() / 2, "<|endoftext|>");
+  for (const BpeTokenizer* t : {&gpt2(), &cl100k()}) {
+    auto one = t->encode(text, tk::SpecialPolicy::all());
+    CHECK(t->encode_parallel(text, tk::SpecialPolicy::all(), 2) == one);
+    CHECK(t->encode_parallel(text, tk::SpecialPolicy::all(), 4) == one);
+    CHECK(t->decode(one) == text);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// training options
+
+TEST_CASE("training: special tokens, progress, limits", "[tokenizer][train]") {
+  tk::TrainOptions opt;
+  opt.vocab_size = 270;
+  opt.pattern = tk::Pattern::cl100k;
+  opt.special_tokens = {"<|endoftext|>", "<|pad|>"};
+  std::size_t calls = 0, last = 0;
+  opt.on_progress = [&](std::size_t done, std::size_t want) {
+    ++calls;
+    last = done;
+    CHECK(want == 14);
+  };
+  const std::string text = "low lower lowest<|endoftext|>newer newest wider<|endoftext|>low low low";
+  tk::TrainReport report;
+  BpeTokenizer t = tk::train_bpe(text, opt, &report);
+  CHECK(t.merges().size() == 14);
+  CHECK(calls > 0);
+  CHECK(last == 14);
+  CHECK(t.special_id("<|endoftext|>") == std::optional<std::uint32_t>(270));
+  CHECK(t.special_id("<|pad|>") == std::optional<std::uint32_t>(271));
+  for (const auto& m : t.merges())  // the special text was cut out, never merged
+    CHECK(t.token_bytes(m.id).find('|') == std::string_view::npos);
+  auto ids = t.encode(text, tk::SpecialPolicy::all());
+  CHECK(std::count(ids.begin(), ids.end(), 270u) == 2);
+  CHECK(t.decode(ids) == text);
+  CHECK(report.total_chunks > report.unique_chunks);
+  // Too few pairs: training stops early instead of failing.
+  opt.special_tokens.clear();
+  opt.on_progress = nullptr;
+  opt.vocab_size = 1000;
+  CHECK(tk::train_bpe("abab", opt).merges().size() == 2);  // (a,b), then (ab,ab)
+  opt.vocab_size = 100;
+  CHECK_THROWS_AS(tk::train_bpe("abc", opt), loom::value_error);
+}
+
+TEST_CASE("BpeTokenizer rejects inconsistent parts", "[tokenizer]") {
+  std::vector<std::string> v(258);
+  for (int b = 0; b < 256; ++b) v[b] = std::string(1, static_cast<char>(b));
+  v[256] = "ab";
+  v[257] = "abc";
+  using M = tk::MergeRule;
+  CHECK_NOTHROW(BpeTokenizer(tk::Pattern::none, v, {M{'a', 'b', 256, 0}, M{256, 'c', 257, 1}}, {}));
+  CHECK_THROWS_WITH(BpeTokenizer(tk::Pattern::none, v, {M{'a', 'c', 256, 0}}, {}), LOOM_CONTAINS("not the concatenation"));
+  CHECK_THROWS_WITH(BpeTokenizer(tk::Pattern::none, v, {M{'a', 'b', 256, 0}, M{'a', 'b', 256, 1}}, {}),
+                    LOOM_CONTAINS("listed twice"));
+  CHECK_THROWS_WITH(BpeTokenizer(tk::Pattern::none, v, {M{'a', 'b', 999, 0}}, {}), LOOM_CONTAINS("unknown token id"));
+  CHECK_THROWS_WITH(BpeTokenizer(tk::Pattern::none, v, {}, {{"<s>", 5}}), LOOM_CONTAINS("reuses the id"));
+  auto no_byte = v;
+  no_byte[7] = "";
+  CHECK_THROWS_WITH(BpeTokenizer(tk::Pattern::none, no_byte, {}, {}), LOOM_CONTAINS("byte 0x07 has no token"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// file formats: save/load round trips
+
+namespace {
+
+std::string temp_dir() {
+  static std::string dir = [] {
+    char tmpl[] = "/tmp/loom_tok_test_XXXXXX";
+    const char* d = mkdtemp(tmpl);
+    REQUIRE(d != nullptr);
+    return std::string(d);
+  }();
+  return dir;
+}
+
+void write_text(const std::string& path, const std::string& s) {
+  std::ofstream f(path, std::ios::binary);
+  f << s;
+}
+
+const std::string sample_text =
+    "Hello world! It's 2024, isn't it? \xe4\xbd\xa0\xe5\xa5\xbd\xe4\xb8\x96\xe7\x95\x8c \xf0\x9f\x98\x80\n\n  "
+    "numbers 1234567 and   spaces\t\ttabs <|endoftext|> caf\xc3\xa9 \xff\xfe";
+
+void check_same(const BpeTokenizer& a, const BpeTokenizer& b) {
+  CHECK(a.pattern() == b.pattern());
+  CHECK(a.vocab() == b.vocab());
+  REQUIRE(a.special_tokens().size() == b.special_tokens().size());
+  for (std::size_t i = 0; i < a.special_tokens().size(); ++i) {
+    CHECK(a.special_tokens()[i].text == b.special_tokens()[i].text);
+    CHECK(a.special_tokens()[i].id == b.special_tokens()[i].id);
+  }
+  CHECK(a.encode(sample_text, tk::SpecialPolicy::all()) == b.encode(sample_text, tk::SpecialPolicy::all()));
+  CHECK(a.encode_ordinary(sample_text) == b.encode_ordinary(sample_text));
+}
+
+BpeTokenizer small_trained(tk::Pattern p) {
+  tk::TrainOptions opt;
+  opt.vocab_size = 400;
+  opt.pattern = p;
+  opt.special_tokens = {"<|endoftext|>", "<|im start|>"};
+  std::string text;
+  for (int i = 0; i < 50; ++i) text += sample_text + " aaaaaaa abababab";
+  return tk::train_bpe(text, opt);
+}
+
+}  // namespace
+
+TEST_CASE("loom format: save/load round trip", "[tokenizer][io]") {
+  const std::string dir = temp_dir();
+  for (const BpeTokenizer* t : {&gpt2(), &cl100k()}) {
+    tk::save(*t, dir + "/tok.loom");
+    check_same(*t, tk::load(dir + "/tok.loom"));
+  }
+  for (auto p : {tk::Pattern::none, tk::Pattern::gpt2, tk::Pattern::cl100k}) {
+    BpeTokenizer t = small_trained(p);
+    tk::save(t, dir + "/trained.loom");
+    BpeTokenizer u = tk::load(dir + "/trained.loom");
+    check_same(t, u);
+    CHECK(tk::to_loom_text(u) == tk::to_loom_text(t));
+  }
+  const std::string text = tk::to_loom_text(gpt2());
+  CHECK_THAT(text, LOOM_CONTAINS("loom-bpe 1\npattern gpt2\nvocab 50256\nspecial 50256 <|endoftext|>\n"));
+  CHECK_THAT(text, LOOM_CONTAINS("merge 220 83 256    \\x20t\n"));
+}
+
+TEST_CASE("tiktoken format: save/load round trip", "[tokenizer][io]") {
+  const std::string dir = temp_dir();
+  tk::save_tiktoken(cl100k(), dir + "/cl.tiktoken");
+  CHECK(slurp(dir + "/cl.tiktoken") == slurp(data_dir + "/cl100k_base.tiktoken"));
+  check_same(cl100k(), tk::load_tiktoken(dir + "/cl.tiktoken", tk::Pattern::cl100k));
+  CHECK(tk::to_tiktoken(gpt2()) == slurp(data_dir + "/r50k_base.tiktoken"));
+  BpeTokenizer t = small_trained(tk::Pattern::gpt2);
+  tk::save_tiktoken(t, dir + "/t.tiktoken");
+  BpeTokenizer u = tk::load_tiktoken(dir + "/t.tiktoken", tk::Pattern::gpt2, t.special_tokens());
+  check_same(t, u);
+}
+
+TEST_CASE("GPT-2 format: save/load round trip", "[tokenizer][io]") {
+  const std::string dir = temp_dir() + "/gpt2";
+  mkdir(dir.c_str(), 0700);
+  tk::save_gpt2(gpt2(), dir);
+  CHECK(slurp(dir + "/vocab.bpe") == slurp(data_dir + "/vocab.bpe"));
+  check_same(gpt2(), tk::load_gpt2(dir));
+  BpeTokenizer t = small_trained(tk::Pattern::gpt2);
+  tk::save_gpt2(t, dir);
+  // "<|im start|>" has a space, which GPT-2's own format cannot tell from a token: still a special
+  // token because it looks like <|...|>.
+  check_same(t, tk::load_gpt2(dir));
+}
+
+TEST_CASE("Hugging Face tokenizer.json: save/load round trip and merge forms", "[tokenizer][io]") {
+  const std::string dir = temp_dir();
+  for (const BpeTokenizer* t : {&gpt2(), &cl100k()}) {
+    tk::save_hf_json(*t, dir + "/tokenizer.json");
+    check_same(*t, tk::load_hf_json(dir + "/tokenizer.json"));
+  }
+  BpeTokenizer t = small_trained(tk::Pattern::none);
+  check_same(t, tk::parse_hf_json(tk::to_hf_json(t), "mem"));
+  // The newer ["a", "b"] merge form, a vocabulary that also lists the added token, and the
+  // original GPT-2 regex spelling.
+  std::string doc = R"({"added_tokens": [{"id": 258, "content": "<|eot|>", "special": true}],
+    "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"}},
+    "model": {"type": "BPE", "vocab": {)";
+  for (int b = 0; b < 256; ++b) {
+    tk::detail::json_write_string(doc, tk::bytes_to_byte_level(std::string(1, static_cast<char>(b))));
+    doc += ": " + std::to_string(b) + ", ";
+  }
+  doc += R"("ab": 256, "Ġab": 257, "<|eot|>": 258}, "merges": [["a", "b"], "Ġ ab"]}})";
+  BpeTokenizer h = tk::parse_hf_json(doc, "inline.json");
+  CHECK(h.pattern() == tk::Pattern::gpt2);
+  CHECK(h.merges().size() == 2);
+  CHECK(h.encode("ab ab<|eot|>", tk::SpecialPolicy::all()) == std::vector<std::uint32_t>{256, 257, 258});
+}
+
+// ---------------------------------------------------------------------------------------------
+// malformed files
+
+namespace {
+template <class F>
+void check_io_error(F&& load, const std::string& needle) {
+  INFO("expecting an io_error containing: " << needle);
+  CHECK_THROWS_AS(load(), loom::io_error);
+  CHECK_THROWS_WITH(load(), LOOM_CONTAINS(needle));
+}
+}  // namespace
+
+TEST_CASE("malformed tiktoken files give io_error with file and line", "[tokenizer][io][errors]") {
+  const std::string dir = temp_dir();
+  std::string good;
+  for (int b = 0; b < 256; ++b) good += tk::detail::base64_encode(std::string(1, static_cast<char>(b))) + " " + std::to_string(b) + "\n";
+  auto load_text = [&](const std::string& content) {
+    const std::string path = dir + "/bad.tiktoken";
+    write_text(path, content);
+    return [path] { return tk::load_tiktoken(path, tk::Pattern::gpt2); };
+  };
+  CHECK_NOTHROW(load_text(good)());
+  check_io_error(load_text(good + "!!!! 256\n"), "bad.tiktoken:257: bad base64");
+  check_io_error(load_text(good + "YWI= x\n"), "bad.tiktoken:257: bad rank");
+  check_io_error(load_text(good + "YWI=\n"), "bad.tiktoken:257: expected");
+  check_io_error(load_text(good + "YQ== 256\n"), "bad.tiktoken:257: duplicate token (same bytes as line 98)");
+  check_io_error(load_text(good + "YWI= 5\n"), "bad.tiktoken:257: rank 5 is used twice");
+  check_io_error(load_text(good + "YWI= 99999999\n"), "bad.tiktoken:257: rank 99999999 is too large");
+  check_io_error(load_text(good + "YWI= 256\nYW 257\n"), "bad.tiktoken:258: bad base64");   // truncated
+  check_io_error(load_text(good.substr(0, good.find('\n', good.size() / 2) + 1)), "has no token");               // truncated
+  check_io_error(load_text(""), "no tokens");
+  check_io_error(load_text(good + std::string(100000, 'Q') + " 300\n"), "bad.tiktoken:257: line is longer than");
+  CHECK_THROWS_WITH(tk::load_tiktoken(dir + "/missing.tiktoken", tk::Pattern::gpt2), LOOM_CONTAINS("cannot open"));
+}
+
+TEST_CASE("malformed GPT-2 files give io_error with file and line", "[tokenizer][io][errors]") {
+  const std::string enc = slurp(data_dir + "/encoder.json"), bpe = slurp(data_dir + "/vocab.bpe");
+  auto parse = [](std::string e, std::string b) { return [e, b] { return tk::parse_gpt2(e, b, "encoder.json", "vocab.bpe"); }; };
+  check_io_error(parse(enc.substr(0, enc.size() / 2), bpe), "encoder.json:1: malformed JSON");
+  check_io_error(parse("{\"a\": 1, \"a\": 2}", ""), "duplicate token 'a'");
+  check_io_error(parse("{\"a\": -1}", ""), "token id must be an integer");
+  check_io_error(parse("[1, 2]", ""), "expected a JSON object");
+  check_io_error(parse("{\"a\": \"\\ud800\"}", ""), "lone high surrogate");
+  check_io_error(parse(std::string(100, '[') + std::string(100, ']'), ""), "nesting deeper");
+  check_io_error(parse(enc, bpe + "Ġ zzzzq\n"), "vocab.bpe:50002: merge 'Ġ zzzzq' uses a token that is not in encoder.json");
+  check_io_error(parse(enc, bpe + "Ġthe Ġthe Ġthe\n"), "vocab.bpe:50002: expected '<left> <right>'");
+  check_io_error(parse(enc, bpe + std::string(70000, 'a') + "\n"), "vocab.bpe:50002: line is longer than 65536 bytes");
+  check_io_error(parse(enc, bpe.substr(0, bpe.find('\n', bpe.size() / 2) + 1)), "is made by no merge in vocab.bpe");
+  // A well-formed pair of files with a \uXXXX escape and a surrogate pair in the keys.
+  std::string e = "{";
+  for (int b = 0; b < 256; ++b) {
+    tk::detail::json_write_string(e, tk::bytes_to_byte_level(std::string(1, static_cast<char>(b))));
+    e += ": " + std::to_string(b) + ", ";
+  }
+  e += "\"\\u0120\\u0041\": 256, \"<|x|>\": 257, \"\\ud83d\\ude00\": 258}";
+  check_io_error(parse(e, "#version: 0.2\n\\u0120 A\n"), "vocab.bpe:2: merge");
+  check_io_error(parse(e, "#version: 0.2\nĠ A\n"), "not in GPT-2's byte-level alphabet");  // the emoji key
+}
+
+TEST_CASE("malformed loom and tokenizer.json files give io_error with file and line", "[tokenizer][io][errors]") {
+  const std::string good = tk::to_loom_text(small_trained(tk::Pattern::gpt2));
+  auto parse = [](std::string s) { return [s] { return tk::parse_loom_text(s, "t.loom"); }; };
+  CHECK_NOTHROW(parse(good)());
+  check_io_error(parse("hello\n"), "t.loom:1: not a loom tokenizer file");
+  check_io_error(parse(good.substr(0, good.size() - 4)), "truncated file (no 'end' line)");
+  check_io_error(parse(good.substr(0, good.size() / 2)), "t.loom:");
+  std::string bad = good;
+  bad.replace(bad.find("merge "), 6, "merge 99999 ");
+  check_io_error(parse(bad), "bad token id '99999'");
+  bad = good;
+  bad.replace(bad.find("pattern gpt2"), 12, "pattern zz");
+  check_io_error(parse(bad), "t.loom:2: unknown pre-tokenizer pattern 'zz'");
+  bad = good;
+  bad.replace(bad.find("byte 1 1"), 8, "byte 1 0");
+  check_io_error(parse(bad), "id 0 is used twice");
+  check_io_error(parse(good + "merge 1 2 3\n"), "text after 'end'");
+  bad = good;
+  bad.replace(bad.find("special"), 7, "spatial");
+  check_io_error(parse(bad), "unexpected line 'spatial");
+
+  auto hf = [](std::string s) { return [s] { return tk::parse_hf_json(s, "tokenizer.json"); }; };
+  check_io_error(hf("{}"), "no \"model\" object");
+  check_io_error(hf(R"({"model": {"type": "WordPiece"}})"), "model type is not BPE");
+  check_io_error(hf(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}})"), "uses a token that is not in the vocabulary");
+  check_io_error(hf(R"({"model": {"type": "BPE", "vocab": {"a": 0, "a": 1}, "merges": []}})"), "duplicate token 'a'");
+  check_io_error(hf(R"({"model": {"type": "BPE", "vocab": {"a b": 0}, "merges": []}})"), "not in the byte-level alphabet");
+  check_io_error(hf(R"({"model": {"type": "BPE", "vocab": {"a": 0},
+    "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+"}}})"), "tokenizer.json:2: unsupported pre-tokenizer regex");
 }

@@ -154,6 +154,7 @@ class BpeTokenizer {
       : pattern_(pattern), vocab_(std::move(vocab)), merges_(std::move(merges)), specials_(std::move(specials)) {
     using loom::detail::concat;
     LOOM_CHECK(vocab_.size() < 0x7FFFFFFFu, value_error, "BpeTokenizer: vocabulary too large");
+    while (!vocab_.empty() && vocab_.back().empty()) vocab_.pop_back();  // canonical: no unused tail
     byte_ids_.fill(~0u);
     for (std::size_t id = 0; id < vocab_.size(); ++id) {
       if (vocab_[id].size() != 1) continue;

@@ -390,6 +390,8 @@ inline BpeTokenizer parse_gpt2(std::string_view encoder_json, std::string_view v
     } else {
       LOOM_CHECK(!vocab[id].empty(), io_error, encoder_name, ": token '", k.substr(0, 64),
                  "' is not in GPT-2's byte-level alphabet");
+      throw io_error(loom::detail::concat(encoder_name, ": token '", k.substr(0, 64), "' (id ", id,
+                                          ") is made by no merge in ", bpe_name, " (is ", bpe_name, " truncated?)"));
     }
   }
   return detail::build(encoder_name, pattern, std::move(vocab), std::move(merges), std::move(specials));
@@ -418,6 +420,11 @@ inline void require_unique_tokens(const BpeTokenizer& tok, const char* what) {
 /// GPT-2's two files as strings: {encoder.json, vocab.bpe}.
 inline std::pair<std::string, std::string> to_gpt2(const BpeTokenizer& tok) {
   detail::require_unique_tokens(tok, "to_gpt2");
+  std::vector<char> made(tok.vocab().size(), 0);
+  for (const MergeRule& m : tok.merges()) made[m.id] = 1;
+  for (std::size_t id = 0; id < tok.vocab().size(); ++id)
+    LOOM_CHECK(tok.vocab()[id].size() <= 1 || made[id], value_error, "to_gpt2: token ", id,
+               " is made by no merge, which vocab.bpe cannot express");
   std::string enc = "{";
   bool first = true;
   auto add = [&](const std::string& key, std::uint32_t id) {
@@ -678,6 +685,7 @@ inline BpeTokenizer parse_loom_text(std::string_view content, std::string_view n
   std::vector<SpecialToken> specials;
   std::vector<int> byte_seen(256, 0);
   std::uint32_t rank = 0;
+  std::vector<std::size_t> merge_lines;
   auto need_id = [&](std::string_view s) {
     auto v = detail::parse_uint(s, vocab_n ? vocab_n - 1 : 0);
     if (!v || !have_vocab) lines.fail(loom::detail::concat("bad token id '", s.substr(0, 32), "' (vocab is ", vocab_n, ")"));
@@ -711,16 +719,11 @@ inline BpeTokenizer parse_loom_text(std::string_view content, std::string_view n
       vocab[id] = std::string(1, static_cast<char>(*b));
     } else if (key == "merge" && f.size() >= 4) {
       std::uint32_t l = need_id(f[1]), r = need_id(f[2]), id = need_id(f[3]);
-      if (vocab[l].empty() || vocab[r].empty())
-        lines.fail(loom::detail::concat("merge (", l, ", ", r, ") uses a token that is not defined above it"));
-      std::string bytes = vocab[l] + vocab[r];
-      if (bytes.size() > max_line_bytes) lines.fail("token longer than 65536 bytes");
+      if (merges.size() >= max_vocab_size) lines.fail("too many merges");
       const bool same_as_prev = !merges.empty() && merges.back().id == id;
-      if (vocab[id].empty()) vocab[id] = std::move(bytes);
-      else if (vocab[id] != bytes)
-        lines.fail(loom::detail::concat("merge (", l, ", ", r, ") -> ", id, ": id ", id, " is already a different token"));
       if (!same_as_prev && !merges.empty()) ++rank;
       merges.push_back({l, r, id, rank});
+      merge_lines.push_back(lines.line_no());
     } else if (key == "rank-break" && f.size() == 1) {
       ++rank;
     } else if (key == "token" && f.size() == 3) {
@@ -738,6 +741,49 @@ inline BpeTokenizer parse_loom_text(std::string_view content, std::string_view n
   LOOM_CHECK(ended, io_error, name, ": truncated file (no 'end' line)");
   LOOM_CHECK(have_vocab && have_pattern, io_error, name, ": missing 'pattern' or 'vocab' line");
   for (int b = 0; b < 256; ++b) LOOM_CHECK(byte_seen[b], io_error, name, ": byte ", b, " has no 'byte' line");
+  // Spell every merged token. A rule may use a token that a later line makes (rank files have
+  // such tokens), so resolve the definitions depth first, with an explicit stack and a cycle check.
+  std::vector<std::uint32_t> def(vocab_n, ~0u);  // first merge line that makes each id
+  for (std::size_t k = 0; k < merges.size(); ++k)
+    if (def[merges[k].id] == ~0u && vocab[merges[k].id].empty()) def[merges[k].id] = static_cast<std::uint32_t>(k);
+  std::vector<std::uint8_t> state(vocab_n, 0);  // 0 = not yet, 1 = in progress, 2 = spelled
+  std::size_t total_bytes = 0;
+  for (std::size_t k = 0; k < merges.size(); ++k) {
+    std::vector<std::uint32_t> stack{merges[k].id};
+    while (!stack.empty()) {
+      const std::uint32_t id = stack.back();
+      if (!vocab[id].empty() || state[id] == 2) { stack.pop_back(); continue; }
+      const std::uint32_t d = def[id];
+      LOOM_CHECK(d != ~0u, io_error, name, ":", merge_lines[k], ": merge uses token ", id,
+                 ", which no 'byte', 'merge' or 'token' line defines");
+      const MergeRule& m = merges[d];
+      bool ready = true;
+      for (std::uint32_t part : {m.left, m.right}) {
+        if (!vocab[part].empty()) continue;
+        LOOM_CHECK(state[part] != 1, io_error, name, ":", merge_lines[d], ": merges define token ", part,
+                   " in terms of itself");
+        LOOM_CHECK(def[part] != ~0u, io_error, name, ":", merge_lines[d], ": merge uses token ", part,
+                   ", which no 'byte', 'merge' or 'token' line defines");
+        ready = false;
+        state[id] = 1;
+        stack.push_back(part);
+      }
+      if (!ready) continue;
+      total_bytes += vocab[m.left].size() + vocab[m.right].size();
+      LOOM_CHECK(vocab[m.left].size() + vocab[m.right].size() <= max_line_bytes && total_bytes <= max_file_bytes,
+                 io_error, name, ":", merge_lines[d], ": tokens are too long");
+      vocab[id] = vocab[m.left] + vocab[m.right];
+      state[id] = 2;
+      stack.pop_back();
+    }
+  }
+  for (std::size_t k = 0; k < merges.size(); ++k) {
+    const MergeRule& m = merges[k];
+    LOOM_CHECK(vocab[m.id].size() == vocab[m.left].size() + vocab[m.right].size() &&
+                   vocab[m.id] == vocab[m.left] + vocab[m.right],
+               io_error, name, ":", merge_lines[k], ": merge (", m.left, ", ", m.right, ") -> ", m.id,
+               " does not spell the token that id ", m.id, " already is");
+  }
   return detail::build(name, pattern, std::move(vocab), std::move(merges), std::move(specials));
 }
 
