@@ -13,6 +13,7 @@
 /// this rule the merges are exactly minbpe's.
 
 #include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -245,8 +246,12 @@ inline BpeTokenizer train_bpe(std::string_view text, const TrainOptions& options
   for (std::size_t i = 0; i < chunks.size(); ++i) trainer.add_chunk(chunks[i], counts[i]);
   std::function<void(std::size_t, std::size_t)> progress = options.on_progress;
   if (options.progress_bar) {
-    progress = [&options](std::size_t done, std::size_t want) {
+    auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
+    progress = [&options, last](std::size_t done, std::size_t want) mutable {
       if (options.on_progress) options.on_progress(done, want);
+      auto now = std::chrono::steady_clock::now();
+      if (done != want && now - last < std::chrono::milliseconds(100)) return;  // redraw 10 times a second
+      last = now;
       const int width = 40;
       const int fill = want ? static_cast<int>(width * done / want) : width;
       std::fprintf(stderr, "\rtraining BPE [%.*s%*s] %zu/%zu merges", fill,
