@@ -680,3 +680,32 @@ TEST_CASE("malformed loom and tokenizer.json files give io_error with file and l
   check_io_error(hf(R"({"model": {"type": "BPE", "vocab": {"a": 0},
     "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+"}}})"), "tokenizer.json:2: unsupported pre-tokenizer regex");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The snippet at the top of docs/06-bpe-tokenizer.md, kept compiling and correct.
+
+TEST_CASE("docs example", "[tokenizer][docs]") {
+  const std::string dir = temp_dir();
+  // --- begin docs/06-bpe-tokenizer.md snippet (paths adjusted) ---
+  loom::BpeTokenizer gpt2 = tk::load_gpt2(data_dir);                   // encoder.json + vocab.bpe
+  std::vector<std::uint32_t> ids = gpt2.encode("hello world");           // {31373, 995}
+  std::string text = gpt2.decode(ids);                                   // "hello world"
+
+  tk::TrainOptions opt;
+  opt.vocab_size = 512;                       // 256 byte tokens + 256 merges
+  opt.pattern = tk::Pattern::cl100k;          // GPT-4's pre-tokenizer
+  opt.special_tokens = {"<|endoftext|>"};     // gets id 512
+  loom::BpeTokenizer mine = tk::train_bpe("the theme of the thesis...", opt);
+  tk::save(mine, dir + "/mine.loom");
+  // --- end snippet ---
+  CHECK(ids == std::vector<std::uint32_t>{31373, 995});
+  CHECK(text == "hello world");
+  CHECK(mine.special_id("<|endoftext|>") == std::optional<std::uint32_t>(256 + mine.merges().size()));
+  CHECK(tk::load(dir + "/mine.loom").merges().size() == mine.merges().size());
+  CHECK(gpt2.encode("aaabdaaabac").size() > 0);
+  tk::TrainOptions wiki;
+  wiki.vocab_size = 259;
+  wiki.pattern = tk::Pattern::none;
+  loom::BpeTokenizer w = tk::train_bpe("aaabdaaabac", wiki);
+  CHECK(w.encode("aaabac") == std::vector<std::uint32_t>{258, 97, 99});  // the table in section 1
+}
