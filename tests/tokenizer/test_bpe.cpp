@@ -5,10 +5,8 @@
 #include <cstdio>
 #include <fstream>
 #include <random>
+#include <filesystem>
 #include <sstream>
-
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "catch.hpp"
 
@@ -481,14 +479,22 @@ TEST_CASE("BpeTokenizer rejects inconsistent parts", "[tokenizer]") {
 
 namespace {
 
+/// A fresh folder for this test run's files (removed at exit).
 std::string temp_dir() {
-  static std::string dir = [] {
-    char tmpl[] = "/tmp/loom_tok_test_XXXXXX";
-    const char* d = mkdtemp(tmpl);
-    REQUIRE(d != nullptr);
-    return std::string(d);
-  }();
-  return dir;
+  namespace fs = std::filesystem;
+  static const struct Dir {
+    fs::path path;
+    Dir() {
+      std::random_device rd;
+      path = fs::temp_directory_path() / ("loom_tok_test_" + std::to_string(rd()));
+      fs::create_directories(path);
+    }
+    ~Dir() {
+      std::error_code ec;
+      fs::remove_all(path, ec);
+    }
+  } dir;
+  return dir.path.string();
 }
 
 void write_text(const std::string& path, const std::string& s) {
@@ -556,7 +562,7 @@ TEST_CASE("tiktoken format: save/load round trip", "[tokenizer][io]") {
 
 TEST_CASE("GPT-2 format: save/load round trip", "[tokenizer][io]") {
   const std::string dir = temp_dir() + "/gpt2";
-  mkdir(dir.c_str(), 0700);
+  std::filesystem::create_directories(dir);
   tk::save_gpt2(gpt2(), dir);
   CHECK(slurp(dir + "/vocab.bpe") == slurp(data_dir + "/vocab.bpe"));
   check_same(gpt2(), tk::load_gpt2(dir));

@@ -36,6 +36,8 @@ inline constexpr std::size_t max_file_bytes = std::size_t{1} << 30;
 inline constexpr std::size_t max_line_bytes = std::size_t{1} << 16;
 /// Most ordinary tokens a vocabulary may have.
 inline constexpr std::size_t max_vocab_size = std::size_t{1} << 22;
+/// Largest JSON document (encoder.json, tokenizer.json) the loaders accept.
+inline constexpr std::size_t max_json_bytes = std::size_t{1} << 27;
 
 namespace detail {
 
@@ -332,6 +334,7 @@ inline void save_tiktoken(const BpeTokenizer& tok, const std::string& path) { de
 /// merge produces and that look like <|...|> become special tokens (<|endoftext|>).
 inline BpeTokenizer parse_gpt2(std::string_view encoder_json, std::string_view vocab_bpe, std::string_view encoder_name,
                                std::string_view bpe_name, Pattern pattern = Pattern::gpt2) {
+  LOOM_CHECK(encoder_json.size() <= max_json_bytes, io_error, encoder_name, ": JSON file is larger than 128 MiB");
   detail::JsonValue root = detail::JsonParser::parse(encoder_json, encoder_name);
   LOOM_CHECK(root.type == detail::JsonValue::Type::object, io_error, encoder_name,
              ": expected a JSON object mapping tokens to ids");
@@ -487,6 +490,7 @@ inline bool byte_level_uses_regex(const JsonValue& v) {
 /// recognised as GPT-2 (ByteLevel with use_regex), cl100k (a Split with that regex) or none.
 inline BpeTokenizer parse_hf_json(std::string_view content, std::string_view name) {
   using detail::JsonValue;
+  LOOM_CHECK(content.size() <= max_json_bytes, io_error, name, ": JSON file is larger than 128 MiB");
   JsonValue root = detail::JsonParser::parse(content, name);
   LOOM_CHECK(root.type == JsonValue::Type::object, io_error, name, ": expected a JSON object");
   const JsonValue* model = root.find("model");
@@ -699,8 +703,11 @@ inline BpeTokenizer parse_loom_text(std::string_view content, std::string_view n
       try { pattern = parse_pattern(f[1]); } catch (const value_error& e) { lines.fail(e.what()); }
       have_pattern = true;
     } else if (key == "vocab" && f.size() == 2 && !have_vocab) {
-      auto v = detail::parse_uint(f[1], max_vocab_size);
-      if (!v || *v < 256) lines.fail("bad vocab size (256 to 4194304)");
+      // Every id needs a line, so a small file cannot ask for a huge table.
+      const std::size_t line_count = static_cast<std::size_t>(std::count(content.begin(), content.end(), '\n')) + 1;
+      const std::size_t limit = std::min(max_vocab_size, 2 * line_count + 256);
+      auto v = detail::parse_uint(f[1], limit);
+      if (!v || *v < 256) lines.fail(loom::detail::concat("bad vocab size (256 to ", limit, " for a file of ", line_count, " lines)"));
       vocab_n = *v;
       vocab.assign(vocab_n, std::string());
       have_vocab = true;
