@@ -675,7 +675,7 @@ inline BpeTokenizer parse_loom_text(std::string_view content, std::string_view n
   std::string_view line;
   auto next_line = [&]() {
     while (lines.next(line)) {
-      if (!line.empty() && line[0] != '#') return true;
+      if (line.find_first_not_of(" \t") != std::string_view::npos && line[0] != '#') return true;
     }
     return false;
   };
