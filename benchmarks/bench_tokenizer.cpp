@@ -4,7 +4,8 @@
 //  - training time for vocab sizes 1k/4k/16k on 1 MB and 10 MB of text. The 1 MB corpus is the first
 //    1,000,000 bytes of tinyshakespeare. Two 10 MB corpora: "shakespeare_x9" (tinyshakespeare
 //    repeated: few distinct words) and "zipf_words" (words drawn from GPT-2's vocabulary with a
-//    Zipf law, seeded: many distinct words, closer to web text).
+//    Zipf law, seeded: many distinct words, closer to web text). All with the cl100k pattern, plus
+//    the "basic" trainer (no pre-tokenizer) on 1 MB and on the 10 MB zipf_words text.
 //
 // Data: LOOM_SHARED_DATA_DIR (set by CMake) or the LOOM_DATA_DIR environment variable must hold
 // tinyshakespeare.txt and gpt2/{encoder.json,vocab.bpe,cl100k_base.tiktoken}.
@@ -107,10 +108,10 @@ void BM_encode_cl100k(benchmark::State& state) { encode_bench(state, cl100k()); 
 BENCHMARK(BM_encode_gpt2)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_encode_cl100k)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-void train_bench(benchmark::State& state, const std::string& text) {
+void train_bench(benchmark::State& state, const std::string& text, tk::Pattern pattern = tk::Pattern::cl100k) {
   tk::TrainOptions opt;
   opt.vocab_size = static_cast<std::size_t>(state.range(0));
-  opt.pattern = tk::Pattern::cl100k;
+  opt.pattern = pattern;
   std::size_t merges = 0;
   for (auto _ : state) {
     auto tok = tk::train_bpe(text, opt);
@@ -123,6 +124,11 @@ void train_bench(benchmark::State& state, const std::string& text) {
 void BM_train_1mb(benchmark::State& state) { train_bench(state, shakespeare().substr(0, 1'000'000)); }
 void BM_train_10mb_shakespeare_x9(benchmark::State& state) { train_bench(state, shakespeare_10mb()); }
 void BM_train_10mb_zipf_words(benchmark::State& state) { train_bench(state, zipf_10mb()); }
+// minbpe's "basic" tokenizer: no pre-tokenizer, the whole text is one sequence.
+void BM_train_1mb_basic(benchmark::State& state) { train_bench(state, shakespeare().substr(0, 1'000'000), tk::Pattern::none); }
+void BM_train_10mb_basic_zipf_words(benchmark::State& state) { train_bench(state, zipf_10mb(), tk::Pattern::none); }
+BENCHMARK(BM_train_1mb_basic)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
+BENCHMARK(BM_train_10mb_basic_zipf_words)->Arg(16384)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_train_1mb)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_train_10mb_shakespeare_x9)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 BENCHMARK(BM_train_10mb_zipf_words)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
