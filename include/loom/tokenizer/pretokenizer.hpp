@@ -73,6 +73,7 @@ struct CharScanner {
     CharClass cls;
   };
 
+  /// Decodes and classifies the character at byte offset i (< n).
   Ch at(std::size_t i) const {
     const unsigned char c = s[i];
     if (c < 0x80) return {c, 1, static_cast<CharClass>(unicode::latin1_class[c])};

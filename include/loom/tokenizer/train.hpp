@@ -131,9 +131,11 @@ class BpeTrainer {
     }
   };
 
+  // Whether the pair (a, b) still starts at position q (occurrence lists keep stale entries).
   bool is_at(std::uint32_t q, std::uint32_t a, std::uint32_t b) const {
     return ids_[q] == a && next_[q] != none && ids_[next_[q]] == b;
   }
+  // The pair's slot in pairs_, created on first use.
   std::uint32_t pair_index(std::uint32_t a, std::uint32_t b) {
     const std::uint64_t key = pack_pair(a, b);
     std::uint64_t v = index_.get(key);
@@ -143,6 +145,8 @@ class BpeTrainer {
     index_.set(key, idx);
     return idx;
   }
+  // A new occurrence of (a, b) at pos in a chunk of weight w: count it, remember where, and
+  // queue the pair for a heap push once the current merge is done.
   void add(std::uint32_t a, std::uint32_t b, std::uint32_t pos, std::int64_t w) {
     const std::uint32_t idx = pair_index(a, b);
     Pair& p = pairs_[idx];
@@ -154,15 +158,20 @@ class BpeTrainer {
       touched_.push_back(idx);
     }
   }
+  // An occurrence of (a, b) disappeared: only the count changes; the occurrence list and the heap
+  // entry are cleaned up lazily.
   void remove(std::uint32_t a, std::uint32_t b, std::int64_t w) {
     std::uint64_t v = index_.get(pack_pair(a, b));
     if (v != PairMap::not_found) pairs_[v].count -= w;  // its heap entry goes stale lazily
   }
+  // Pushes the pair's current (count, first) key.
   void push(std::uint32_t idx) {
     Pair& p = pairs_[idx];
     p.queued = false;
     if (p.count > 0) heap_.push({p.count, p.first, idx});
   }
+  // Replaces (a, b) by new_id at each position in `where` (sorted, so left to right within a
+  // chunk), updating the counts of the neighbouring pairs that appear and disappear.
   void merge(std::uint32_t pair, std::uint32_t new_id, const std::vector<std::uint32_t>& where) {
     const std::uint32_t a = pairs_[pair].left, b = pairs_[pair].right;
     for (std::uint32_t q : where) {
