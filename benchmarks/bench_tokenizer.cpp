@@ -134,5 +134,4 @@ BENCHMARK(BM_train_10mb_shakespeare_x9)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(
 BENCHMARK(BM_train_10mb_zipf_words)->Arg(1024)->Arg(4096)->Arg(16384)->Unit(benchmark::kMillisecond)->Iterations(1)->UseRealTime();
 
 }  // namespace
-
-BENCHMARK_MAIN();
+// main() comes from benchmark::benchmark_main.
