@@ -286,8 +286,17 @@ class BpeTokenizer {
     std::vector<std::vector<std::uint32_t>> parts(pieces.size());
     const long n = static_cast<long>(pieces.size());
     auto encode_range = [&](tokenizer::detail::ChunkCache& cache, long i) {
-      if (pieces[i].special) parts[i].push_back(pieces[i].id);
-      else encode_ordinary_into(pieces[i].text, parts[i], cache);
+      if (pieces[i].special) {
+        parts[i].push_back(pieces[i].id);
+      } else {
+        // Encode into a local vector and move it in at the end: appending to parts[i] directly
+        // would write the vector headers of neighbouring pieces, which share a cache line, from
+        // two threads at once (false sharing), and the threads would run no faster than one.
+        std::vector<std::uint32_t> ids;
+        ids.reserve(pieces[i].text.size() / 3 + 16);
+        encode_ordinary_into(pieces[i].text, ids, cache);
+        parts[i] = std::move(ids);
+      }
     };
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) if (n > 1)
