@@ -720,8 +720,8 @@ TEST_CASE("docs example", "[tokenizer][docs]") {
   tk::TrainOptions opt;
   opt.vocab_size = 512;                       // 256 byte tokens + 256 merges
   opt.pattern = tk::Pattern::cl100k;          // GPT-4's pre-tokenizer
-  opt.special_tokens = {"<|endoftext|>"};     // gets id 512
-  loom::BpeTokenizer mine = tk::train_bpe("the theme of the thesis...", opt);
+  opt.special_tokens = {"<|endoftext|>"};     // id after the last merge (512 if all are made)
+  loom::BpeTokenizer mine = tk::train_bpe("the theme of the thesis...", opt);  // stops early: few pairs
   tk::save(mine, dir + "/mine.loom");
   // --- end snippet ---
   CHECK(ids == std::vector<std::uint32_t>{31373, 995});
