@@ -1,0 +1,310 @@
+// loom-bpe: train a byte-level BPE tokenizer, and encode or decode text with it.
+//
+//   loom-bpe train  --input FILE --vocab-size N [--pattern gpt2|cl100k|none] [--special TOKEN]... --out FILE
+//   loom-bpe encode (--model FILE | --gpt2 DIR | --tiktoken FILE --pattern NAME) [--input FILE]
+//                   [--output FILE] [--format text|u16|u32] [--allow-special] [--threads N]
+//   loom-bpe decode (same tokenizer options) [--input FILE] [--output FILE] [--format text|u16|u32] [--lossy]
+//
+// Build: part of loom's examples (cmake --build build --target loom-bpe). Example:
+//   loom-bpe train --input tinyshakespeare.txt --vocab-size 4096 --special '<|endoftext|>' --out shakespeare.loom
+//   echo "To be, or not to be" | loom-bpe encode --model shakespeare.loom
+//   echo "2514 307 11 393 407 284 307" | loom-bpe decode --gpt2 path/to/gpt2
+// Errors print one line, "loom-bpe: error: ...", and exit with status 1 (2 for usage errors).
+
+#include <loom/tokenizer.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace tk = loom::tokenizer;
+
+const char* main_help =
+    "usage: loom-bpe <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  train    learn a BPE vocabulary from a text file\n"
+    "  encode   turn text into token ids\n"
+    "  decode   turn token ids back into text\n"
+    "\n"
+    "Run 'loom-bpe <command> --help' for the options of each command.\n";
+
+const char* train_help =
+    "usage: loom-bpe train --input FILE --vocab-size N --out FILE [options]\n"
+    "\n"
+    "Learns a byte-level BPE vocabulary of N tokens (256 bytes + N-256 merges) from FILE and saves\n"
+    "it in loom's text format.\n"
+    "\n"
+    "  --input FILE        training text ('-' for stdin)\n"
+    "  --vocab-size N      number of ordinary tokens, at least 256\n"
+    "  --out FILE          where to save the tokenizer\n"
+    "  --pattern NAME      pre-tokenizer: cl100k (default; alias gpt4), gpt2, or none\n"
+    "  --special TOKEN     add a special token (repeatable); its text is cut out of the training text\n"
+    "  --quiet             no progress bar\n";
+
+const char* encode_help =
+    "usage: loom-bpe encode TOKENIZER [--input FILE] [--output FILE] [--format text|u16|u32] [options]\n"
+    "\n"
+    "TOKENIZER is one of:\n"
+    "  --model FILE                    a tokenizer saved by 'loom-bpe train' (loom format)\n"
+    "  --gpt2 DIR                      a folder with GPT-2's encoder.json and vocab.bpe\n"
+    "  --tiktoken FILE --pattern NAME  a tiktoken rank file with its pre-tokenizer (gpt2 or cl100k)\n"
+    "\n"
+    "  --input FILE        text to encode (default: stdin)\n"
+    "  --output FILE       where to write the ids (default: stdout)\n"
+    "  --format F          text: ids separated by single spaces and a final newline (default);\n"
+    "                      u16 / u32: little-endian binary, for training data\n"
+    "  --allow-special     special-token text (e.g. <|endoftext|>) becomes the special id;\n"
+    "                      without it, special-token text in the input is an error\n"
+    "  --threads N         encoding threads (default: all)\n";
+
+const char* decode_help =
+    "usage: loom-bpe decode TOKENIZER [--input FILE] [--output FILE] [--format text|u16|u32] [--lossy]\n"
+    "\n"
+    "TOKENIZER is --model FILE, --gpt2 DIR, or --tiktoken FILE --pattern NAME (see 'encode --help').\n"
+    "\n"
+    "  --input FILE        ids to decode (default: stdin); text format: ids separated by whitespace\n"
+    "  --output FILE       where to write the bytes (default: stdout)\n"
+    "  --format F          text (default), u16 or u32 (little-endian binary)\n"
+    "  --lossy             replace invalid UTF-8 in the output with U+FFFD\n";
+
+/// A usage error (exit status 2).
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// The command line after the command name, as --name value pairs and flags.
+struct Args {
+  std::vector<std::string> items;
+  std::size_t pos = 0;
+
+  bool done() const { return pos >= items.size(); }
+  std::string next_option() { return items[pos++]; }
+  std::string value(const std::string& opt) {
+    if (pos >= items.size()) throw UsageError(opt + " needs a value");
+    return items[pos++];
+  }
+};
+
+std::string read_input(const std::string& path) {
+  if (path.empty() || path == "-") {
+    std::string s((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+    return s;
+  }
+  return tk::detail::read_file(path);
+}
+
+void write_output(const std::string& path, const std::string& data) {
+  if (path.empty() || path == "-") {
+    std::fwrite(data.data(), 1, data.size(), stdout);
+    LOOM_CHECK(std::fflush(stdout) == 0, io_error, "cannot write to stdout");
+    return;
+  }
+  tk::detail::write_file(path, data);
+}
+
+enum class Format { text, u16, u32 };
+
+Format parse_format(const std::string& s) {
+  if (s == "text") return Format::text;
+  if (s == "u16") return Format::u16;
+  if (s == "u32") return Format::u32;
+  throw UsageError("unknown --format '" + s + "' (expected text, u16 or u32)");
+}
+
+/// Tokenizer options shared by encode and decode.
+struct TokenizerSource {
+  std::string model, gpt2, tiktoken, pattern;
+
+  bool take(const std::string& opt, Args& a) {
+    if (opt == "--model") model = a.value(opt);
+    else if (opt == "--gpt2") gpt2 = a.value(opt);
+    else if (opt == "--tiktoken") tiktoken = a.value(opt);
+    else if (opt == "--pattern") pattern = a.value(opt);
+    else return false;
+    return true;
+  }
+  loom::BpeTokenizer load() const {
+    const int n = !model.empty() + !gpt2.empty() + !tiktoken.empty();
+    if (n != 1) throw UsageError("give exactly one of --model FILE, --gpt2 DIR, --tiktoken FILE");
+    if (!tiktoken.empty()) {
+      if (pattern.empty()) throw UsageError("--tiktoken needs --pattern gpt2|cl100k");
+      return tk::load_tiktoken(tiktoken, tk::parse_pattern(pattern));
+    }
+    if (!pattern.empty()) throw UsageError("--pattern goes with --tiktoken only");
+    if (!gpt2.empty()) return tk::load_gpt2(gpt2);
+    return tk::load(model);
+  }
+};
+
+int cmd_train(Args& a) {
+  std::string input, out, pattern = "cl100k";
+  std::optional<std::size_t> vocab_size;
+  std::vector<std::string> specials;
+  bool quiet = false;
+  while (!a.done()) {
+    std::string opt = a.next_option();
+    if (opt == "--help" || opt == "-h") { std::fputs(train_help, stdout); return 0; }
+    if (opt == "--input") input = a.value(opt);
+    else if (opt == "--out") out = a.value(opt);
+    else if (opt == "--pattern") pattern = a.value(opt);
+    else if (opt == "--special") specials.push_back(a.value(opt));
+    else if (opt == "--quiet") quiet = true;
+    else if (opt == "--vocab-size") {
+      std::string v = a.value(opt);
+      auto n = tk::detail::parse_uint(v, 1u << 22);
+      if (!n) throw UsageError("--vocab-size must be a number, got '" + v + "'");
+      vocab_size = static_cast<std::size_t>(*n);
+    } else throw UsageError("train: unknown option '" + opt + "' (see loom-bpe train --help)");
+  }
+  if (input.empty() || out.empty() || !vocab_size) throw UsageError("train needs --input, --vocab-size and --out");
+  tk::TrainOptions opt;
+  opt.vocab_size = *vocab_size;
+  opt.pattern = tk::parse_pattern(pattern);
+  opt.special_tokens = specials;
+  opt.progress_bar = !quiet;
+  const std::string text = read_input(input);
+  auto t0 = std::chrono::steady_clock::now();
+  tk::TrainReport report;
+  loom::BpeTokenizer tok = tk::train_bpe(text, opt, &report);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  tk::save(tok, out);
+  if (!quiet)
+    std::fprintf(stderr, "trained %zu merges on %zu bytes (%zu unique chunks of %zu) in %.2f s; saved %s\n",
+                 tok.merges().size(), text.size(), report.unique_chunks, report.total_chunks, secs, out.c_str());
+  return 0;
+}
+
+int cmd_encode(Args& a) {
+  TokenizerSource src;
+  std::string input, output;
+  Format format = Format::text;
+  bool allow_special = false;
+  int threads = 0;
+  while (!a.done()) {
+    std::string opt = a.next_option();
+    if (opt == "--help" || opt == "-h") { std::fputs(encode_help, stdout); return 0; }
+    if (src.take(opt, a)) continue;
+    if (opt == "--input") input = a.value(opt);
+    else if (opt == "--output") output = a.value(opt);
+    else if (opt == "--format") format = parse_format(a.value(opt));
+    else if (opt == "--allow-special") allow_special = true;
+    else if (opt == "--threads") {
+      std::string v = a.value(opt);
+      auto n = tk::detail::parse_uint(v, 1024);
+      if (!n) throw UsageError("--threads must be a number, got '" + v + "'");
+      threads = static_cast<int>(*n);
+    } else throw UsageError("encode: unknown option '" + opt + "' (see loom-bpe encode --help)");
+  }
+  loom::BpeTokenizer tok = src.load();
+  const std::string text = read_input(input);
+  auto policy = allow_special ? tk::SpecialPolicy::all() : tk::SpecialPolicy::none();
+  std::vector<std::uint32_t> ids;
+  try {
+    ids = tok.encode_parallel(text, policy, threads);
+  } catch (const loom::value_error& e) {
+    throw loom::value_error(std::string(e.what()).substr(0, std::string(e.what()).find(" (SpecialPolicy")) +
+                            (allow_special ? "" : " (pass --allow-special)"));
+  }
+  std::string out;
+  if (format == Format::text) {
+    out.reserve(ids.size() * 6);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      if (i) out += ' ';
+      out += std::to_string(ids[i]);
+    }
+    out += '\n';
+  } else {
+    const int width = format == Format::u16 ? 2 : 4;
+    if (format == Format::u16)
+      LOOM_CHECK(tok.vocab_size() <= 65536, value_error, "--format u16 cannot hold this tokenizer's ids (vocabulary ",
+                 tok.vocab_size(), " > 65536); use u32");
+    out.resize(ids.size() * width);
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      for (int b = 0; b < width; ++b) out[i * width + b] = static_cast<char>((ids[i] >> (8 * b)) & 0xFF);
+  }
+  write_output(output, out);
+  return 0;
+}
+
+int cmd_decode(Args& a) {
+  TokenizerSource src;
+  std::string input, output;
+  Format format = Format::text;
+  bool lossy = false;
+  while (!a.done()) {
+    std::string opt = a.next_option();
+    if (opt == "--help" || opt == "-h") { std::fputs(decode_help, stdout); return 0; }
+    if (src.take(opt, a)) continue;
+    if (opt == "--input") input = a.value(opt);
+    else if (opt == "--output") output = a.value(opt);
+    else if (opt == "--format") format = parse_format(a.value(opt));
+    else if (opt == "--lossy") lossy = true;
+    else throw UsageError("decode: unknown option '" + opt + "' (see loom-bpe decode --help)");
+  }
+  loom::BpeTokenizer tok = src.load();
+  const std::string data = read_input(input);
+  std::vector<std::uint32_t> ids;
+  if (format == Format::text) {
+    auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    std::size_t i = 0;
+    while (i < data.size()) {
+      while (i < data.size() && space(data[i])) ++i;
+      std::size_t j = i;
+      while (j < data.size() && !space(data[j])) ++j;
+      if (j == i) break;
+      auto v = tk::detail::parse_uint(std::string_view(data).substr(i, j - i), 0xFFFFFFFFu);
+      LOOM_CHECK(v.has_value(), value_error, "decode: '", data.substr(i, std::min<std::size_t>(j - i, 32)),
+                 "' at byte ", i, " is not a token id");
+      ids.push_back(static_cast<std::uint32_t>(*v));
+      i = j;
+    }
+  } else {
+    const std::size_t width = format == Format::u16 ? 2 : 4;
+    LOOM_CHECK(data.size() % width == 0, value_error, "decode: input size ", data.size(),
+               " is not a multiple of ", width, " bytes");
+    ids.resize(data.size() / width);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      std::uint32_t v = 0;
+      for (std::size_t b = 0; b < width; ++b) v |= std::uint32_t(static_cast<unsigned char>(data[i * width + b])) << (8 * b);
+      ids[i] = v;
+    }
+  }
+  std::string text = lossy ? tok.decode_lossy(ids) : tok.decode(ids);
+  write_output(output, text);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(main_help, stderr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  Args args;
+  for (int i = 2; i < argc; ++i) args.items.emplace_back(argv[i]);
+  try {
+    if (cmd == "--help" || cmd == "-h" || cmd == "help") { std::fputs(main_help, stdout); return 0; }
+    if (cmd == "train") return cmd_train(args);
+    if (cmd == "encode") return cmd_encode(args);
+    if (cmd == "decode") return cmd_decode(args);
+    throw UsageError("unknown command '" + cmd + "' (expected train, encode or decode)");
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "loom-bpe: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    for (char& c : msg)
+      if (c == '\n') c = ' ';
+    std::fprintf(stderr, "loom-bpe: error: %s\n", msg.c_str());
+    return 1;
+  }
+}
