@@ -54,6 +54,14 @@ def main():
         tg = T[op]["GB/s"]
         print(f"| {op} | {lg:.1f} | {100 * lg / bw:.0f}% | {tg:.1f} | {lg / tg:.2f} |")
 
+    if "BM_autograd_chain_add" in L:
+        print("\n| autograd overhead (1000 adds of 16 floats) | loom µs/op | PyTorch µs/op | PyTorch / loom |")
+        print("|---|---|---|---|")
+        for name, label in [("autograd_chain_add", "forward + backward"), ("forward_only_chain_add", "forward only (no grad)")]:
+            lu = 1e6 / L[f"BM_{name}"]["ops/s"]
+            tu = T[name]["us_per_op"]
+            print(f"| {label} | {lu:.3f} | {tu:.3f} | {tu / lu:.1f}× |")
+
 
 if __name__ == "__main__":
     main()

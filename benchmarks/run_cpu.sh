@@ -11,5 +11,8 @@ reps=(--benchmark_repetitions=5 --benchmark_report_aggregates_only=true --benchm
 "$build/benchmarks/bench_peak" "${reps[@]}" --benchmark_out="$out/peak.json" > /dev/null
 "$build/benchmarks/bench_matmul" "${reps[@]}" --benchmark_out="$out/matmul.json" > /dev/null
 "$build/benchmarks/bench_ops" "${reps[@]}" --benchmark_out="$out/ops.json" > /dev/null
-/usr/bin/python3 "$(dirname "$0")/torch_bench.py" --threads "$threads" --out "$out/torch.json" > /dev/null
-python3 "$(dirname "$0")/compare.py" --loom "$out/peak.json" "$out/matmul.json" "$out/ops.json" --torch "$out/torch.json"
+"$build/benchmarks/bench_autograd" "${reps[@]}" --benchmark_out="$out/autograd.json" > /dev/null
+# PyTorch at its best: Debian's torch with OpenBLAS (apt-get install libopenblas0-pthread) and
+# without the OPENBLAS_CORETYPE pin some machines set (it forces the AVX2 kernels).
+env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 "$(dirname "$0")/torch_bench.py" --threads "$threads" --out "$out/torch.json" > /dev/null
+python3 "$(dirname "$0")/compare.py" --loom "$out/peak.json" "$out/matmul.json" "$out/ops.json" "$out/autograd.json" --torch "$out/torch.json"

@@ -75,6 +75,23 @@ def main():
         s = timeit(fn)
         res[name] = {"ms": s * 1e3, "GB/s": nb / s / 1e9}
 
+    # Autograd overhead: 1000 adds on 16-element tensors, forward + backward, per op.
+    x, c = torch.randn(16, requires_grad=True), torch.randn(16)
+
+    def chain(backward):
+        h = x
+        for _ in range(1000):
+            h = h + c
+        if backward:
+            h.sum().backward()
+            x.grad = None
+
+    s = timeit(lambda: chain(True))
+    res["autograd_chain_add"] = {"us_per_op": s / 1000 * 1e6}
+    with torch.no_grad():
+        s = timeit(lambda: chain(False))
+    res["forward_only_chain_add"] = {"us_per_op": s / 1000 * 1e6}
+
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version()}
     with open(args.out, "w") as f:
         json.dump({"meta": meta, "results": res}, f, indent=1)
