@@ -27,22 +27,22 @@ def main():
     L = medians(args.loom)
     T = json.load(open(args.torch))["results"]
 
-    fma1 = L["BM_peak_fma_1thread"]["GFLOP/s"] / 1e9 if "BM_peak_fma_1thread" in L else None
-    fma = L["BM_peak_fma_all_threads"]["GFLOP/s"] / 1e9
-    bw = L["BM_peak_memory_triad"]["GB/s"] / 1e9
+    fma1 = L["BM_peak_fma_1thread"]["GFLOP/s"] if "BM_peak_fma_1thread" in L else None
+    fma = L["BM_peak_fma_all_threads"]["GFLOP/s"]
+    bw = L["BM_peak_memory_triad"]["GB/s"]
     print(f"Peak probe: FP32 FMA {fma1:.0f} GFLOP/s on 1 thread, {fma:.0f} GFLOP/s on all threads; "
-          f"memory {bw:.1f} GB/s (triad), {L['BM_peak_memory_copy']['GB/s'] / 1e9:.1f} GB/s (copy)\n")
+          f"memory {bw:.1f} GB/s (triad), {L['BM_peak_memory_copy']['GB/s']:.1f} GB/s (copy)\n")
 
     print("| matmul (M×K @ K×N) | Eigen direct | loom | loom (allocating) | PyTorch (out=) | PyTorch | loom / Eigen | loom / PyTorch |")
     print("|---|---|---|---|---|---|---|---|")
     names = ["forward 4096×768 @ 768×3072", "grad x 4096×3072 @ (768×3072)ᵀ", "grad W (4096×768)ᵀ @ 4096×3072"]
     for i, nm in enumerate(names):
-        e = L[f"BM_matmul_eigen/fwd0_dx1_dW2:{i}"]["GFLOP/s"] / 1e9
-        lo = L[f"BM_matmul_loom/fwd0_dx1_dW2:{i}"]["GFLOP/s"] / 1e9
-        la = L[f"BM_matmul_loom_alloc/fwd0_dx1_dW2:{i}"]["GFLOP/s"] / 1e9
+        e = L[f"BM_matmul_eigen/fwd0_dx1_dW2:{i}"]["GFLOP/s"]
+        lo = L[f"BM_matmul_loom/fwd0_dx1_dW2:{i}"]["GFLOP/s"]
+        la = L[f"BM_matmul_loom_alloc/fwd0_dx1_dW2:{i}"]["GFLOP/s"]
         to, ta = T[f"matmul_out/{i}"]["GFLOP/s"], T[f"matmul_alloc/{i}"]["GFLOP/s"]
         print(f"| {nm} | {e:.0f} | {lo:.0f} | {la:.0f} | {to:.0f} | {ta:.0f} | {lo / e:.3f} | {lo / to:.2f} |")
-    b = L["BM_matmul_batched_attention"]["GFLOP/s"] / 1e9
+    b = L["BM_matmul_batched_attention"]["GFLOP/s"]
     tb = T["matmul_batched_attention"]["GFLOP/s"]
     print(f"| batched 96 × (256×64 @ 64×256) | | {b:.0f} | | {tb:.0f} | | | {b / tb:.2f} |")
     print(f"\nGFLOP/s; FMA peak on all threads = {fma:.0f}.\n")
@@ -50,7 +50,7 @@ def main():
     print("| op (16384×1024 fp32) | loom GB/s | % of triad bandwidth | PyTorch GB/s | loom / PyTorch |")
     print("|---|---|---|---|---|")
     for op in ["add", "add_bias_broadcast", "gelu_tanh", "softmax", "layer_norm", "sum_rows"]:
-        lg = L[f"BM_{op}"]["GB/s"] / 1e9
+        lg = L[f"BM_{op}"]["GB/s"]
         tg = T[op]["GB/s"]
         print(f"| {op} | {lg:.1f} | {100 * lg / bw:.0f}% | {tg:.1f} | {lg / tg:.2f} |")
 
