@@ -1,6 +1,6 @@
 #pragma once
 /// @file loom.hpp
-/// The umbrella header: tensors, random numbers, autograd and every CPU op.
+/// The umbrella header: tensors, random numbers, autograd, every CPU op and the nn layers.
 
 #include "loom/config.hpp"
 #include "loom/version.hpp"
@@ -17,6 +17,7 @@
 #include "loom/autograd/grad_mode.hpp"
 #include "loom/autograd/gradcheck.hpp"
 
+#include "loom/ops/attention.hpp"
 #include "loom/ops/dropout.hpp"
 #include "loom/ops/elementwise.hpp"
 #include "loom/ops/embedding.hpp"
@@ -25,3 +26,7 @@
 #include "loom/ops/matmul.hpp"
 #include "loom/ops/reduce.hpp"
 #include "loom/ops/softmax.hpp"
+
+#include "loom/nn/gpt.hpp"
+#include "loom/nn/layers.hpp"
+#include "loom/nn/module.hpp"

@@ -47,6 +47,18 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
     detail::check_cpu("matmul", a, b);
     LOOM_CHECK(a.dim() >= 1 && b.dim() >= 1, shape_error, "matmul: both operands need at least 1 dimension, got ",
                a.shape(), " @ ", b.shape());
+    // (..., M, K) @ (K, N): one GEMM over all rows, (prod(...) * M, K) @ (K, N), when the rows of a
+    // can be viewed flat (a Linear layer on (B, T, C)). Its backward is then one GEMM too.
+    if (a.dim() > 2 && b.dim() == 2 && a.size(-1) == b.size(0)) {
+      Shape flat_st;
+      Shape flat{-1, a.size(-1)};
+      if (detail::view_strides(a.shape(), a.strides(), Shape{a.numel() / std::max<int64_t>(a.size(-1), 1), a.size(-1)},
+                               flat_st) && a.numel() > 0) {
+        Shape out_shape = a.shape();
+        out_shape[out_shape.size() - 1] = b.size(1);
+        return matmul(a.reshape(flat), b).reshape(out_shape);
+      }
+    }
     Tensor<T> a2 = a.dim() == 1 ? a.unsqueeze(0) : a;   // (K) -> (1, K)
     Tensor<T> b2 = b.dim() == 1 ? b.unsqueeze(-1) : b;  // (K) -> (K, 1)
     int64_t M = a2.size(-2), K = a2.size(-1), K2 = b2.size(-2), N = b2.size(-1);

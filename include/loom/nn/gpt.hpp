@@ -1,0 +1,227 @@
+#pragma once
+/// @file gpt.hpp
+/// A GPT-2 style language model, top to bottom in one file: configuration, causal
+/// self-attention (with a KV cache for generation), MLP, transformer block, and the model.
+///
+///   idx (B, T) ─ wte + wpe ─ dropout ─ [ x + attn(ln_1(x)); x + mlp(ln_2(x)) ] x n_layer ─ ln_f ─ @ wte^T ─ logits (B, T, V)
+///
+/// Parameter names follow Hugging Face's GPT-2 ("transformer.h.0.attn.c_attn.weight", ...);
+/// loom stores Linear weights as (out, in) like PyTorch's nn.Linear, where Hugging Face's Conv1D
+/// stores (in, out): io code transposes them on import and export (see hf_conv1d_weight()).
+
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loom/nn/layers.hpp"
+#include "loom/ops/attention.hpp"
+#include "loom/ops/loss.hpp"
+
+namespace loom::nn {
+
+/// The shape of a GPT model.
+struct GPTConfig {
+  int64_t vocab_size = 50257;  ///< V
+  int64_t block_size = 1024;   ///< the longest sequence (number of learned positions)
+  int64_t n_layer = 12;        ///< L
+  int64_t n_head = 12;         ///< NH
+  int64_t n_embd = 768;        ///< C (HS = C / NH)
+  double dropout = 0.0;        ///< on embeddings and residual branches, in training mode
+  bool bias = true;            ///< biases in Linear and LayerNorm layers (GPT-2: true)
+};
+
+/// Keys and values of the positions seen so far, for one layer (generation only).
+struct KVCache {
+  Tensor<float> k, v;  ///< (B, NH, capacity, HS)
+  int64_t len = 0;     ///< positions filled
+};
+
+/// Multi-head causal self-attention: qkv = c_attn(x), fused attention per head, c_proj.
+class CausalSelfAttention : public Module {
+ public:
+  Linear c_attn;  ///< C -> 3C: queries, keys and values of every head at once
+  Linear c_proj;  ///< C -> C: mixes the heads' outputs
+  Dropout resid_dropout;
+  int64_t n_head, n_embd;
+
+  /// Layers for `c`, drawing initial weights and dropout masks from `gen`.
+  CausalSelfAttention(const GPTConfig& c, Generator& gen)
+      : c_attn(c.n_embd, 3 * c.n_embd, c.bias, gen), c_proj(c.n_embd, c.n_embd, c.bias, gen),
+        resid_dropout(c.dropout, gen), n_head(c.n_head), n_embd(c.n_embd) {
+    LOOM_CHECK(c.n_head > 0 && c.n_embd % c.n_head == 0, value_error, "GPTConfig: n_embd (", c.n_embd,
+               ") must be a multiple of n_head (", c.n_head, ")");
+    register_module("c_attn", c_attn);
+    register_module("c_proj", c_proj);
+    register_module("resid_dropout", resid_dropout);
+  }
+
+  /// x (B, T, C) -> (B, T, C). With a cache, x holds the new positions only, and attention
+  /// runs over every cached position plus these (inference: call under NoGradGuard).
+  Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr) const {
+    const int64_t B = x.size(0), T = x.size(1), C = n_embd, NH = n_head, HS = C / NH;
+    Tensor<float> qkv = c_attn(x);                                       // (B, T, 3C)
+    auto head_view = [&](int64_t i) {                                    // (B, NH, T, HS), no copy
+      return qkv.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2);
+    };
+    Tensor<float> q = head_view(0), k = head_view(1), v = head_view(2);
+    if (cache) {
+      LOOM_CHECK(cache->len + T <= cache->k.size(2), value_error, "CausalSelfAttention: the KV cache holds ",
+                 cache->k.size(2), " positions; ", cache->len + T, " needed");
+      cache->k.slice(2, cache->len, cache->len + T).copy_(k);
+      cache->v.slice(2, cache->len, cache->len + T).copy_(v);
+      cache->len += T;
+      k = cache->k.slice(2, 0, cache->len);
+      v = cache->v.slice(2, 0, cache->len);
+    }
+    Tensor<float> y = causal_attention(q, k, v);                         // (B, NH, T, HS), stored (B, T, NH, HS)
+    y = y.transpose(1, 2).reshape({B, T, C});                            // heads side by side: a view
+    return resid_dropout(c_proj(y));
+  }
+};
+
+/// The feed-forward network: C -> 4C, GELU (tanh form, as GPT-2), 4C -> C.
+class MLP : public Module {
+ public:
+  Linear c_fc, c_proj;
+  Dropout dropout;
+
+  /// Layers for `c`.
+  MLP(const GPTConfig& c, Generator& gen)
+      : c_fc(c.n_embd, 4 * c.n_embd, c.bias, gen), c_proj(4 * c.n_embd, c.n_embd, c.bias, gen), dropout(c.dropout, gen) {
+    register_module("c_fc", c_fc);
+    register_module("c_proj", c_proj);
+    register_module("dropout", dropout);
+  }
+  /// x (B, T, C) -> (B, T, C).
+  Tensor<float> operator()(const Tensor<float>& x) const {
+    return dropout(c_proj(gelu(c_fc(x), GeluApprox::tanh)));
+  }
+};
+
+/// One pre-norm transformer block: x + attn(ln_1(x)), then + mlp(ln_2(x)).
+class Block : public Module {
+ public:
+  LayerNorm ln_1;
+  CausalSelfAttention attn;
+  LayerNorm ln_2;
+  MLP mlp;
+
+  /// Layers for `c`.
+  Block(const GPTConfig& c, Generator& gen)
+      : ln_1(c.n_embd, c.bias), attn(c, gen), ln_2(c.n_embd, c.bias), mlp(c, gen) {
+    register_module("ln_1", ln_1);
+    register_module("attn", attn);
+    register_module("ln_2", ln_2);
+    register_module("mlp", mlp);
+  }
+  /// x (B, T, C) -> (B, T, C).
+  Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr) const {
+    Tensor<float> h = x + attn(ln_1(x), cache);
+    return h + mlp(ln_2(h));
+  }
+};
+
+/// The GPT-2 language model with tied input/output embeddings.
+class GPT : public Module {
+ public:
+  GPTConfig config;
+  Generator gen;  ///< initial weights and dropout masks (seeded: runs are reproducible)
+  Embedding wte;  ///< token embeddings (V, C), also the output projection
+  Embedding wpe;  ///< position embeddings (block_size, C)
+  Dropout drop;
+  std::vector<std::unique_ptr<Block>> h;
+  LayerNorm ln_f;
+
+  /// Logits and (when targets are given) the mean cross-entropy loss.
+  struct Output {
+    Tensor<float> logits;  ///< (B, T, V)
+    Tensor<float> loss;    ///< scalar, or undefined without targets
+  };
+
+  /// A freshly initialised model: GPT-2's scheme, N(0, 0.02) weights, zero biases, and the
+  /// residual projections (attn.c_proj, mlp.c_proj) scaled by 1 / sqrt(2 n_layer).
+  explicit GPT(const GPTConfig& c, uint64_t seed = 1337)
+      : config(c), gen(seed), wte(c.vocab_size, c.n_embd, gen), wpe(c.block_size, c.n_embd, gen),
+        drop(c.dropout, gen), ln_f(c.n_embd, c.bias) {
+    LOOM_CHECK(c.vocab_size > 0 && c.block_size > 0 && c.n_layer > 0 && c.n_embd > 0, value_error,
+               "GPTConfig: sizes must be positive (vocab_size ", c.vocab_size, ", block_size ", c.block_size,
+               ", n_layer ", c.n_layer, ", n_embd ", c.n_embd, ")");
+    register_module("transformer.wte", wte);
+    register_module("transformer.wpe", wpe);
+    register_module("transformer.drop", drop);
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      h.push_back(std::make_unique<Block>(c, gen));
+      register_module("transformer.h." + std::to_string(i), *h.back());
+    }
+    register_module("transformer.ln_f", ln_f);
+    init_weights();
+  }
+
+  /// idx (B, T) token ids -> logits (B, T, V); with targets (B, T), also the mean cross-entropy
+  /// (targets equal to -1 are ignored). With caches (one per layer, see make_kv_cache), idx holds
+  /// only the new positions, which continue the cached ones.
+  Output forward(const Tensor<int64_t>& idx, const Tensor<int64_t>& targets = Tensor<int64_t>(),
+                 std::vector<KVCache>* caches = nullptr) const {
+    LOOM_CHECK(idx.dim() == 2, shape_error, "GPT: idx must be (B, T), got ", idx.shape());
+    const int64_t B = idx.size(0), T = idx.size(1), start = caches ? (*caches)[0].len : 0;
+    LOOM_CHECK(start + T <= config.block_size, value_error, "GPT: sequence of ", start + T,
+               " positions is longer than block_size ", config.block_size);
+    Tensor<int64_t> pos = arange<int64_t>(double(start), double(start + T));       // (T)
+    Tensor<float> x = drop(wte(idx) + wpe(pos));                                    // (B, T, C)
+    for (size_t l = 0; l < h.size(); ++l) x = (*h[l])(x, caches ? &(*caches)[l] : nullptr);
+    x = ln_f(x);
+    Output out;
+    out.logits = matmul(x, wte.weight.t());                                         // (B, T, V), tied weights
+    if (targets.defined()) {
+      LOOM_CHECK(targets.shape() == idx.shape(), shape_error, "GPT: targets ", targets.shape(),
+                 " must have the shape of idx ", idx.shape());
+      out.loss = cross_entropy(out.logits.reshape({B * T, config.vocab_size}), targets.reshape({B * T}), -1);
+    }
+    return out;
+  }
+  /// forward(idx, targets).
+  Output operator()(const Tensor<int64_t>& idx, const Tensor<int64_t>& targets = Tensor<int64_t>()) const {
+    return forward(idx, targets);
+  }
+
+  /// Empty KV caches (one per layer) for batch B and up to `capacity` positions.
+  std::vector<KVCache> make_kv_cache(int64_t B, int64_t capacity) const {
+    std::vector<KVCache> caches(h.size());
+    int64_t NH = config.n_head, HS = config.n_embd / config.n_head;
+    for (auto& c : caches) {
+      c.k = zeros<float>({B, NH, capacity, HS});
+      c.v = zeros<float>({B, NH, capacity, HS});
+    }
+    return caches;
+  }
+
+  /// True for parameters stored as Hugging Face Conv1D weights, (in, out) instead of (out, in).
+  static bool hf_conv1d_weight(const std::string& name) {
+    auto ends = [&](const char* s) {
+      std::string t(s);
+      return name.size() >= t.size() && name.compare(name.size() - t.size(), t.size(), t) == 0;
+    };
+    return ends("attn.c_attn.weight") || ends("attn.c_proj.weight") || ends("mlp.c_fc.weight") ||
+           ends("mlp.c_proj.weight");
+  }
+
+ private:
+  void init_weights() {
+    NoGradGuard no_grad;
+    const double residual_std = 0.02 / std::sqrt(2.0 * double(config.n_layer));
+    for (auto& [name, p] : named_parameters()) {
+      bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+      bool is_ln = name.find(".ln_") != std::string::npos;
+      if (is_ln) continue;                     // LayerNorm: weight 1, bias 0 already
+      if (is_bias) {
+        p.fill_(0.0f);
+      } else {
+        bool residual = name.find("c_proj.weight") != std::string::npos;
+        p.copy_(randn<float>(p.shape(), gen, 0.0, residual ? residual_std : 0.02));
+      }
+    }
+  }
+};
+
+}  // namespace loom::nn

@@ -1,0 +1,88 @@
+#pragma once
+/// @file layers.hpp
+/// The basic layers: Linear, Embedding, LayerNorm, Dropout.
+
+#include <cmath>
+
+#include "loom/nn/module.hpp"
+#include "loom/ops/dropout.hpp"
+#include "loom/ops/embedding.hpp"
+#include "loom/ops/layer_norm.hpp"
+#include "loom/ops/matmul.hpp"
+
+namespace loom::nn {
+
+/// y = x @ weight^T + bias, with weight (out, in) as in PyTorch's nn.Linear.
+class Linear : public Module {
+ public:
+  Tensor<float> weight;  ///< (out_features, in_features)
+  Tensor<float> bias;    ///< (out_features), or undefined without bias
+
+  /// Weights uniform in +-1/sqrt(in) (PyTorch's default); GPT re-initialises its own.
+  Linear(int64_t in_features, int64_t out_features, bool with_bias, Generator& gen) {
+    double bound = 1.0 / std::sqrt(double(std::max<int64_t>(in_features, 1)));
+    weight = rand<float>({out_features, in_features}, gen, -bound, bound);
+    register_parameter("weight", weight);
+    if (with_bias) {
+      bias = rand<float>({out_features}, gen, -bound, bound);
+      register_parameter("bias", bias);
+    }
+  }
+  /// x (..., in) -> (..., out).
+  Tensor<float> operator()(const Tensor<float>& x) const {
+    Tensor<float> y = matmul(x, weight.t());  // weight.t() is a view: the GEMM reads it in place
+    return bias.defined() ? y + bias : y;
+  }
+};
+
+/// A lookup table: row i of weight is the vector of token (or position) i.
+class Embedding : public Module {
+ public:
+  Tensor<float> weight;  ///< (num_embeddings, dim)
+
+  /// Weights from N(0, 1) (PyTorch's default).
+  Embedding(int64_t num_embeddings, int64_t dim, Generator& gen) {
+    weight = randn<float>({num_embeddings, dim}, gen);
+    register_parameter("weight", weight);
+  }
+  /// idx (...) -> (..., dim).
+  Tensor<float> operator()(const Tensor<int64_t>& idx) const { return embedding(weight, idx); }
+};
+
+/// LayerNorm over the last dimension, with a learned scale and (optionally) shift.
+class LayerNorm : public Module {
+ public:
+  Tensor<float> weight;  ///< (dim), initialised to 1
+  Tensor<float> bias;    ///< (dim), initialised to 0; undefined without bias
+  double eps;
+
+  /// A LayerNorm of width `dim`.
+  explicit LayerNorm(int64_t dim, bool with_bias = true, double eps_ = 1e-5) : eps(eps_) {
+    weight = ones<float>({dim});
+    register_parameter("weight", weight);
+    if (with_bias) {
+      bias = zeros<float>({dim});
+      register_parameter("bias", bias);
+    }
+  }
+  /// x (..., dim) -> (..., dim).
+  Tensor<float> operator()(const Tensor<float>& x) const { return layer_norm(x, weight, bias, eps); }
+};
+
+/// Dropout with probability p in training mode; the identity in eval mode.
+class Dropout : public Module {
+ public:
+  double p;
+
+  /// Draws its masks from `gen`, which must outlive the module.
+  Dropout(double p_, Generator& gen) : p(p_), gen_(&gen) {
+    LOOM_CHECK(p >= 0.0 && p < 1.0, value_error, "Dropout: p must lie in [0, 1), got ", p);
+  }
+  /// x with elements zeroed with probability p and the rest scaled by 1 / (1 - p).
+  Tensor<float> operator()(const Tensor<float>& x) const { return dropout(x, p, *gen_, is_training()); }
+
+ private:
+  Generator* gen_;
+};
+
+}  // namespace loom::nn

@@ -1,0 +1,215 @@
+// nn: fused causal attention (against the unfused composition, gradcheck, KV cache), modules
+// (names, state_dict, modes), and the GPT model (shapes, initial loss, cached decoding,
+// overfitting one batch).
+#include <cmath>
+#include <set>
+
+#include <loom/loom.hpp>
+#include <loom/nn/gpt.hpp>
+
+#include "catch.hpp"
+
+using namespace loom;
+
+namespace {
+
+// The unfused reference: softmax(q k^T / sqrt(HS) + causal mask) v from matmul/masked_fill/softmax.
+template <class T>
+Tensor<T> attention_reference(const Tensor<T>& q, const Tensor<T>& k, const Tensor<T>& v) {
+  int64_t Tq = q.size(2), Tk = k.size(2), HS = q.size(3);
+  auto s = matmul(q, k.transpose(-2, -1)) / std::sqrt(double(HS));
+  auto future = gt(arange<int64_t>(0, double(Tk)), arange<int64_t>(double(Tk - Tq), double(Tk)).reshape({Tq, 1}));
+  return matmul(softmax(masked_fill(s, future, -INFINITY), -1), v);
+}
+
+double max_abs_diff(const Tensor<float>& a, const Tensor<float>& b) {
+  return max(abs(a.to<double>() - b.to<double>())).item();
+}
+
+}  // namespace
+
+TEST_CASE("causal_attention matches the unfused composition") {
+  Generator g(1);
+  for (auto [B, NH, T, HS] : std::vector<std::array<int64_t, 4>>{{1, 1, 1, 1}, {2, 3, 5, 4}, {2, 2, 70, 8}, {1, 4, 130, 16}, {3, 2, 64, 32}}) {
+    CAPTURE(B, NH, T, HS);
+    auto q = randn<float>({B, NH, T, HS}, g), k = randn<float>({B, NH, T, HS}, g), v = randn<float>({B, NH, T, HS}, g);
+    auto y = causal_attention(q, k, v);
+    REQUIRE(y.shape() == Shape{B, NH, T, HS});
+    CHECK(max_abs_diff(y, attention_reference(q, k, v)) < 1e-5);
+  }
+  // Strided q, k, v: head views into one (B, T, 3C) buffer, as CausalSelfAttention makes them.
+  int64_t B = 2, T = 37, NH = 3, HS = 5, C = NH * HS;
+  auto qkv = randn<float>({B, T, 3 * C}, g);
+  auto view = [&](int64_t i) { return qkv.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2); };
+  CHECK(max_abs_diff(causal_attention(view(0), view(1), view(2)),
+                     attention_reference(view(0).contiguous(), view(1).contiguous(), view(2).contiguous())) < 1e-5);
+  CHECK_THROWS_AS(causal_attention(randn<float>({1, 1, 4, 2}, g), randn<float>({1, 1, 3, 2}, g), randn<float>({1, 1, 3, 2}, g)),
+                  shape_error);
+  CHECK_THROWS_WITH(causal_attention(randn<float>({1, 4, 2}, g), randn<float>({1, 4, 2}, g), randn<float>({1, 4, 2}, g)),
+                    LOOM_CONTAINS("must be (B, NH, T, HS)"));
+}
+
+TEST_CASE("causal_attention: gradcheck across tiles, and against the composition's gradients") {
+  Generator g(2);
+  auto mk = [&](int64_t T) { return randn<double>({1, 2, T, 3}, g).requires_grad_(); };
+  for (int64_t T : {1, 6, 70}) {
+    CAPTURE(T);
+    auto q = mk(T), k = mk(T), v = mk(T);
+    auto r = gradcheck([](auto& in) { return causal_attention(in[0], in[1], in[2]); }, {q, k, v});
+    INFO(r.report);
+    CHECK(r.ok);
+  }
+  // Fewer queries than keys (the KV-cache case) is differentiable too.
+  auto q = mk(5), k = mk(9), v = mk(9);
+  auto r = gradcheck([](auto& in) { return causal_attention(in[0], in[1], in[2]); }, {q, k, v});
+  INFO(r.report);
+  CHECK(r.ok);
+  // float32 gradients of fused and unfused agree (B 2, NH 4, T 100, HS 16).
+  Generator h(3);
+  auto qf = randn<float>({2, 4, 100, 16}, h).requires_grad_(), kf = randn<float>({2, 4, 100, 16}, h).requires_grad_(),
+       vf = randn<float>({2, 4, 100, 16}, h).requires_grad_();
+  auto w = randn<float>({2, 4, 100, 16}, h);
+  sum(causal_attention(qf, kf, vf) * w).backward();
+  auto gq = qf.grad(), gk = kf.grad(), gv = vf.grad();
+  qf.zero_grad(), kf.zero_grad(), vf.zero_grad();
+  sum(attention_reference(qf, kf, vf) * w).backward();
+  CHECK(max_abs_diff(gq, qf.grad()) < 1e-5);
+  CHECK(max_abs_diff(gk, kf.grad()) < 1e-5);
+  CHECK(max_abs_diff(gv, vf.grad()) < 1e-5);
+}
+
+TEST_CASE("causal_attention over a cache equals the last rows of full attention") {
+  Generator g(4);
+  auto q = randn<float>({2, 2, 20, 8}, g), k = randn<float>({2, 2, 20, 8}, g), v = randn<float>({2, 2, 20, 8}, g);
+  auto full_out = causal_attention(q, k, v);
+  auto last = causal_attention(q.slice(2, 13, 20), k, v);
+  CHECK(max_abs_diff(last, full_out.slice(2, 13, 20)) < 1e-6);
+}
+
+namespace {
+nn::GPTConfig tiny_config() {
+  nn::GPTConfig c;
+  c.vocab_size = 11, c.block_size = 16, c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.dropout = 0.0, c.bias = true;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("GPT parameters follow the Hugging Face GPT-2 names") {
+  nn::GPT model(tiny_config());
+  std::set<std::string> names;
+  for (auto& [n, p] : model.named_parameters()) names.insert(n);
+  for (const char* n : {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.ln_1.weight",
+                        "transformer.h.0.ln_1.bias", "transformer.h.0.attn.c_attn.weight", "transformer.h.0.attn.c_attn.bias",
+                        "transformer.h.0.attn.c_proj.weight", "transformer.h.1.mlp.c_fc.weight",
+                        "transformer.h.1.mlp.c_proj.bias", "transformer.ln_f.weight", "transformer.ln_f.bias"})
+    CHECK(names.count(n) == 1);
+  CHECK(names.size() == 2 + 12 * 2 + 2);
+  // V C + block C + L (12 C^2 + 13 C) + 2 C, GPT-2's count with tied embeddings.
+  int64_t C = 8, L = 2;
+  CHECK(model.num_parameters() == 11 * C + 16 * C + L * (12 * C * C + 13 * C) + 2 * C);
+  auto sd = model.named_parameters();
+  CHECK(sd[4].second.shape() == Shape{3 * C, C});  // c_attn.weight is (out, in)
+  CHECK(nn::GPT::hf_conv1d_weight("transformer.h.3.mlp.c_fc.weight"));
+  CHECK_FALSE(nn::GPT::hf_conv1d_weight("transformer.wte.weight"));
+  // GPT-2 initialisation: weights ~ N(0, 0.02), residual projections smaller, LayerNorm 1/0.
+  auto std_of = [&](const std::string& n) {
+    for (auto& [name, p] : sd)
+      if (name == n) return std::sqrt(var(p).item());
+    return -1.0f;
+  };
+  CHECK(std_of("transformer.h.0.attn.c_proj.weight") < std_of("transformer.h.0.attn.c_attn.weight"));
+  for (auto& [name, p] : sd) {
+    if (name == "transformer.ln_f.weight") CHECK(min(p).item() == 1.0f);
+    if (name == "transformer.h.0.mlp.c_fc.bias") CHECK(max(abs(p)).item() == 0.0f);
+  }
+}
+
+TEST_CASE("Module state_dict round trip, errors, modes") {
+  nn::GPT a(tiny_config(), 1), b(tiny_config(), 2);
+  auto idx = from_vector<int64_t>({1, 2, 3, 4, 5, 6}, {1, 6});
+  CHECK(max_abs_diff(a(idx).logits, b(idx).logits) > 1e-3);
+  b.load_state_dict(a.state_dict());
+  CHECK(max_abs_diff(a(idx).logits, b(idx).logits) == 0.0);
+  auto sd = a.state_dict();
+  sd.pop_back();
+  CHECK_THROWS_WITH(b.load_state_dict(sd), LOOM_CONTAINS("'transformer.ln_f.bias' (shape [8]) is missing"));
+  sd = a.state_dict();
+  sd[0].second = zeros<float>({3, 3});
+  CHECK_THROWS_WITH(b.load_state_dict(sd), LOOM_CONTAINS("'transformer.wte.weight' has shape [3, 3] in the state but [11, 8]"));
+  sd = a.state_dict();
+  sd.emplace_back("extra.weight", zeros<float>({1}));
+  CHECK_THROWS_WITH(b.load_state_dict(sd), LOOM_CONTAINS("the model lacks, e.g. 'extra.weight'"));
+  b.load_state_dict(sd, /*strict=*/false);
+  CHECK(a.is_training());
+  a.eval();
+  CHECK_FALSE(a.h[0]->mlp.dropout.is_training());
+  a.train();
+  CHECK(a.h[1]->attn.resid_dropout.is_training());
+#if !LOOM_WITH_CUDA
+  CHECK_THROWS_AS(a.to(Device::cuda()), backend_error);
+#endif
+  nn::GPTConfig bad = tiny_config();
+  bad.n_head = 3;
+  CHECK_THROWS_WITH(nn::GPT(bad), LOOM_CONTAINS("must be a multiple of n_head"));
+  CHECK_THROWS_WITH(a(zeros<int64_t>({1, 17})), LOOM_CONTAINS("longer than block_size 16"));
+  CHECK_THROWS_AS(a(from_vector<int64_t>({11}, {1, 1})), index_error);
+}
+
+TEST_CASE("GPT forward: shapes and the loss at initialisation") {
+  nn::GPT model(tiny_config());
+  Generator g(5);
+  auto idx = randint<int64_t>({3, 16}, 0, 11, g), tgt = randint<int64_t>({3, 16}, 0, 11, g);
+  auto out = model(idx, tgt);
+  CHECK(out.logits.shape() == Shape{3, 16, 11});
+  CHECK(out.loss.dim() == 0);
+  CHECK(std::fabs(out.loss.item() - std::log(11.0f)) < 0.1f);  // small weights: near-uniform predictions
+  CHECK_FALSE(model(idx).loss.defined());
+  tgt.at({0, 0}) = -1;  // ignored positions
+  CHECK(std::isfinite(model(idx, tgt).loss.item()));
+}
+
+TEST_CASE("KV-cached decoding gives the same logits as full forward passes") {
+  nn::GPT model(tiny_config());
+  model.eval();
+  NoGradGuard no_grad;
+  auto idx = from_vector<int64_t>({3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8}, {2, 6});
+  auto full_logits = model(idx).logits;  // (2, 6, V)
+  auto cache = model.make_kv_cache(2, 16);
+  auto first = model.forward(idx.slice(1, 0, 4), {}, &cache).logits;  // a prompt of 4 positions
+  CHECK(max_abs_diff(first, full_logits.slice(1, 0, 4)) < 1e-5);
+  for (int64_t t = 4; t < 6; ++t) {  // then one position at a time
+    auto step = model.forward(idx.slice(1, t, t + 1), {}, &cache).logits;
+    CHECK(max_abs_diff(step, full_logits.slice(1, t, t + 1)) < 1e-5);
+  }
+  CHECK(cache[0].len == 6);
+  auto small = model.make_kv_cache(2, 5);
+  CHECK_THROWS_WITH(model.forward(idx, {}, &small), LOOM_CONTAINS("the KV cache holds 5 positions; 6 needed"));
+}
+
+TEST_CASE("A tiny GPT overfits one batch") {
+  nn::GPTConfig c = tiny_config();
+  c.n_embd = 16, c.n_layer = 2, c.n_head = 2;
+  nn::GPT model(c, 7);
+  Generator g(8);
+  auto idx = randint<int64_t>({4, 12}, 0, 11, g), tgt = randint<int64_t>({4, 12}, 0, 11, g);
+  float first = 0, last = 0;
+  // Plain gradient descent with momentum, written out: the optimizers are tested on their own.
+  auto params = model.parameters();
+  std::vector<Tensor<float>> vel;
+  for (auto& p : params) vel.push_back(zeros<float>(p.shape()));
+  for (int step = 0; step < 200; ++step) {
+    auto loss = model(idx, tgt).loss;
+    if (step == 0) first = loss.item();
+    last = loss.item();
+    model.zero_grad();
+    loss.backward();
+    NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) {
+      vel[i].copy_(vel[i] * 0.9f + params[i].grad());
+      params[i].copy_(params[i] - vel[i] * 0.05f);
+    }
+  }
+  INFO("loss " << first << " -> " << last);
+  CHECK(first > 2.0f);
+  CHECK(last < 0.1f);
+}
