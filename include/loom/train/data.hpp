@@ -1,0 +1,117 @@
+#pragma once
+/// @file data.hpp
+/// Training data: a character-level tokenizer, a train/validation split, and a seeded loader
+/// that cuts random windows out of a token sequence.
+
+#include <algorithm>
+#include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "loom/core/tensor.hpp"
+
+namespace loom::train {
+
+/// Reads a whole file into a string; throws io_error naming the file when it cannot.
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  LOOM_CHECK(in.good(), io_error, path, ": cannot open the file");
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  LOOM_CHECK(!in.bad(), io_error, path, ": read error");
+  return s;
+}
+
+/// A character-level (byte-level) vocabulary: the distinct bytes of a text, sorted.
+class CharTokenizer {
+ public:
+  CharTokenizer() = default;
+  /// The vocabulary of `text`'s distinct bytes.
+  explicit CharTokenizer(const std::string& text) {
+    bool seen[256] = {};
+    for (unsigned char c : text) seen[c] = true;
+    for (int b = 0; b < 256; ++b)
+      if (seen[b]) chars_.push_back(char(b));
+    build_index();
+  }
+  /// The vocabulary from its characters in id order (as saved by chars()).
+  static CharTokenizer from_chars(const std::string& chars) {
+    CharTokenizer t;
+    t.chars_ = chars;
+    t.build_index();
+    return t;
+  }
+  /// Number of ids.
+  int64_t vocab_size() const { return int64_t(chars_.size()); }
+  /// The characters in id order.
+  const std::string& chars() const { return chars_; }
+  /// Ids of `text`; throws value_error for a byte outside the vocabulary.
+  std::vector<int64_t> encode(const std::string& text) const {
+    std::vector<int64_t> ids;
+    ids.reserve(text.size());
+    for (unsigned char c : text) {
+      LOOM_CHECK(index_[c] >= 0, value_error, "CharTokenizer: byte ", int(c), " is not in the vocabulary");
+      ids.push_back(index_[c]);
+    }
+    return ids;
+  }
+  /// The text of `ids`; throws value_error for an id out of range.
+  std::string decode(const std::vector<int64_t>& ids) const {
+    std::string s;
+    for (int64_t i : ids) {
+      LOOM_CHECK(i >= 0 && i < vocab_size(), value_error, "CharTokenizer: id ", i, " out of range [0, ", vocab_size(), ")");
+      s.push_back(chars_[size_t(i)]);
+    }
+    return s;
+  }
+
+ private:
+  void build_index() {
+    std::fill(index_, index_ + 256, -1);
+    for (size_t i = 0; i < chars_.size(); ++i) index_[(unsigned char)chars_[i]] = int(i);
+  }
+  std::string chars_;
+  int index_[256] = {};
+};
+
+/// Token ids with random (B, T) windows: x = ids[o : o + T], y = ids[o + 1 : o + T + 1].
+class BatchLoader {
+ public:
+  BatchLoader() = default;
+  /// A loader over `ids`; windows need T + 1 tokens, so ids must hold more than T.
+  explicit BatchLoader(std::vector<int64_t> ids) : ids_(std::move(ids)) {}
+  /// Number of tokens.
+  int64_t size() const { return int64_t(ids_.size()); }
+  /// The tokens.
+  const std::vector<int64_t>& ids() const { return ids_; }
+
+  /// B windows of T tokens at offsets drawn from `gen`: inputs and next-token targets, (B, T) each.
+  std::pair<Tensor<int64_t>, Tensor<int64_t>> batch(int64_t B, int64_t T, Generator& gen) const {
+    LOOM_CHECK(B > 0 && T > 0, value_error, "BatchLoader: batch size ", B, " and length ", T, " must be positive");
+    LOOM_CHECK(size() > T, value_error, "BatchLoader: ", size(), " tokens are too few for windows of ", T,
+               " (+1 target); use a shorter block size or more data");
+    Tensor<int64_t> offsets = randint<int64_t>({B}, 0, size() - T, gen);
+    Tensor<int64_t> x = Tensor<int64_t>::empty({B, T}), y = Tensor<int64_t>::empty({B, T});
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t* src = ids_.data() + offsets.data()[b];
+      std::copy(src, src + T, x.data() + b * T);
+      std::copy(src + 1, src + T + 1, y.data() + b * T);
+    }
+    return {x, y};
+  }
+
+ private:
+  std::vector<int64_t> ids_;
+};
+
+/// The first `train_fraction` of the ids for training, the rest for validation (nanoGPT's split).
+inline std::pair<BatchLoader, BatchLoader> split(const std::vector<int64_t>& ids, double train_fraction = 0.9) {
+  LOOM_CHECK(train_fraction > 0 && train_fraction < 1, value_error, "split: train_fraction must lie in (0, 1), got ",
+             train_fraction);
+  size_t n = size_t(double(ids.size()) * train_fraction);
+  return {BatchLoader(std::vector<int64_t>(ids.begin(), ids.begin() + std::ptrdiff_t(n))),
+          BatchLoader(std::vector<int64_t>(ids.begin() + std::ptrdiff_t(n), ids.end()))};
+}
+
+}  // namespace loom::train

@@ -1,0 +1,213 @@
+#pragma once
+/// @file report.hpp
+/// Watching a training run: a progress bar on stderr, a CSV log, and an SVG plot of the loss
+/// curves that loom draws itself (no plotting library needed).
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "loom/core/error.hpp"
+
+namespace loom::train {
+
+/// A one-line progress bar (step, loss, tokens/s, ETA) redrawn in place on a terminal, or plain
+/// lines every `every` steps when stderr is a file or pipe.
+class ProgressBar {
+ public:
+  /// A bar for `total` steps.
+  explicit ProgressBar(int64_t total, int64_t every = 10)
+      : total_(total), every_(std::max<int64_t>(every, 1)), tty_(isatty(fileno(stderr)) != 0),
+        start_(std::chrono::steady_clock::now()) {}
+  /// Reports step `step` (1-based) with its loss and the tokens processed per second.
+  void update(int64_t step, double loss, double tokens_per_s) {
+    double elapsed = seconds();
+    double eta = step > 0 ? elapsed / double(step) * double(total_ - step) : 0.0;
+    std::ostringstream line;
+    line << std::fixed << std::setprecision(4) << "step " << step << "/" << total_ << " | loss " << loss << " | "
+         << std::setprecision(0) << tokens_per_s << " tok/s | ETA " << format_time(eta);
+    if (tty_) {
+      const int width = 24;
+      int filled = total_ > 0 ? int(double(width) * double(step) / double(total_)) : width;
+      std::string bar = "[" + std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.') + "] ";
+      std::fprintf(stderr, "\r%s%s\033[K", bar.c_str(), line.str().c_str());
+      if (step >= total_) std::fprintf(stderr, "\n");
+    } else if (step % every_ == 0 || step == total_ || step == 1) {
+      std::fprintf(stderr, "%s\n", line.str().c_str());
+    }
+    std::fflush(stderr);
+  }
+  /// Prints a message on its own line without breaking the bar.
+  void message(const std::string& text) {
+    std::fprintf(stderr, tty_ ? "\r%s\033[K\n" : "%s\n", text.c_str());
+    std::fflush(stderr);
+  }
+  /// Seconds since the bar was made.
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  /// "1h02m", "3m05s" or "12s".
+  static std::string format_time(double s) {
+    int64_t t = int64_t(std::max(0.0, s) + 0.5);
+    char buf[32];
+    if (t >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", (long long)(t / 3600), (long long)(t % 3600 / 60));
+    else if (t >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", (long long)(t / 60), (long long)(t % 60));
+    else std::snprintf(buf, sizeof buf, "%llds", (long long)t);
+    return buf;
+  }
+
+ private:
+  int64_t total_, every_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+/// One row of the training log.
+struct LogRow {
+  int64_t step = 0;
+  double train_loss = NAN;  ///< NaN when not measured at this step
+  double val_loss = NAN;
+  double lr = NAN;
+  double tokens_per_s = NAN;
+  double elapsed_s = NAN;
+};
+
+/// Appends rows to a CSV file (step,train_loss,val_loss,lr,tokens_per_s,elapsed_s); empty cells for NaN.
+class CsvLog {
+ public:
+  /// Opens `path`: a new file with a header, or (append) the end of an existing log.
+  explicit CsvLog(const std::string& path, bool append = false) : path_(path) {
+    bool exists = append && std::ifstream(path).good();
+    out_.open(path, append ? std::ios::app : std::ios::trunc);
+    LOOM_CHECK(out_.good(), io_error, path, ": cannot open the log for writing");
+    if (!exists) out_ << "step,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n";
+    out_.flush();
+  }
+  /// Writes one row and flushes (a crash loses nothing already logged).
+  void write(const LogRow& r) {
+    auto cell = [](double v) {
+      if (std::isnan(v)) return std::string();
+      std::ostringstream os;
+      os << std::setprecision(7) << v;
+      return os.str();
+    };
+    out_ << r.step << ',' << cell(r.train_loss) << ',' << cell(r.val_loss) << ',' << cell(r.lr) << ','
+         << cell(r.tokens_per_s) << ',' << cell(r.elapsed_s) << '\n';
+    out_.flush();
+  }
+  /// Reads every row of a CSV log written by this class.
+  static std::vector<LogRow> read(const std::string& path) {
+    std::ifstream in(path);
+    LOOM_CHECK(in.good(), io_error, path, ": cannot open the log");
+    std::vector<LogRow> rows;
+    std::string line;
+    std::getline(in, line);  // header
+    int lineno = 1;
+    while (std::getline(in, line)) {
+      ++lineno;
+      if (line.empty()) continue;
+      std::vector<std::string> cells;
+      std::stringstream ss(line);
+      std::string c;
+      while (std::getline(ss, c, ',')) cells.push_back(c);
+      while (cells.size() < 6) cells.emplace_back();
+      auto num = [&](const std::string& s) {
+        if (s.empty()) return double(NAN);
+        try {
+          return std::stod(s);
+        } catch (...) {
+          throw io_error(detail::concat(path, ":", lineno, ": not a number: '", s, "'"));
+        }
+      };
+      LogRow r;
+      r.step = int64_t(num(cells[0]));
+      r.train_loss = num(cells[1]), r.val_loss = num(cells[2]), r.lr = num(cells[3]);
+      r.tokens_per_s = num(cells[4]), r.elapsed_s = num(cells[5]);
+      rows.push_back(r);
+    }
+    return rows;
+  }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+namespace detail {
+// "Nice" tick spacing (1, 2 or 5 times a power of ten) for about `n` ticks over [lo, hi].
+inline double nice_step(double lo, double hi, int n) {
+  double raw = (hi - lo) / std::max(n, 1);
+  if (!(raw > 0)) return 1.0;
+  double p = std::pow(10.0, std::floor(std::log10(raw)));
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * p >= raw) return m * p;
+  return 10 * p;
+}
+inline std::string fmt(double v) {
+  std::ostringstream os;
+  os << std::setprecision(4) << v;
+  return os.str();
+}
+}  // namespace detail
+
+/// An SVG line chart of train and validation loss against step, with axes, ticks, grid and legend.
+inline std::string loss_plot_svg(const std::vector<LogRow>& rows, const std::string& title = "loss") {
+  const double W = 720, H = 440, L = 70, R = 20, Tm = 40, Bm = 55;
+  std::vector<std::pair<double, double>> tr, va;
+  for (const LogRow& r : rows) {
+    if (std::isfinite(r.train_loss)) tr.emplace_back(double(r.step), r.train_loss);
+    if (std::isfinite(r.val_loss)) va.emplace_back(double(r.step), r.val_loss);
+  }
+  double x0 = 0, x1 = 1, y0 = INFINITY, y1 = -INFINITY;
+  for (auto* s : {&tr, &va})
+    for (auto& [x, y] : *s) x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+  if (!std::isfinite(y0)) y0 = 0, y1 = 1;
+  if (y1 - y0 < 1e-9) y0 -= 0.5, y1 += 0.5;
+  double ys = detail::nice_step(y0, y1, 6), xs = detail::nice_step(x0, x1, 8);
+  y0 = std::floor(y0 / ys) * ys, y1 = std::ceil(y1 / ys) * ys;
+  auto px = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
+  auto py = [&](double y) { return H - Bm - (y - y0) / (y1 - y0) * (H - Tm - Bm); };
+  std::ostringstream s;
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+    << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  s << "<text x=\"" << W / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">" << title << "</text>\n";
+  for (double y = y0; y <= y1 + ys / 2; y += ys) {
+    s << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << py(y) << "\" y2=\"" << py(y)
+      << "\" stroke=\"#e0e0e0\"/>\n<text x=\"" << L - 8 << "\" y=\"" << py(y) + 4 << "\" text-anchor=\"end\">"
+      << detail::fmt(y) << "</text>\n";
+  }
+  for (double x = x0; x <= x1 + xs / 2; x += xs) {
+    s << "<line x1=\"" << px(x) << "\" x2=\"" << px(x) << "\" y1=\"" << Tm << "\" y2=\"" << H - Bm
+      << "\" stroke=\"#f0f0f0\"/>\n<text x=\"" << px(x) << "\" y=\"" << H - Bm + 18 << "\" text-anchor=\"middle\">"
+      << detail::fmt(x) << "</text>\n";
+  }
+  s << "<line x1=\"" << L << "\" x2=\"" << L << "\" y1=\"" << Tm << "\" y2=\"" << H - Bm << "\" stroke=\"black\"/>\n"
+    << "<line x1=\"" << L << "\" x2=\"" << W - R << "\" y1=\"" << H - Bm << "\" y2=\"" << H - Bm << "\" stroke=\"black\"/>\n"
+    << "<text x=\"" << (L + W - R) / 2 << "\" y=\"" << H - 12 << "\" text-anchor=\"middle\">step</text>\n"
+    << "<text x=\"18\" y=\"" << (Tm + H - Bm) / 2 << "\" text-anchor=\"middle\" transform=\"rotate(-90 18 "
+    << (Tm + H - Bm) / 2 << ")\">cross-entropy loss</text>\n";
+  auto series = [&](const std::vector<std::pair<double, double>>& pts, const char* color, const char* name, int slot) {
+    if (pts.empty()) return;
+    s << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"1.8\" points=\"";
+    for (auto& [x, y] : pts) s << px(x) << ',' << py(y) << ' ';
+    s << "\"/>\n";
+    if (pts.size() < 60)
+      for (auto& [x, y] : pts) s << "<circle cx=\"" << px(x) << "\" cy=\"" << py(y) << "\" r=\"2.5\" fill=\"" << color << "\"/>\n";
+    double lx = W - R - 150, ly = Tm + 14 + 18 * slot;
+    s << "<line x1=\"" << lx << "\" x2=\"" << lx + 24 << "\" y1=\"" << ly - 4 << "\" y2=\"" << ly - 4 << "\" stroke=\""
+      << color << "\" stroke-width=\"2\"/>\n<text x=\"" << lx + 30 << "\" y=\"" << ly << "\">" << name << " ("
+      << detail::fmt(pts.back().second) << ")</text>\n";
+  };
+  series(tr, "#1f77b4", "train", 0);
+  series(va, "#d62728", "val", 1);
+  s << "</svg>\n";
+  return s.str();
+}
+
+}  // namespace loom::train
