@@ -13,6 +13,7 @@
 ///       if edge.leaf: edge.leaf.grad += dx              // lands in a parameter
 ///     free node's saved tensors unless retain_graph
 
+#include <chrono>
 #include <unordered_map>
 #include <vector>
 
@@ -27,6 +28,14 @@ namespace detail {
 template <class T>
 Tensor<T> add_grads(const Tensor<T>& a, const Tensor<T>& b) {
   Tensor<T> out = Tensor<T>::empty(a.shape());
+  if (a.is_contiguous() && b.is_contiguous()) {  // the common case: a plain vectorisable loop
+    T* o = out.data();
+    const T *x = a.data(), *y = b.data();
+    parallel_for(0, a.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) o[i] = convert<T>(compute_t<T>(x[i]) + compute_t<T>(y[i]));
+    });
+    return out;
+  }
   StridedLayout<3> L(a.shape(), {out.strides(), a.strides(), b.strides()});
   T* o = out.data();
   const T *x = a.data(), *y = b.data();
@@ -94,7 +103,14 @@ void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
     LOOM_CHECK(!node->released, value_error, "backward: the graph through '", node->name,
                "' was already freed by an earlier backward(); pass retain_graph=true to the first "
                "backward() to go through the graph twice");
+    auto& prof = autograd::backward_profile();
+    auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     std::vector<Tensor<T>> dx = node->backward(g);
+    if (prof.enabled) {
+      auto& entry = prof.by_op[node->name];
+      entry.first += 1;
+      entry.second += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
     LOOM_ASSERT(dx.size() == node->next.size());
     for (size_t k = 0; k < node->next.size(); ++k) {
       const Edge<T>& e = node->next[k];

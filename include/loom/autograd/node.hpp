@@ -11,10 +11,14 @@
 /// Edges point from outputs to inputs only, and saved tensors are kept without their autograd
 /// state, so the graph has no reference cycles: it is freed as soon as the last output goes.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "loom/core/shape.hpp"
@@ -32,6 +36,36 @@ inline std::atomic<int64_t>& live_node_counter() {
 }
 /// Number of graph nodes alive in the process.
 inline int64_t live_nodes() { return live_node_counter().load(); }
+
+/// Time spent in each op's backward, when profiling is on (off by default; not thread-safe:
+/// profile one backward() at a time).
+struct BackwardProfile {
+  bool enabled = false;
+  std::map<std::string, std::pair<int64_t, double>> by_op;  ///< name -> (calls, seconds)
+};
+/// The process-wide backward profile.
+inline BackwardProfile& backward_profile() {
+  static BackwardProfile p;
+  return p;
+}
+/// Turns backward profiling on or off (and clears it when turning it on).
+inline void set_profiling(bool on) {
+  backward_profile().enabled = on;
+  if (on) backward_profile().by_op.clear();
+}
+/// The profile as a table, slowest op first.
+inline std::string profile_report() {
+  std::vector<std::pair<std::string, std::pair<int64_t, double>>> rows(backward_profile().by_op.begin(),
+                                                                      backward_profile().by_op.end());
+  std::sort(rows.begin(), rows.end(), [](auto& a, auto& b) { return a.second.second > b.second.second; });
+  std::string out = "backward op            calls      ms\n";
+  for (auto& [name, cs] : rows) {
+    char line[128];
+    std::snprintf(line, sizeof line, "%-20s %7lld %9.3f\n", name.c_str(), (long long)cs.first, cs.second * 1e3);
+    out += line;
+  }
+  return out;
+}
 }  // namespace autograd
 
 /// Autograd state of a tensor, allocated on first use (requires_grad_ or an op's output).

@@ -195,16 +195,77 @@ Tensor<T> minimum(const Tensor<T>& a, const Tensor<T>& b) {
 // --- Unary math and activations -----------------------------------------------------------
 
 namespace detail {
+template <class D, class = void> struct has_array_grad : std::false_type {};
+template <class D> struct has_array_grad<D, std::void_t<decltype(D::vectorized)>> : std::true_type {};
+
+// dx = g * dfdx(x, y) elementwise. When everything is contiguous float/double and the derivative
+// has an Eigen array form, one vectorised pass; otherwise the strided scalar loop.
+template <class T, class D>
+Tensor<T> unary_grad(const char* op, const Tensor<T>& g, const Tensor<T>& x, const Tensor<T>& y, D dfdx) {
+  if constexpr (has_array_grad<D>::value && (std::is_same_v<T, float> || std::is_same_v<T, double>)) {
+    if (g.shape() == x.shape() && g.is_contiguous() && x.is_contiguous() && y.is_contiguous()) {
+      using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+      Tensor<T> dx = Tensor<T>::empty(x.shape());
+      parallel_for(0, x.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
+        Eigen::Map<const Arr> gv(g.data() + lo, hi - lo), xv(x.data() + lo, hi - lo), yv(y.data() + lo, hi - lo);
+        Eigen::Map<Arr>(dx.data() + lo, hi - lo) = gv * dfdx.array(xv, yv);
+      });
+      return dx;
+    }
+  }
+  return grad_of(op, g, x, y, x.shape(), [dfdx](auto gv, auto a, auto b) { return gv * dfdx(a, b); });
+}
+
 // out = f(x) with backward dx = g * dfdx(x, out), computed in one pass over (g, x, out).
 template <class T, class F, class D>
 Tensor<T> unary_with_grad(const char* op, const Tensor<T>& x, F f, D dfdx) {
   auto out = unary_op<T>(op, x, f);
   record<T>(op, out, {&x}, [op, sx = SavedTensor<T>(x), so = SavedTensor<T>(out), dfdx](const Tensor<T>& g) {
-    const Tensor<T>&xv = sx.get(op), &yv = so.get(op);
-    return Grads<T>{grad_of(op, g, xv, yv, xv.shape(), [dfdx](auto gv, auto a, auto y) { return gv * dfdx(a, y); })};
+    return Grads<T>{unary_grad(op, g, sx.get(op), so.get(op), dfdx)};
   });
   return out;
 }
+
+// Derivatives with an Eigen array form (x: input, y: output).
+struct ExpGrad {
+  static constexpr bool vectorized = true;
+  template <class C> C operator()(C, C y) const { return y; }
+  template <class A, class B> auto array(const A&, const B& y) const { return y; }
+};
+struct TanhGrad {
+  static constexpr bool vectorized = true;
+  template <class C> C operator()(C, C y) const { return C(1) - y * y; }
+  template <class A, class B> auto array(const A&, const B& y) const { return 1 - y.square(); }
+};
+struct SigmoidGrad {
+  static constexpr bool vectorized = true;
+  template <class C> C operator()(C, C y) const { return y * (C(1) - y); }
+  template <class A, class B> auto array(const A&, const B& y) const { return y * (1 - y); }
+};
+struct ReluGrad {
+  static constexpr bool vectorized = true;
+  template <class C> C operator()(C x, C) const { return C(x > C(0)); }
+  template <class A, class B> auto array(const A& x, const B&) const {
+    using S = typename A::Scalar;
+    return (x > S(0)).template cast<S>();
+  }
+};
+// d/dx 0.5 x (1 + tanh u), u = k (x + c x^3):  0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)
+struct GeluTanhGrad {
+  static constexpr bool vectorized = true;
+  template <class C> C operator()(C v, C) const {
+    const C k = C(math::sqrt_2_over_pi), c = C(0.044715);
+    C t = std::tanh(k * (v + c * v * v * v));
+    return C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * k * (C(1) + C(3) * c * v * v);
+  }
+  template <class A, class B> auto array(const A& x, const B&) const {
+    using S = typename A::Scalar;
+    const S k = S(math::sqrt_2_over_pi), c = S(0.044715);
+    auto t = (k * (x + c * x.cube())).tanh().eval();
+    return (S(0.5) * (1 + t) + S(0.5) * x * (1 - t.square()) * k * (1 + S(3) * c * x.square())).eval();
+  }
+};
+
 // out = f(x) with backward dx = g * k for a constant k (nothing saved).
 template <class T, class F>
 Tensor<T> unary_const_grad(const char* op, const Tensor<T>& x, F f, double k) {
@@ -246,7 +307,8 @@ template <class T> Tensor<T> abs(const Tensor<T>& x) {
 template <class T> Tensor<T> exp(const Tensor<T>& x) {
   detail::require_floating<T>("exp");
   using C = compute_t<T>;
-  return detail::unary_with_grad("exp", x, detail::ExpFn{}, [](C, C y) { return y; });
+  (void)sizeof(C);
+  return detail::unary_with_grad("exp", x, detail::ExpFn{}, detail::ExpGrad{});
 }
 /// Natural logarithm (gradient 1/x).
 template <class T> Tensor<T> log(const Tensor<T>& x) {
@@ -270,31 +332,27 @@ template <class T> Tensor<T> rsqrt(const Tensor<T>& x) {
 template <class T> Tensor<T> tanh(const Tensor<T>& x) {
   detail::require_floating<T>("tanh");
   using C = compute_t<T>;
-  return detail::unary_with_grad("tanh", x, detail::TanhFn{}, [](C, C y) { return C(1) - y * y; });
+  (void)sizeof(C);
+  return detail::unary_with_grad("tanh", x, detail::TanhFn{}, detail::TanhGrad{});
 }
 /// max(x, 0) (gradient 1 where x > 0).
 template <class T> Tensor<T> relu(const Tensor<T>& x) {
   using C = compute_t<T>;
-  return detail::unary_with_grad("relu", x, detail::ReluFn{}, [](C v, C) { return C(v > C(0)); });
+  (void)sizeof(C);
+  return detail::unary_with_grad("relu", x, detail::ReluFn{}, detail::ReluGrad{});
 }
 /// 1 / (1 + e^-x) (gradient s (1 - s)).
 template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {
   detail::require_floating<T>("sigmoid");
   using C = compute_t<T>;
-  return detail::unary_with_grad("sigmoid", x, detail::SigmoidFn{}, [](C, C y) { return y * (C(1) - y); });
+  (void)sizeof(C);
+  return detail::unary_with_grad("sigmoid", x, detail::SigmoidFn{}, detail::SigmoidGrad{});
 }
 /// GELU: exact (erf) by default, or the tanh approximation GPT-2 uses.
 template <class T> Tensor<T> gelu(const Tensor<T>& x, GeluApprox approx = GeluApprox::none) {
   detail::require_floating<T>("gelu");
   using C = compute_t<T>;
-  if (approx == GeluApprox::tanh) {
-    // d/dx 0.5 x (1 + tanh u), u = k (x + c x^3):  0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)
-    return detail::unary_with_grad("gelu", x, detail::GeluTanhFn{}, [](C v, C) {
-      const C k = C(math::sqrt_2_over_pi), c = C(0.044715);
-      C t = std::tanh(k * (v + c * v * v * v));
-      return C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * k * (C(1) + C(3) * c * v * v);
-    });
-  }
+  if (approx == GeluApprox::tanh) return detail::unary_with_grad("gelu", x, detail::GeluTanhFn{}, detail::GeluTanhGrad{});
   // d/dx x Phi(x) = Phi(x) + x phi(x)
   return detail::unary_with_grad("gelu", x, detail::GeluErfFn{}, [](C v, C) {
     C cdf = C(0.5) * (C(1) + std::erf(v * C(math::inv_sqrt_2)));
