@@ -85,6 +85,12 @@ class Json {
     static const char* const names[] = {"null", "boolean", "integer", "number", "string", "array", "object"};
     return names[int(t)];
   }
+  /// The kind of value with its article, for messages: "an integer", "a string", "null", ...
+  const char* type_phrase() const {
+    static const char* const names[] = {"null", "a boolean", "an integer", "a number", "a string", "an array",
+                                        "an object"};
+    return names[int(type())];
+  }
   /// True for null.
   bool is_null() const { return type() == Type::null; }
   /// True for true/false.

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <string>
@@ -135,7 +136,7 @@ inline void check_header_length(uint64_t n, uint64_t file_size, const std::strin
 // Reads one integer array element of a header field, or throws.
 inline uint64_t header_uint(const Json& v, const std::string& name, const std::string& tensor, const char* field,
                             size_t index) {
-  LOOM_CHECK(v.is_int(), io_error, name, ": tensor '", tensor, "' ", field, "[", index, "] is a ", v.type_name(),
+  LOOM_CHECK(v.is_int(), io_error, name, ": tensor '", tensor, "' ", field, "[", index, "] is ", v.type_phrase(),
              ", expected a non-negative integer");
   int64_t x = v.as_int();
   LOOM_CHECK(x >= 0, io_error, name, ": tensor '", tensor, "' has a negative ", field == std::string("shape") ?
@@ -162,22 +163,22 @@ inline SafetensorsHeader parse_safetensors_header(std::string_view header, uint6
   } catch (const json_error& e) {
     throw io_error(loom::detail::concat(name, ": the header is not valid JSON: ", e.what()));
   }
-  LOOM_CHECK(root.is_object(), io_error, name, ": the header must be a JSON object, got ", root.type_name());
+  LOOM_CHECK(root.is_object(), io_error, name, ": the header must be a JSON object, got ", root.type_phrase());
 
   SafetensorsHeader out;
   for (const auto& [key, val] : root.as_object()) {
     if (key == "__metadata__") {
       LOOM_CHECK(val.is_object(), io_error, name, ": __metadata__ must be an object of strings, got ",
-                 val.type_name());
+                 val.type_phrase());
       for (const auto& [k, v] : val.as_object()) {
-        LOOM_CHECK(v.is_string(), io_error, name, ": __metadata__ value of '", k, "' is a ", v.type_name(),
+        LOOM_CHECK(v.is_string(), io_error, name, ": __metadata__ value of '", k, "' is ", v.type_phrase(),
                    ", expected a string");
         out.metadata.emplace(k, v.as_string());
       }
       continue;
     }
     LOOM_CHECK(val.is_object(), io_error, name, ": tensor '", key, "' must be described by an object, got ",
-               val.type_name());
+               val.type_phrase());
     const Json *dt = nullptr, *sh = nullptr, *off = nullptr;
     for (const auto& [field, fv] : val.as_object()) {
       if (field == "dtype") dt = &fv;
@@ -190,13 +191,13 @@ inline SafetensorsHeader parse_safetensors_header(std::string_view header, uint6
 
     SafetensorsEntry e;
     e.name = key;
-    LOOM_CHECK(dt->is_string(), io_error, name, ": tensor '", key, "' dtype is a ", dt->type_name(),
+    LOOM_CHECK(dt->is_string(), io_error, name, ": tensor '", key, "' dtype is ", dt->type_phrase(),
                ", expected a string");
     LOOM_CHECK(safetensors_dtype_from_name(dt->as_string(), e.dtype), io_error, name, ": tensor '", key,
                "' has dtype '", dt->as_string(),
                "', which loom does not support (supported: F32, F64, BF16, F16, I32, I64, BOOL)");
 
-    LOOM_CHECK(sh->is_array(), io_error, name, ": tensor '", key, "' shape is a ", sh->type_name(),
+    LOOM_CHECK(sh->is_array(), io_error, name, ": tensor '", key, "' shape is ", sh->type_phrase(),
                ", expected an array");
     LOOM_CHECK(sh->size() <= size_t(max_dims), io_error, name, ": tensor '", key, "' has ", sh->size(),
                " dimensions; loom supports at most ", max_dims);
@@ -212,21 +213,20 @@ inline SafetensorsHeader parse_safetensors_header(std::string_view header, uint6
     LOOM_CHECK(e.end <= buffer_size, io_error, name, ": tensor '", key, "' data_offsets [", e.begin, ", ", e.end,
                "] run past the end of the data buffer (", buffer_size, " bytes; truncated file?)");
 
-    // numel * itemsize, computed without overflow: any product above buffer_size is a mismatch.
-    const uint64_t item = dtype_itemsize(e.dtype);
-    uint64_t bytes = item;
-    bool too_big = false;
+    // numel * itemsize, computed without overflow (a product past 2^64 cannot match any offsets).
+    uint64_t bytes = dtype_itemsize(e.dtype);
+    bool overflow = false;
     for (int64_t d : e.shape) {
       if (d == 0) {
-        bytes = 0, too_big = false;
+        bytes = 0, overflow = false;
         break;
       }
-      if (!too_big && bytes > buffer_size / uint64_t(d)) too_big = true;
-      if (!too_big) bytes *= uint64_t(d);
+      if (!overflow && bytes > std::numeric_limits<uint64_t>::max() / uint64_t(d)) overflow = true;
+      if (!overflow) bytes *= uint64_t(d);
     }
-    LOOM_CHECK(!too_big && bytes == e.end - e.begin, io_error, name, ": tensor '", key, "' data_offsets [",
+    LOOM_CHECK(!overflow && bytes == e.end - e.begin, io_error, name, ": tensor '", key, "' data_offsets [",
                e.begin, ", ", e.end, "] do not match shape ", e.shape, " of ", dt->as_string(), " (",
-               too_big ? std::string("more than the whole buffer") : loom::detail::concat(bytes, " bytes"), ")");
+               overflow ? std::string("more than 2^64 bytes") : loom::detail::concat(bytes, " bytes"), ")");
     out.entries.push_back(std::move(e));
   }
 
