@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -120,7 +121,7 @@ TEST_CASE("JSON parses scalars: integers stay int64, other numbers are doubles")
   CHECK_THROWS_WITH(parse_json("\"x\"").as_int(), LOOM_CONTAINS("expected an integer, got string"));
 }
 
-TEST_CASE("JSON strings: escapes, \\u with surrogate pairs, strict UTF-8") {
+TEST_CASE("JSON strings: escapes, unicode escapes with surrogate pairs, strict UTF-8") {
   CHECK(parse_json(R"("a\"b\\c\/d\b\f\n\r\t")").as_string() == "a\"b\\c/d\b\f\n\r\t");
   CHECK(parse_json(R"("\u00e9\u20AC")").as_string() == "\xc3\xa9\xe2\x82\xac");               // é €
   CHECK(parse_json(R"("\ud83d\ude00")").as_string() == "\xf0\x9f\x98\x80");                   // 😀
@@ -185,7 +186,7 @@ TEST_CASE("JSON nesting, size and value-count limits stop hostile input") {
   CHECK_THROWS_WITH(parse_json("[1,2,3]", lim), LOOM_CONTAINS("more than 3 values"));
 }
 
-TEST_CASE("JSON objects keep key order; dump reads back to the same value") {
+TEST_CASE("JSON objects keep key order and dump reads back to the same value") {
   Json j = parse_json(R"({"z": 1, "a": [true, null, 2.5, "s"], "m": {"k": -3}})");
   REQUIRE(j.is_object());
   REQUIRE(j.size() == 3);
@@ -219,6 +220,10 @@ TEST_CASE("JSON objects keep key order; dump reads back to the same value") {
   CHECK_THROWS_AS(Json(std::nan("")).dump(), value_error);
   CHECK_THROWS_AS(Json(std::numeric_limits<double>::infinity()).dump(), value_error);
   CHECK_THROWS_AS(Json(uint64_t(1) << 63), value_error);
+  CHECK(Json(uint64_t(1) << 62).as_int() == int64_t(1) << 62);
+  CHECK(Json(5LL).as_int() == 5);
+  CHECK(Json(short(-3)).as_int() == -3);
+  CHECK(Json(true).is_bool());
 
   // Strings: quotes, backslashes and control characters escape; UTF-8 passes through.
   std::string s = std::string("q\"b\\n\n\x01 \xc3\xa9") + '\0';
@@ -336,6 +341,8 @@ TEST_CASE("safetensors bytes match a hand-built file exactly") {
   CHECK(got.size() == want.size());
   CHECK(got == want);
   CHECK(uint8_t(got[0]) == header.size());  // the length is little-endian
+  CHECK(header.size() == 200);               // the numbers docs/08-checkpoint-format.md shows
+  CHECK(got.substr(8 + 196, 4) == "    ");
 }
 
 TEST_CASE("safetensors reader accepts what other writers produce") {
@@ -597,4 +604,62 @@ TEST_CASE("load_checkpoint refuses files that are not loom checkpoints of a know
   std::string corrupt = dir.file("corrupt.safetensors");
   spit(corrupt, le64(12) + "{\"a\":");
   CHECK_THROWS_WITH(load_checkpoint(corrupt), LOOM_CONTAINS(corrupt + ": header length 12 runs past the end"));
+}
+
+// --- docs/08-checkpoint-format.md -----------------------------------------------------------
+
+TEST_CASE("docs example") {
+  TempDir dir;
+  fs::path old_cwd = fs::current_path();
+  fs::current_path(dir.path);
+  struct Restore { fs::path p; ~Restore() { fs::current_path(p); } } restore{old_cwd};
+  namespace io = loom::io;
+
+  auto wte = loom::zeros<float>({65, 128});
+  auto ids = loom::from_vector<int64_t>({1, 2, 3});
+
+  // Plain safetensors: named tensors (any dtype, any layout) plus string metadata.
+  io::save_safetensors("weights.safetensors", {{"wte", wte}, {"ids", ids}}, {{"format", "pt"}});
+  io::SafetensorsFile f = io::load_safetensors("weights.safetensors");
+  loom::Tensor<float> w = f.get<float>("wte");             // io_error if absent or not F32
+
+  // A checkpoint: the same file format, with loom's conventions for names and metadata.
+  io::Checkpoint ck;
+  ck.add("model.transformer.wte.weight", wte);
+  ck.set_meta("step", "1200");
+  io::save_checkpoint("ckpt.safetensors", ck);             // atomic: temp file + fsync + rename
+  io::Checkpoint back = io::load_checkpoint("ckpt.safetensors");
+  int64_t step = back.meta_int("step");                     // 1200
+
+  CHECK(w.shape() == Shape{65, 128});
+  CHECK(f.get<int64_t>("ids").to_vector() == std::vector<int64_t>{1, 2, 3});
+  CHECK(step == 1200);
+
+  std::string csv_text = "step,loss\n1,2.5\n", header = "HDR";
+  std::vector<char> data = {'a', 'b'};
+  loom::io::write_file_atomic("log.csv", csv_text);                     // whole contents at once
+  loom::io::write_file_atomic("big.bin", [&](loom::io::FileWriter& w) { // or streamed
+    w.write(header);
+    w.write(data.data(), data.size());
+  });
+  CHECK(slurp("log.csv") == csv_text);
+  CHECK(slurp("big.bin") == "HDRab");
+
+  // LOOM_IO_WRITE_SAMPLE=path writes a file with every dtype, for checking other readers by hand
+  // (docs/08-checkpoint-format.md, section 5).
+  if (const char* out = std::getenv("LOOM_IO_WRITE_SAMPLE")) {
+    Checkpoint s;
+    s.add("model.f32", from_vector<float>({1.5f, -2.f, 3.f, 4.f, 5.f, 6.f}, {2, 3}));
+    s.add("model.f64", from_vector<double>({0.1}, {}));
+    s.add("model.bf16", from_vector<bf16>({bf16(1.f), bf16(-0.5f)}));
+    s.add("model.f16", from_vector<half>({half(65504.f), half(1e-7f)}));
+    s.add("model.i32", from_vector<int32_t>({-7, 7}));
+    s.add("model.i64", from_vector<int64_t>({int64_t(1) << 40}));
+    s.add("model.bool", from_vector<bool>({true, false, true}));
+    s.add("model.empty", zeros<float>({0, 4}));
+    s.add("model.t", from_vector<float>({1, 2, 3, 4, 5, 6}, {2, 3}).t());
+    s.set_meta_json("config", parse_json(R"({"n_layer":4,"note":"caf\u00e9"})"));
+    s.set_meta("step", "1200");
+    save_checkpoint(old_cwd.is_absolute() && !fs::path(out).is_absolute() ? (old_cwd / out).string() : out, s);
+  }
 }

@@ -18,6 +18,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <unordered_set>
 #include <utility>
 #include <variant>
@@ -48,14 +49,12 @@ class Json {
   Json(std::nullptr_t) {}  // NOLINT: implicit, like a JSON literal
   /// A boolean.
   Json(bool b) : v_(b) {}  // NOLINT
-  /// An integer.
-  Json(int i) : v_(int64_t(i)) {}  // NOLINT
-  /// An integer.
-  Json(int64_t i) : v_(i) {}  // NOLINT
-  /// An integer (throws value_error above INT64_MAX).
-  Json(uint64_t i) : v_(int64_t(0)) {  // NOLINT
-    LOOM_CHECK(i <= uint64_t(std::numeric_limits<int64_t>::max()), value_error, "Json: integer ", i,
-               " does not fit in int64");
+  /// An integer of any integral type (throws value_error when it does not fit in int64).
+  template <class I, std::enable_if_t<std::is_integral_v<I> && !std::is_same_v<I, bool>, int> = 0>
+  Json(I i) : v_(int64_t(0)) {  // NOLINT: implicit, like a JSON literal
+    if constexpr (std::is_unsigned_v<I>)
+      LOOM_CHECK(uint64_t(i) <= uint64_t(std::numeric_limits<int64_t>::max()), value_error, "Json: integer ",
+                 uint64_t(i), " does not fit in int64");
     v_ = int64_t(i);
   }
   /// A floating-point number.
