@@ -376,6 +376,9 @@ TEST_CASE("safetensors reader accepts what other writers produce") {
 TEST_CASE("safetensors rejects malformed files with an io_error naming the file and the problem") {
   const std::string ok_entry = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
   const std::string eight(8, '\x01');
+  std::string many_zeros = "[0";
+  for (int i = 0; i < (1 << 20); ++i) many_zeros += ",0";
+  many_zeros += "]";
   struct Bad { std::string name; std::string bytes; std::string what; };
   std::vector<Bad> cases = {
       {"empty file", "", "too short for the 8-byte header length"},
@@ -432,6 +435,7 @@ TEST_CASE("safetensors rejects malformed files with an io_error naming the file 
       {"trailing bytes", st_file("{" + ok_entry + "}", eight + "xx"),
        "the data buffer has 10 bytes but the tensors cover only 8"},
       {"deeply nested header", st_file(std::string(100, '[') + std::string(100, ']'), ""), "nesting deeper"},
+      {"too many values in the header", st_file(many_zeros, ""), "more than 1048576 values"},
   };
   TempDir dir;
   for (const auto& c : cases) {

@@ -7,7 +7,8 @@
 /// The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets
 /// relative to the start of the data buffer) and may hold "__metadata__": {string: string}.
 /// The reader validates everything and throws loom::io_error naming the file and the problem; a
-/// malformed file never crashes it and never makes it allocate more than the file's size.
+/// malformed file never crashes it: the header's parse is capped (100 MB of text, 2^20 JSON
+/// values, 8 levels), and the tensors it allocates add up to at most the file's size.
 /// The writer goes through write_file_atomic, so `path` always holds a complete file.
 
 #include <algorithm>
@@ -156,7 +157,7 @@ inline SafetensorsHeader parse_safetensors_header(std::string_view header, uint6
   JsonLimits lim;
   lim.max_bytes = size_t(safetensors_max_header_bytes);
   lim.max_depth = 8;                  // {tensor: {shape: [..]}} needs 3
-  lim.max_values = size_t(1) << 22;   // ~15 values per tensor: room for 250k tensors
+  lim.max_values = size_t(1) << 20;   // ~15 values per tensor: room for 70k tensors
   Json root;
   try {
     root = parse_json(header, lim);
@@ -362,7 +363,8 @@ inline void save_safetensors(const std::string& path, const NamedTensors& tensor
 }
 
 /// Reads and validates a safetensors file; throws io_error naming the file and the problem
-/// (see parse_safetensors_header for the checks). Memory used is bounded by the file's size.
+/// (see parse_safetensors_header for the checks). The tensors allocated add up to at most the
+/// file's size, and are read straight from the file one at a time.
 inline SafetensorsFile load_safetensors(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   LOOM_CHECK(in.is_open(), io_error, path, ": cannot open for reading: ", std::strerror(errno));
