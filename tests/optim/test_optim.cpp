@@ -709,3 +709,27 @@ TEST_CASE("docs/11-optimizers.md: the training loop compiles and learns") {
   // --- end docs example ---
   CHECK(last < 0.5f * first);
 }
+
+TEST_CASE("docs/11-optimizers.md: parameter groups and state snippets") {
+  TF w1 = zeros<float>({2, 2}).requires_grad_(), w2 = zeros<float>({2, 2}).requires_grad_();
+  TF b1 = zeros<float>({2}).requires_grad_(), b2 = zeros<float>({2}).requires_grad_();
+  // --- begin docs example ---
+  loom::ParamGroup weights({w1, w2});                 // the optimizer's lr and weight_decay
+  loom::ParamGroup biases({b1, b2}, /*lr=*/0.02, /*weight_decay=*/0.0);
+  loom::Adam opt({weights, biases}, loom::AdamOptions{1e-2});
+  // --- end docs example ---
+  CHECK(*opt.param_groups()[0].lr == 1e-2);
+  CHECK(*opt.param_groups()[1].lr == 0.02);
+  for (TF t : {w1, w2, b1, b2}) t.set_grad(ones<float>(t.shape()));
+  opt.step();
+  // --- begin docs example ---
+  auto tensors = opt.state_tensors();  // {"h.0.attn.c_attn.weight.exp_avg", m}, {"....exp_avg_sq", v}, ...
+  auto scalars = opt.state_scalars();  // {"optimizer": "AdamW", "group.0.lr": "...", "<name>.step": "3", ...}
+  // ... later, with an optimizer built the same way over the restored parameters:
+  opt.load_state(tensors, scalars);
+  // --- end docs example ---
+  CHECK(tensors.size() == 8);
+  CHECK(scalars.at("optimizer") == "Adam");
+  CHECK(scalars.at("group.1.lr") == "0.02");
+  CHECK(scalars.at("3.step") == "1");
+}
