@@ -11,10 +11,13 @@
 ///   v  = beta2 * v + (1 - beta2) * g * g           "exp_avg_sq"
 ///   p  = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <Eigen/Core>
 
 #include "loom/config.hpp"
 #include "loom/core/parallel.hpp"
@@ -52,15 +55,50 @@ struct AdamScalars {
   float decay_factor;       ///< AdamW: 1 - lr * weight_decay (1 for Adam)
 };
 
-/// One element of Adam/AdamW: updates p, m ("exp_avg") and v ("exp_avg_sq") from gradient g, in
-/// the order PyTorch does it.
-LOOM_HOST_DEVICE inline void adam_update(float& p, float& m, float& v, float g, const AdamScalars& s) {
-  if (s.decay_factor != 1.0f) p = p * s.decay_factor;
-  if (s.l2 != 0.0f) g = g + s.l2 * p;
+/// First half of one Adam/AdamW element update: weight decay, then the moments m ("exp_avg") and
+/// v ("exp_avg_sq"), in PyTorch's order. Branch-free, so that loops over it vectorize.
+LOOM_HOST_DEVICE inline void adam_moments(float& p, float& m, float& v, float g, const AdamScalars& s) {
+  p = p * s.decay_factor;  // AdamW's decoupled decay; an exact no-op for Adam (factor 1)
+  g = g + s.l2 * p;        // Adam's L2 term; an exact no-op for AdamW (l2 = 0)
   m = s.beta1 * m + s.one_minus_beta1 * g;
   v = s.beta2 * v + s.one_minus_beta2 * (g * g);
-  float denom = std::sqrt(v) / s.bias_correction2_sqrt + s.eps;
+}
+
+/// Second half: the step p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps),
+/// given sqrt_v = sqrt(v).
+LOOM_HOST_DEVICE inline void adam_apply(float& p, float m, float sqrt_v, const AdamScalars& s) {
+  float denom = sqrt_v / s.bias_correction2_sqrt + s.eps;
   p = p + (-s.step_size) * (m / denom);
+}
+
+/// One element of Adam/AdamW: updates p, m and v from the gradient g (the rule a GPU kernel runs).
+LOOM_HOST_DEVICE inline void adam_update(float& p, float& m, float& v, float g, const AdamScalars& s) {
+  adam_moments(p, m, v, g, s);
+  adam_apply(p, m, std::sqrt(v), s);
+}
+
+/// Adam/AdamW over n elements on the CPU: adam_update, blocked so that it vectorizes. A scalar
+/// std::sqrt keeps a compiler from vectorizing a loop (its errno path is control flow), so each
+/// block of 512 elements runs the moments loop, Eigen's SIMD sqrt over the block's v (kept in a
+/// stack buffer), and the apply loop. The block stays in L1: still one pass over memory.
+inline void adam_kernel(float* LOOM_RESTRICT p, float* LOOM_RESTRICT m, float* LOOM_RESTRICT v,
+                        const float* LOOM_RESTRICT g, int64_t n, const AdamScalars s) {
+  constexpr int64_t block = 512;
+  alignas(64) float root[block];
+  for (int64_t lo = 0; lo < n; lo += block) {
+    const int64_t k = std::min(block, n - lo);
+    float* LOOM_RESTRICT pb = p + lo;
+    float* LOOM_RESTRICT mb = m + lo;
+    float* LOOM_RESTRICT vb = v + lo;
+    const float* LOOM_RESTRICT gb = g + lo;
+    for (int64_t i = 0; i < k; ++i) {
+      adam_moments(pb[i], mb[i], vb[i], gb[i], s);
+      root[i] = vb[i];
+    }
+    Eigen::Map<Eigen::ArrayXf> r(root, k);
+    r = r.sqrt();  // correctly rounded like std::sqrt, lane by lane: the same bits
+    for (int64_t i = 0; i < k; ++i) adam_apply(pb[i], mb[i], root[i], s);
+  }
 }
 
 /// Adam and AdamW: the same loop, the weight decay applied differently.
@@ -85,7 +123,7 @@ class AdamBase : public Optimizer {
       float* vp = st.buffers[1].data();
       const float* gp = grad.data();
       parallel_for(0, p.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i) adam_update(pp[i], mp[i], vp[i], gp[i], s);
+        adam_kernel(pp + lo, mp + lo, vp + lo, gp + lo, hi - lo, s);
       });
     });
   }

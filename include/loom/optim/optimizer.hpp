@@ -25,6 +25,13 @@
 #include "loom/core/error.hpp"
 #include "loom/core/tensor.hpp"
 
+/// LOOM_RESTRICT marks a pointer as the only way to reach its array (lets loops vectorize).
+#if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define LOOM_RESTRICT __restrict
+#else
+#define LOOM_RESTRICT
+#endif
+
 namespace loom {
 
 /// A set of parameters that share a learning rate and a weight decay. Unset values take the

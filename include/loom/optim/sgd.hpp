@@ -36,15 +36,30 @@ struct SgdScalars {
   bool use_momentum, nesterov, first;
 };
 
-/// One element of SGD: updates p and the momentum buffer b (unused without momentum).
+/// One element of SGD: updates p and the momentum buffer b (unused without momentum). The
+/// choices are selects, not branches, so loops over it vectorize; adding wd * p with wd = 0 is
+/// an exact no-op.
 LOOM_HOST_DEVICE inline void sgd_update(float& p, float& b, float g, const SgdScalars& s) {
-  float d = g;
-  if (s.weight_decay != 0.0f) d = d + s.weight_decay * p;
+  float d = g + s.weight_decay * p;
   if (s.use_momentum) {
-    b = s.first ? d : s.momentum * b + s.one_minus_dampening * d;
+    float nb = s.momentum * b + s.one_minus_dampening * d;
+    b = s.first ? d : nb;
     d = s.nesterov ? d + s.momentum * b : b;
   }
   p = p + (-s.lr) * d;
+}
+
+/// SGD over n elements on the CPU (b may be null without momentum).
+inline void sgd_kernel(float* LOOM_RESTRICT p, float* LOOM_RESTRICT b, const float* LOOM_RESTRICT g, int64_t n,
+                       const SgdScalars s) {
+  if (b) {
+    for (int64_t i = 0; i < n; ++i) sgd_update(p[i], b[i], g[i], s);
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      float unused = 0.0f;
+      sgd_update(p[i], unused, g[i], s);
+    }
+  }
 }
 
 }  // namespace optim_detail
@@ -76,12 +91,7 @@ class SGD : public Optimizer {
       float* bp = s.use_momentum ? st.buffers[0].data() : nullptr;
       const float* gp = grad.data();
       parallel_for(0, p.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
-        if (bp) {
-          for (int64_t i = lo; i < hi; ++i) optim_detail::sgd_update(pp[i], bp[i], gp[i], s);
-        } else {
-          float b = 0.0f;  // no momentum: the buffer is never read
-          for (int64_t i = lo; i < hi; ++i) optim_detail::sgd_update(pp[i], b, gp[i], s);
-        }
+        optim_detail::sgd_kernel(pp + lo, bp ? bp + lo : nullptr, gp + lo, hi - lo, s);
       });
     });
   }
