@@ -1,6 +1,8 @@
 #pragma once
 /// @file loom.hpp
-/// The umbrella header: tensors, random numbers, autograd, every CPU op and the nn layers.
+/// The umbrella header: tensors, random numbers, autograd, every CPU op, the nn layers and the
+/// optimizers. I/O (<loom/io/checkpoint.hpp>), training helpers (<loom/train/...>) and the
+/// tokenizer (<loom/tokenizer.hpp>) have their own headers.
 
 #include "loom/config.hpp"
 #include "loom/version.hpp"
@@ -30,3 +32,5 @@
 #include "loom/nn/gpt.hpp"
 #include "loom/nn/layers.hpp"
 #include "loom/nn/module.hpp"
+
+#include "loom/optim/optim.hpp"
