@@ -143,3 +143,74 @@ TEST_CASE("CsvLog and the SVG loss plot") {
   CHECK(ProgressBar::format_time(185) == "3m05s");
   CHECK(ProgressBar::format_time(12) == "12s");
 }
+
+#include <loom/train/trainer.hpp>
+
+namespace {
+struct TinyRun {
+  nn::GPT model;
+  Trainer trainer;
+  explicit TinyRun(const std::vector<int64_t>& ids)
+      : model(config(), 3), trainer(model, split(ids).first, split(ids).second, train_config()) {}
+  static nn::GPTConfig config() {
+    nn::GPTConfig c;
+    c.vocab_size = 9, c.block_size = 8, c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.dropout = 0.1, c.bias = false;
+    return c;
+  }
+  static TrainConfig train_config() {
+    TrainConfig t;
+    t.batch_size = 3, t.steps = 6, t.warmup_steps = 2, t.eval_iters = 2, t.grad_accum = 2, t.lr = 3e-3;
+    return t;
+  }
+};
+std::vector<int64_t> tiny_corpus() {
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 400; ++i) ids.push_back((i * 7 + i / 5) % 9);
+  return ids;
+}
+}  // namespace
+
+TEST_CASE("Training resumed from a checkpoint gives exactly the same losses") {
+  auto ids = tiny_corpus();
+  std::vector<double> straight;
+  {
+    TinyRun run(ids);
+    for (int s = 0; s < 6; ++s) straight.push_back(run.trainer.step());
+    straight.push_back(run.trainer.val_loss());
+  }
+  std::vector<double> resumed;
+  std::string path = "test_train_resume.safetensors";
+  {
+    TinyRun run(ids);
+    for (int s = 0; s < 3; ++s) resumed.push_back(run.trainer.step());
+    io::save_checkpoint(path, run.trainer.checkpoint("{\"kind\":\"test\"}"));
+  }
+  {
+    TinyRun run(ids);  // fresh weights and optimizer: everything must come from the file
+    io::Checkpoint c = io::load_checkpoint(path);
+    CHECK(c.meta("tokenizer") == "{\"kind\":\"test\"}");
+    run.trainer.restore(c);
+    CHECK(run.trainer.step_count() == 3);
+    for (int s = 0; s < 3; ++s) resumed.push_back(run.trainer.step());
+    resumed.push_back(run.trainer.val_loss());
+  }
+  std::remove(path.c_str());
+  REQUIRE(resumed.size() == straight.size());
+  for (size_t i = 0; i < straight.size(); ++i) {
+    CAPTURE(i);
+    CHECK(resumed[i] == straight[i]);  // bit for bit
+  }
+  CHECK(straight[5] < straight[0]);  // and it learns
+}
+
+TEST_CASE("Trainer: schedule and a checkpoint of another model is refused") {
+  auto ids = tiny_corpus();
+  TinyRun run(ids);
+  CHECK(run.trainer.lr_at(0) == Approx(3e-3 * 1 / 3));  // warmup (step + 1) / (warmup + 1)
+  CHECK(run.trainer.lr_at(6) == Approx(1e-4));           // the end of the cosine
+  nn::GPTConfig other = TinyRun::config();
+  other.n_embd = 4;
+  nn::GPT small(other);
+  Trainer t(small, split(ids).first, split(ids).second, TinyRun::train_config());
+  CHECK_THROWS_WITH(run.trainer.restore(t.checkpoint()), LOOM_CONTAINS("differs from this model"));
+}

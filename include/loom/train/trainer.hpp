@@ -1,0 +1,163 @@
+#pragma once
+/// @file trainer.hpp
+/// The training loop in one object: batches, forward, backward (with gradient accumulation),
+/// clipping, the learning-rate schedule and AdamW, plus evaluation and checkpoints that resume
+/// bit for bit (model, optimizer, step and every random generator are saved).
+
+#include <cstdio>
+#include <string>
+
+#include "loom/io/checkpoint.hpp"
+#include "loom/nn/gpt.hpp"
+#include "loom/optim/optim.hpp"
+#include "loom/train/data.hpp"
+#include "loom/train/evaluate.hpp"
+
+namespace loom::train {
+
+/// Optimisation settings (defaults: nanoGPT's character-level Shakespeare recipe).
+struct TrainConfig {
+  int64_t batch_size = 12;        ///< B: sequences per micro-batch
+  int64_t steps = 2000;           ///< optimizer steps
+  int64_t grad_accum = 1;         ///< micro-batches per step
+  double lr = 1e-3;               ///< peak learning rate
+  double min_lr = 1e-4;           ///< floor of the cosine decay
+  int64_t warmup_steps = 100;     ///< linear warmup
+  int64_t lr_decay_steps = 0;     ///< cosine decay length (0: = steps)
+  double weight_decay = 0.1;      ///< AdamW decay, matrices and embeddings only
+  double beta1 = 0.9, beta2 = 0.99;
+  double grad_clip = 1.0;         ///< max global gradient norm (0: off)
+  int64_t eval_interval = 250;    ///< steps between evaluations
+  int64_t eval_iters = 20;        ///< batches per evaluation
+  uint64_t seed = 1337;           ///< batches and evaluation batches
+};
+
+/// A GPTConfig as JSON.
+inline io::Json to_json(const nn::GPTConfig& c) {
+  io::Json j = io::Json::object();
+  j.set("vocab_size", c.vocab_size), j.set("block_size", c.block_size), j.set("n_layer", c.n_layer);
+  j.set("n_head", c.n_head), j.set("n_embd", c.n_embd), j.set("dropout", c.dropout), j.set("bias", c.bias);
+  return j;
+}
+/// A GPTConfig from JSON written by to_json().
+inline nn::GPTConfig gpt_config_from_json(const io::Json& j) {
+  nn::GPTConfig c;
+  c.vocab_size = j.at("vocab_size").as_int(), c.block_size = j.at("block_size").as_int();
+  c.n_layer = j.at("n_layer").as_int(), c.n_head = j.at("n_head").as_int(), c.n_embd = j.at("n_embd").as_int();
+  c.dropout = j.at("dropout").as_double(), c.bias = j.at("bias").as_bool();
+  return c;
+}
+
+/// Runs the training loop of a model over a train and a validation split.
+class Trainer {
+ public:
+  /// A trainer for `model` (which must outlive it); AdamW over decay/no-decay groups.
+  Trainer(nn::GPT& model, BatchLoader train, BatchLoader val, TrainConfig cfg)
+      : model_(model), train_(std::move(train)), val_(std::move(val)), cfg_(cfg), data_gen_(cfg.seed),
+        eval_gen_(cfg.seed + 1), opt_(decay_groups(model.named_parameters(), cfg.weight_decay), adamw_options(cfg)) {
+    LOOM_CHECK(cfg.batch_size > 0 && cfg.grad_accum > 0 && cfg.steps >= 0, value_error,
+               "Trainer: batch_size, grad_accum must be positive and steps non-negative");
+  }
+
+  /// The learning rate at optimizer step `s` (warmup, then cosine decay to min_lr).
+  double lr_at(int64_t s) const {
+    int64_t decay = cfg_.lr_decay_steps > 0 ? cfg_.lr_decay_steps : std::max<int64_t>(cfg_.steps, 1);
+    return lr_cosine(s, cfg_.lr, cfg_.min_lr, std::min(cfg_.warmup_steps, decay), decay);
+  }
+
+  /// One optimizer step over grad_accum micro-batches; returns their mean loss.
+  double step() {
+    const int64_t T = model_.config.block_size;
+    opt_.set_lr(lr_at(step_));
+    opt_.zero_grad();
+    double total = 0;
+    for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
+      auto [x, y] = train_.batch(cfg_.batch_size, T, data_gen_);
+      Tensor<float> loss = model_(x, y).loss;
+      total += double(loss.item());
+      if (cfg_.grad_accum > 1) loss = loss * float(1.0 / double(cfg_.grad_accum));
+      loss.backward();
+    }
+    if (cfg_.grad_clip > 0) last_grad_norm_ = clip_grad_norm(opt_.params(), cfg_.grad_clip);
+    opt_.step();
+    ++step_;
+    return total / double(cfg_.grad_accum);
+  }
+
+  /// Mean loss over eval_iters random batches of the validation split.
+  double val_loss() { return evaluate(model_, val_, cfg_.eval_iters, cfg_.batch_size, model_.config.block_size, eval_gen_); }
+  /// Mean loss over eval_iters random batches of the training split.
+  double train_loss() {
+    return evaluate(model_, train_, cfg_.eval_iters, cfg_.batch_size, model_.config.block_size, eval_gen_);
+  }
+
+  /// Optimizer steps taken so far.
+  int64_t step_count() const { return step_; }
+  /// The global gradient norm before clipping at the last step.
+  double last_grad_norm() const { return last_grad_norm_; }
+  /// The optimizer.
+  AdamW& optimizer() { return opt_; }
+  /// The settings.
+  const TrainConfig& config() const { return cfg_; }
+
+  /// Everything needed to resume: "model.*" and "optim.*" tensors; config, step, RNG states and
+  /// optimizer scalars in the metadata. `tokenizer` (a JSON string) is stored as given.
+  io::Checkpoint checkpoint(const std::string& tokenizer = "") const {
+    io::Checkpoint c;
+    for (auto& [name, p] : model_.named_parameters()) c.add("model." + name, p.detach());
+    for (auto& [name, t] : opt_.state_tensors()) c.add("optim." + name, t);
+    for (auto& [k, v] : opt_.state_scalars()) c.set_meta("optim." + k, v);
+    c.set_meta_json("config", to_json(model_.config));
+    c.set_meta("step", std::to_string(step_));
+    io::Json rng = io::Json::object();
+    using Entry = std::pair<const char*, const Generator*>;
+    for (auto [key, g] : {Entry{"data", &data_gen_}, Entry{"eval", &eval_gen_}, Entry{"model", &model_.gen}}) {
+      io::Json s = io::Json::object();
+      s.set("seed", std::to_string(g->seed()));  // as strings: a uint64 may not fit JSON's int64
+      s.set("offset", std::to_string(g->offset()));
+      rng.set(key, s);
+    }
+    c.set_meta_json("rng", rng);
+    if (!tokenizer.empty()) c.set_meta("tokenizer", tokenizer);
+    return c;
+  }
+
+  /// Restores a checkpoint made by checkpoint() for a model of the same configuration.
+  void restore(const io::Checkpoint& c) {
+    nn::GPTConfig saved = gpt_config_from_json(c.meta_json("config"));
+    LOOM_CHECK(to_json(saved).dump() == to_json(model_.config).dump(), value_error, c.source(),
+               ": the checkpoint's model ", to_json(saved).dump(), " differs from this model ", to_json(model_.config).dump());
+    nn::NamedTensors params;
+    for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
+    model_.load_state_dict(params);
+    std::vector<std::pair<std::string, Tensor<float>>> state;
+    for (const std::string& n : c.names("optim.")) state.emplace_back(n.substr(6), c.get<float>(n));
+    std::map<std::string, std::string> scalars;
+    for (auto& [k, v] : c.metadata())
+      if (k.rfind("optim.", 0) == 0) scalars[k.substr(6)] = v;
+    opt_.load_state(state, scalars);
+    step_ = c.meta_int("step");
+    io::Json rng = c.meta_json("rng");
+    for (auto [key, g] : {std::pair{"data", &data_gen_}, std::pair{"eval", &eval_gen_}, std::pair{"model", &model_.gen}}) {
+      const io::Json& s = rng.at(key);
+      g->set_state(std::stoull(s.at("seed").as_string()), std::stoull(s.at("offset").as_string()));
+    }
+  }
+
+ private:
+  static AdamWOptions adamw_options(const TrainConfig& c) {
+    AdamWOptions o;
+    o.lr = c.lr, o.beta1 = c.beta1, o.beta2 = c.beta2, o.weight_decay = c.weight_decay;
+    return o;
+  }
+
+  nn::GPT& model_;
+  BatchLoader train_, val_;
+  TrainConfig cfg_;
+  Generator data_gen_, eval_gen_;
+  AdamW opt_;
+  int64_t step_ = 0;
+  double last_grad_norm_ = 0;
+};
+
+}  // namespace loom::train
