@@ -1,0 +1,62 @@
+// One GPT training step (forward + backward + clipping + AdamW), timed: the loom side of
+// benchmarks/run_gpt.sh, which runs benchmarks/torch_gpt.py on the same configurations.
+//   bench_gpt --config A|B|C [--steps N]
+// prints: config=A ms_per_step=... peak_rss_mb=... params=... threads=... gflops=...
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <loom/loom.hpp>
+
+int main(int argc, char** argv) {
+  using namespace loom;
+  std::string config = "A";
+  int steps = 10;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--config")) config = argv[i + 1];
+    if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
+  }
+  nn::GPTConfig c;
+  int64_t B = 12;
+  c.bias = false, c.dropout = 0.0;
+  if (config == "A") c.vocab_size = 65, c.n_layer = 4, c.n_head = 4, c.n_embd = 128, c.block_size = 64, B = 12;
+  else if (config == "B") c.vocab_size = 8192, c.n_layer = 6, c.n_head = 6, c.n_embd = 384, c.block_size = 256, B = 8;
+  else if (config == "C") c.vocab_size = 50257, c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.block_size = 1024, B = 4;
+  else {
+    std::fprintf(stderr, "bench_gpt: unknown config '%s' (A, B or C)\n", config.c_str());
+    return 1;
+  }
+  const int64_t T = c.block_size;
+  nn::GPT model(c);
+  AdamWOptions o;
+  o.lr = 1e-4, o.beta1 = 0.9, o.beta2 = 0.95, o.weight_decay = 0.1;
+  AdamW opt(decay_groups(model.named_parameters(), 0.1), o);
+  Generator g(0);
+  auto x = randint<int64_t>({B, T}, 0, c.vocab_size, g), y = randint<int64_t>({B, T}, 0, c.vocab_size, g);
+  std::vector<double> ms;
+  for (int i = 0; i <= steps; ++i) {  // the first step warms up (allocator cache, threads)
+    auto t0 = std::chrono::steady_clock::now();
+    auto loss = model(x, y).loss;
+    opt.zero_grad();
+    loss.backward();
+    clip_grad_norm(opt.params(), 1.0);
+    opt.step();
+    double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i > 0) ms.push_back(dt);
+  }
+  std::sort(ms.begin(), ms.end());
+  double median = ms[ms.size() / 2];
+  // Model FLOPs per step, nanoGPT's estimate: (6 N + 12 L NH HS T) per token, N without wpe.
+  double N = double(model.num_parameters() - c.block_size * c.n_embd);
+  double flops = (6 * N + 12.0 * double(c.n_layer * c.n_embd * T)) * double(B * T);
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf("config=%s ms_per_step=%.2f peak_rss_mb=%.0f params=%lld threads=%d gflops=%.1f\n", config.c_str(), median,
+              double(ru.ru_maxrss) / 1024.0, (long long)model.num_parameters(), get_num_threads(), flops / median / 1e6);
+  return 0;
+}
