@@ -3,7 +3,11 @@
 /// CPU GEMM through Eigen: our row-major (or transposed) buffers are viewed through Eigen::Map,
 /// so Eigen's packed, blocked, multithreaded GEMM reads them in place without copies.
 
+#include <type_traits>
+
 #include <Eigen/Core>
+
+#include "loom/backend/cpu/sgemm.hpp"
 
 namespace loom::cpu {
 
@@ -36,6 +40,15 @@ void gemm_mapped(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t
 template <class T>
 void gemm(T* c, int64_t ldc, const T* a, bool a_rowmajor, int64_t lda, const T* b, bool b_rowmajor, int64_t ldb,
           int64_t M, int64_t N, int64_t K, bool accumulate = false) {
+#if defined(LOOM_HAVE_SGEMM)
+  if constexpr (std::is_same_v<T, float>) {  // loom's AVX-512 kernel (benchmarks/README.md)
+    if (K > 0 && M > 0 && N > 0) {
+      sgemm(c, ldc, a, a_rowmajor ? lda : 1, a_rowmajor ? 1 : lda, b, b_rowmajor ? ldb : 1, b_rowmajor ? 1 : ldb, M, N,
+            K, accumulate);
+      return;
+    }
+  }
+#endif
   constexpr int R = Eigen::RowMajor, C = Eigen::ColMajor;
   if (a_rowmajor && b_rowmajor) return detail::gemm_mapped<T, R, R>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
   if (a_rowmajor) return detail::gemm_mapped<T, R, C>(c, ldc, a, lda, b, ldb, M, N, K, accumulate);
