@@ -214,3 +214,37 @@ TEST_CASE("Trainer: schedule and a checkpoint of another model is refused") {
   Trainer t(small, split(ids).first, split(ids).second, TinyRun::train_config());
   CHECK_THROWS_WITH(run.trainer.restore(t.checkpoint()), LOOM_CONTAINS("differs from this model"));
 }
+
+#include <loom/io/hf_gpt2.hpp>
+
+TEST_CASE("Hugging Face GPT-2 safetensors: export, import, Conv1D layout, hub naming") {
+  nn::GPTConfig c;
+  c.vocab_size = 11, c.block_size = 8, c.n_layer = 2, c.n_head = 2, c.n_embd = 8, c.bias = true;
+  nn::GPT a(c, 1), b(c, 2);
+  std::string path = "test_hf_gpt2.safetensors";
+  io::save_hf_gpt2(path, a);
+  io::SafetensorsFile f = io::load_safetensors(path);
+  CHECK(f.contains("transformer.h.0.attn.c_attn.weight"));
+  CHECK(f.at("transformer.h.0.attn.c_attn.weight").shape() == Shape{8, 24});  // Conv1D: (in, out)
+  CHECK(f.at("transformer.h.1.mlp.c_proj.weight").shape() == Shape{32, 8});
+  CHECK(f.at("transformer.wte.weight").shape() == Shape{11, 8});             // embeddings untouched
+  io::load_hf_gpt2(path, b);
+  auto idx = from_vector<int64_t>({1, 2, 3, 4}, {1, 4});
+  CHECK(max(abs(a(idx).logits - b(idx).logits)).item() == 0.0f);
+
+  // The hub's GPT2Model layout: no "transformer." prefix, mask buffers, a tied lm_head, fp16.
+  io::NamedTensors hub;
+  for (auto& [name, t] : io::hf_gpt2_state(a)) hub.emplace_back(name.substr(12), t.get<float>(name).to<half>());
+  hub.emplace_back("h.0.attn.bias", ones<float>({1, 1, 8, 8}));
+  hub.emplace_back("lm_head.weight", a.wte.weight.detach().to<half>());
+  io::save_safetensors(path, hub);
+  nn::GPT d(c, 3);
+  io::load_hf_gpt2(path, d);
+  CHECK(max(abs(a(idx).logits - d(idx).logits)).item() < 0.05f);  // fp16 rounding of the weights
+
+  nn::GPTConfig other = c;
+  other.n_embd = 4;
+  nn::GPT e(other);
+  CHECK_THROWS_AS(io::load_hf_gpt2(path, e), io_error);
+  std::remove(path.c_str());
+}
