@@ -12,55 +12,16 @@
 #include <loom/loom.hpp>
 
 #include "catch.hpp"
+#include "fixtures.hpp"
 
 using namespace loom;
 using TF = Tensor<float>;
 
 namespace {
 
-struct Fixture {
-  std::map<std::string, TF> f;
-  std::map<std::string, Tensor<int64_t>> i;
-};
-
-Fixture load(const std::string& name) {
-  std::string path = std::string(LOOM_TEST_DATA_DIR) + "/../fixtures/" + name;
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  Fixture fx;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream hs(line);
-    std::string kw, tname, dtype;
-    int ndim = 0;
-    hs >> kw >> tname >> dtype >> ndim;
-    REQUIRE(kw == "tensor");
-    std::vector<int64_t> dims(static_cast<size_t>(ndim), 0);
-    for (auto& d : dims) hs >> d;
-    Shape shape(dims);
-    std::string values;
-    std::getline(in, values);
-    std::istringstream vs(values);
-    if (dtype == "int64") {
-      std::vector<int64_t> v(size_t(numel_of(shape)));
-      for (auto& e : v) vs >> e;
-      fx.i[tname] = from_vector(v, shape);
-    } else {
-      std::vector<float> v(size_t(numel_of(shape)));
-      for (auto& e : v) vs >> e;
-      REQUIRE_FALSE(vs.fail());
-      fx.f[tname] = from_vector(v, shape);
-    }
-  }
-  return fx;
-}
-
-double rel_error(const TF& got, const TF& want) {
-  REQUIRE(got.shape() == want.shape());
-  double scale = max(abs(want.to<double>())).item();
-  return max(abs(got.to<double>() - want.to<double>())).item() / scale;
-}
+using loom_test::Fixture;
+using loom_test::load_fixture;
+using loom_test::rel_error;
 
 void expect_close(const char* what, const TF& got, const TF& want) {
   double e = rel_error(got, want);
@@ -71,7 +32,7 @@ void expect_close(const char* what, const TF& got, const TF& want) {
 }  // namespace
 
 TEST_CASE("PyTorch parity: 2-layer MLP with GELU and cross-entropy") {
-  Fixture fx = load("mlp.txt");
+  Fixture fx = load_fixture("mlp.txt");
   auto p = [&](const char* n) { return fx.f.at(n).clone().requires_grad_(); };
   TF x = p("x"), w1 = p("w1"), b1 = p("b1"), w2 = p("w2"), b2 = p("b2");
   TF logits = matmul(gelu(matmul(x, w1) + b1), w2) + b2;
@@ -87,7 +48,7 @@ TEST_CASE("PyTorch parity: 2-layer MLP with GELU and cross-entropy") {
 }
 
 TEST_CASE("PyTorch parity: one pre-norm transformer block") {
-  Fixture fx = load("block.txt");
+  Fixture fx = load_fixture("block.txt");
   const int64_t B = 2, T = 6, C = 16, NH = 4, HS = C / NH;
   std::map<std::string, TF> p;
   for (const char* n : {"x", "ln1_w", "ln1_b", "attn_w", "attn_b", "proj_w", "proj_b", "ln2_w", "ln2_b", "fc_w",

@@ -20,6 +20,7 @@
 #include <loom/optim/optim.hpp>
 
 #include "catch.hpp"
+#include "fixtures.hpp"
 
 using namespace loom;
 using TF = Tensor<float>;
@@ -27,40 +28,9 @@ using Named = std::vector<std::pair<std::string, TF>>;
 
 namespace {
 
-// --- Fixture loading (the format of tests/fixtures/make_fixtures.py, float32 only) -------------
-std::map<std::string, TF> load_fixture(const std::string& name) {
-  std::string path = std::string(LOOM_TEST_DATA_DIR) + "/../fixtures/" + name;
-  std::ifstream in(path);
-  REQUIRE(in.good());
-  std::map<std::string, TF> fx;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    std::istringstream hs(line);
-    std::string kw, tname, dtype;
-    int ndim = 0;
-    hs >> kw >> tname >> dtype >> ndim;
-    REQUIRE(kw == "tensor");
-    REQUIRE(dtype == "float32");
-    std::vector<int64_t> dims(size_t(ndim), 0);
-    for (auto& d : dims) hs >> d;
-    Shape shape(dims);
-    std::string values;
-    std::getline(in, values);
-    std::istringstream vs(values);
-    std::vector<float> v(size_t(numel_of(shape)));
-    for (auto& e : v) vs >> e;
-    REQUIRE_FALSE(vs.fail());
-    fx[tname] = from_vector(v, shape);
-  }
-  return fx;
-}
-
-double rel_error(const TF& got, const TF& want) {
-  REQUIRE(got.shape() == want.shape());
-  double scale = max(abs(want.to<double>())).item();
-  return max(abs(got.to<double>() - want.to<double>())).item() / scale;
-}
+// Fixtures (tests/fixtures.hpp): float32 tensors by name.
+std::map<std::string, TF> load_fixture(const std::string& name) { return loom_test::load_fixture(name).f; }
+using loom_test::rel_error;
 
 bool verbose() { return std::getenv("LOOM_TEST_VERBOSE") != nullptr; }
 

@@ -28,6 +28,24 @@ inline MatLayout mat_layout(int64_t rows, int64_t cols, int64_t row_stride, int6
   return {false, true, 0};  // e.g. a broadcast (stride 0) or a strided slice: copy first
 }
 
+// The batch shape (broadcast) and the output shape of a (..., M, K) @ (..., K, N); throws
+// shape_error naming a_orig and b_orig (the user's operands) when K differs.
+struct MatmulShapes {
+  Shape batch_a, batch_b, batch, out;
+};
+inline MatmulShapes matmul_shapes(const Shape& a, const Shape& b, const Shape& a_orig, const Shape& b_orig) {
+  int64_t K = a[a.size() - 1], K2 = b[b.size() - 2];
+  LOOM_CHECK(K == K2, shape_error, "matmul: inner dimensions differ: a", a_orig, " @ b", b_orig, " (", K, " != ", K2,
+             ")");
+  MatmulShapes s{a, b, {}, {}};
+  s.batch_a.erase(s.batch_a.size() - 1), s.batch_a.erase(s.batch_a.size() - 1);
+  s.batch_b.erase(s.batch_b.size() - 1), s.batch_b.erase(s.batch_b.size() - 1);
+  s.batch = broadcast_shapes(s.batch_a, s.batch_b, "matmul (batch dimensions)");
+  s.out = s.batch;
+  s.out.push_back(a[a.size() - 2]), s.out.push_back(b[b.size() - 1]);
+  return s;
+}
+
 }  // namespace detail
 
 /// out = a @ b written into an existing contiguous tensor of the right shape (no allocation).
@@ -61,16 +79,7 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
     }
     Tensor<T> a2 = a.dim() == 1 ? a.unsqueeze(0) : a;   // (K) -> (1, K)
     Tensor<T> b2 = b.dim() == 1 ? b.unsqueeze(-1) : b;  // (K) -> (K, 1)
-    int64_t M = a2.size(-2), K = a2.size(-1), K2 = b2.size(-2), N = b2.size(-1);
-    LOOM_CHECK(K == K2, shape_error, "matmul: inner dimensions differ: a", a.shape(), " @ b", b.shape(), " (",
-               K, " != ", K2, ")");
-    Shape ab(a2.shape()), bb(b2.shape());
-    ab.erase(ab.size() - 1), ab.erase(ab.size() - 1);
-    bb.erase(bb.size() - 1), bb.erase(bb.size() - 1);
-    Shape batch = broadcast_shapes(ab, bb, "matmul (batch dimensions)");
-    Shape out_shape = batch;
-    out_shape.push_back(M), out_shape.push_back(N);
-    Tensor<T> out = Tensor<T>::empty(out_shape);
+    Tensor<T> out = Tensor<T>::empty(detail::matmul_shapes(a2.shape(), b2.shape(), a.shape(), b.shape()).out);
     matmul_out(out, a2, b2);
     // backward: da = g @ b^T, db = a^T @ g, each summed over the batch dims it was broadcast along
     detail::record<T>("matmul", out, {&a2, &b2}, [sa = SavedTensor<T>(a2), sb = SavedTensor<T>(b2)](const Tensor<T>& g) {
@@ -91,14 +100,8 @@ void matmul_out(const Tensor<T>& out, const Tensor<T>& a_in, const Tensor<T>& b_
   LOOM_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, shape_error, "matmul_out: operands need 2 or more dimensions, got a",
              a_in.shape(), " @ b", b_in.shape());
   int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
-  LOOM_CHECK(K == b_in.size(-2), shape_error, "matmul: inner dimensions differ: a", a_in.shape(), " @ b",
-             b_in.shape(), " (", K, " != ", b_in.size(-2), ")");
-  Shape ab(a_in.shape()), bb(b_in.shape());
-  ab.erase(ab.size() - 1), ab.erase(ab.size() - 1);
-  bb.erase(bb.size() - 1), bb.erase(bb.size() - 1);
-  Shape batch = broadcast_shapes(ab, bb, "matmul (batch dimensions)");
-  Shape expect = batch;
-  expect.push_back(M), expect.push_back(N);
+  detail::MatmulShapes shapes = detail::matmul_shapes(a_in.shape(), b_in.shape(), a_in.shape(), b_in.shape());
+  const Shape &ab = shapes.batch_a, &bb = shapes.batch_b, &batch = shapes.batch, &expect = shapes.out;
   LOOM_CHECK(out.shape() == expect && out.is_contiguous(), shape_error, "matmul_out: out must be contiguous with shape ",
              expect, ", got ", out.shape());
   if (out.numel() == 0) return;
