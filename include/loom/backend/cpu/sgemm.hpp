@@ -169,7 +169,9 @@ inline void sgemm(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a
       int nt = get_num_threads();
       int64_t groups = nblocks >= nt ? 1 : std::min<int64_t>(npanels, (nt + nblocks - 1) / nblocks);
       int64_t items = nblocks * groups;
+#ifdef _OPENMP
 #pragma omp parallel num_threads(int(std::min<int64_t>(nt, std::max<int64_t>(items, npanels)))) if (M * N * kc > (1 << 18))
+#endif
       {
 #ifdef _OPENMP
         int t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -181,7 +183,9 @@ inline void sgemm(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a
           int64_t nr = std::min(NR, nc - p * NR);
           pack_b(bp + p * NR * kc, B, pc, kc, jc + p * NR, nr);
         }
+#ifdef _OPENMP
 #pragma omp barrier
+#endif
         for (int64_t item = t; item < items; item += T) {
           int64_t ib = item / groups, g = item % groups;
           int64_t ic = ib * MC, mc = std::min(MC, M - ic);
