@@ -115,7 +115,7 @@ def recipe(args):
     n = int(0.9 * len(ids))
     train, val = ids[:n], ids[n:]
     B, T, steps, lr, min_lr, warmup = 12, 64, args.steps, 1e-3, 1e-4, 100
-    torch.manual_seed(1337)
+    torch.manual_seed(args.seed)
     model = GPT(len(chars), T, 4, 4, 128, bias=False)
     opt = optimizer(model, lr, 0.1, (0.9, 0.99))
 
@@ -151,7 +151,8 @@ def recipe(args):
             print(f"step {it + 1}: train {evaluate(train):.4f} val {evaluate(val):.4f} "
                   f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
     wall = time.perf_counter() - t0
-    print(f"final step={steps} val_loss={evaluate(val):.4f} wall_s={wall:.1f} ms_per_step={wall / steps * 1e3:.1f}")
+    print(f"final step={steps} val_loss={evaluate(val, args.final_eval_iters):.4f} wall_s={wall:.1f} "
+          f"ms_per_step={wall / steps * 1e3:.1f}")
 
 
 def main():
@@ -165,6 +166,8 @@ def main():
     r.add_argument("--data", required=True)
     r.add_argument("--steps", type=int, default=2000)
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--seed", type=int, default=1337)
+    r.add_argument("--final-eval-iters", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     speed(args) if args.cmd == "speed" else recipe(args)
