@@ -32,6 +32,6 @@ if [ "$recipe" = 1 ]; then
   echo
   echo "nanoGPT Shakespeare-char recipe (2000 steps):"
   /usr/bin/time -f "loom wall %e s" "$build/examples/loom-train" --data "$data" --preset char --steps 2000 \
-      --out "${OUT_DIR:-/tmp}/loom-recipe" --eval-iters 200 --sample-tokens 0 2>/dev/null | tail -n 1
+      --out "${OUT_DIR:-/tmp}/loom-recipe" --sample-tokens 0 2>/dev/null | tail -n 1
   "${torch_best[@]}" recipe --data "$data" --threads "$threads" 2>/dev/null
 fi

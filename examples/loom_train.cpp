@@ -38,7 +38,7 @@ namespace {
 struct Options {
   std::string data, preset = "char", out = "out", device = "cpu", tokenizer;
   bool resume = false;
-  int64_t log_interval = 10, sample_tokens = 200, threads = 0;
+  int64_t log_interval = 10, sample_tokens = 200, threads = 0, final_eval_iters = 200;
   uint64_t model_seed = 1337;
   nn::GPTConfig model;
   train::TrainConfig train;
@@ -75,7 +75,8 @@ const char* usage =
     "  --steps N --seed N --batch-size N --grad-accum N --block-size N --n-layer N --n-head N\n"
     "  --n-embd N --dropout X --bias 0|1 --lr X --min-lr X --warmup N --lr-decay-steps N\n"
     "  --weight-decay X --beta1 X --beta2 X --grad-clip X --eval-interval N --eval-iters N\n"
-    "  --log-interval N --sample-tokens N --threads N\n";
+    "  --log-interval N --sample-tokens N --threads N\n"
+    "  --final-eval-iters N batches for the final train/val loss (default 200; 0: eval-iters)\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -113,6 +114,7 @@ Options parse(int argc, char** argv) {
   flags["--log-interval"] = i64(o.log_interval);
   flags["--sample-tokens"] = i64(o.sample_tokens);
   flags["--threads"] = i64(o.threads);
+  flags["--final-eval-iters"] = i64(o.final_eval_iters);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -226,7 +228,11 @@ int main(int argc, char** argv) {
       log.write(row);
       (void)t_prev;
     }
-    if (!std::isfinite(val_loss)) val_loss = trainer.val_loss(), train_loss = trainer.train_loss();
+    // The final figures use more batches than the periodic evaluations: less sampling noise.
+    train_loss = trainer.train_loss(o.final_eval_iters);
+    val_loss = trainer.val_loss(o.final_eval_iters);
+    std::cout << "final evaluation over " << (o.final_eval_iters > 0 ? o.final_eval_iters : o.train.eval_iters)
+              << " batches: train loss " << train_loss << ", val loss " << val_loss << "\n";
 
     // --- plot and a sample -------------------------------------------------------------------
     {

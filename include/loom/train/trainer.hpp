@@ -84,11 +84,15 @@ class Trainer {
     return total / double(cfg_.grad_accum);
   }
 
-  /// Mean loss over eval_iters random batches of the validation split.
-  double val_loss() { return evaluate(model_, val_, cfg_.eval_iters, cfg_.batch_size, model_.config.block_size, eval_gen_); }
-  /// Mean loss over eval_iters random batches of the training split.
-  double train_loss() {
-    return evaluate(model_, train_, cfg_.eval_iters, cfg_.batch_size, model_.config.block_size, eval_gen_);
+  /// Mean loss over `batches` (default eval_iters) random batches of the validation split.
+  double val_loss(int64_t batches = 0) {
+    return evaluate(model_, val_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
+                    eval_gen_);
+  }
+  /// Mean loss over `batches` (default eval_iters) random batches of the training split.
+  double train_loss(int64_t batches = 0) {
+    return evaluate(model_, train_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
+                    eval_gen_);
   }
 
   /// Optimizer steps taken so far.
