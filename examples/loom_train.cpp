@@ -153,7 +153,6 @@ int main(int argc, char** argv) {
     Options o = parse(argc, argv);
     if (o.threads > 0) set_num_threads(int(o.threads));
     if (o.device == "cuda") {
-      Device::cuda().str();
       zeros<float>({1}, Device::cuda());  // throws "loom was built without CUDA ..." in a CPU build
       throw device_error("--device cuda: GPT training on CUDA is not available yet; use --device cpu");
     }
@@ -202,7 +201,7 @@ int main(int argc, char** argv) {
     train::CsvLog log(o.out + "/log.csv", o.resume);
     train::ProgressBar bar(o.train.steps, o.log_interval);
     const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.block_size);
-    double train_loss = NAN, val_loss = NAN, tok_s = 0, t_prev = bar.seconds();
+    double train_loss = NAN, val_loss = NAN, tok_s = 0;
     int64_t steps_timed = 0;
     double time_in_steps = 0;
     auto save = [&] { io::save_checkpoint(ckpt_path, trainer.checkpoint(tok.dump())); };
@@ -226,7 +225,6 @@ int main(int argc, char** argv) {
         save();
       }
       log.write(row);
-      (void)t_prev;
     }
     // The final figures use more batches than the periodic evaluations: less sampling noise.
     train_loss = trainer.train_loss(o.final_eval_iters);
