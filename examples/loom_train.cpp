@@ -160,7 +160,7 @@ int main(int argc, char** argv) {
     const std::string ckpt_path = o.out + "/ckpt.safetensors";
 
     // --- data and tokenizer -------------------------------------------------------------
-    std::string text = train::read_file(o.data);
+    std::string text = io::read_file(o.data);
     std::vector<int64_t> ids;
     io::Json tok = io::Json::object();
     std::function<std::string(const std::vector<int64_t>&)> decode;

@@ -1,27 +1,16 @@
 #pragma once
 /// @file data.hpp
 /// Training data: a character-level tokenizer, a train/validation split, and a seeded loader
-/// that cuts random windows out of a token sequence.
+/// that cuts random windows out of a token sequence. (Files are read with io::read_file.)
 
 #include <algorithm>
 #include <cstdint>
-#include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "loom/core/tensor.hpp"
 
 namespace loom::train {
-
-/// Reads a whole file into a string; throws io_error naming the file when it cannot.
-inline std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  LOOM_CHECK(in.good(), io_error, path, ": cannot open the file");
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  LOOM_CHECK(!in.bad(), io_error, path, ": read error");
-  return s;
-}
 
 /// A character-level (byte-level) vocabulary: the distinct bytes of a text, sorted.
 class CharTokenizer {
