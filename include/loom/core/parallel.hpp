@@ -37,6 +37,15 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& f) {
   f(begin, end);
 }
 
+/// Calls f(n) for each of N rows of C elements, rows split across threads so that each thread
+/// gets at least parallel_grain elements (the shape of every row-wise kernel).
+template <class F>
+void for_each_row(int64_t N, int64_t C, F&& f) {
+  parallel_for(0, N, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(C, 1)), [&](int64_t lo, int64_t hi) {
+    for (int64_t n = lo; n < hi; ++n) f(n);
+  });
+}
+
 /// The layout of N operands iterated together over one shape: sizes plus each operand's strides,
 /// with size-1 dimensions dropped and dimensions merged where every operand allows it.
 template <int N>

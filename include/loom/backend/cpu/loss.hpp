@@ -16,17 +16,15 @@ template <class T, class I>
 void cross_entropy_forward(T* losses, const T* logits, const I* targets, int64_t N, int64_t V,
                            int64_t ignore_index) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-  parallel_for(0, N, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(V, 1)), [&](int64_t lo, int64_t hi) {
-    for (int64_t n = lo; n < hi; ++n) {
-      int64_t t = int64_t(targets[n]);
-      if (t == ignore_index) {
-        losses[n] = T(0);
-        continue;
-      }
-      Eigen::Map<const Arr> x(logits + n * V, V);
-      T m = x.maxCoeff();
-      losses[n] = (m - x[t]) + std::log((x - m).exp().sum());  // logsumexp(x) - x[t], small terms first
+  for_each_row(N, V, [&](int64_t n) {
+    int64_t t = int64_t(targets[n]);
+    if (t == ignore_index) {
+      losses[n] = T(0);
+      return;
     }
+    Eigen::Map<const Arr> x(logits + n * V, V);
+    T m = x.maxCoeff();
+    losses[n] = (m - x[t]) + std::log((x - m).exp().sum());  // logsumexp(x) - x[t], small terms first
   });
 }
 
@@ -36,20 +34,18 @@ template <class T, class I>
 void cross_entropy_backward(T* dlogits, const T* logits, const I* targets, const T* dloss, int64_t N, int64_t V,
                             int64_t ignore_index) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-  parallel_for(0, N, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(V, 1)), [&](int64_t lo, int64_t hi) {
-    for (int64_t n = lo; n < hi; ++n) {
-      Eigen::Map<Arr> dx(dlogits + n * V, V);
-      int64_t t = int64_t(targets[n]);
-      if (t == ignore_index) {
-        dx.setZero();
-        continue;
-      }
-      Eigen::Map<const Arr> x(logits + n * V, V);
-      T m = x.maxCoeff();
-      dx = (x - m).exp();
-      dx *= dloss[n] / dx.sum();
-      dx[t] -= dloss[n];
+  for_each_row(N, V, [&](int64_t n) {
+    Eigen::Map<Arr> dx(dlogits + n * V, V);
+    int64_t t = int64_t(targets[n]);
+    if (t == ignore_index) {
+      dx.setZero();
+      return;
     }
+    Eigen::Map<const Arr> x(logits + n * V, V);
+    T m = x.maxCoeff();
+    dx = (x - m).exp();
+    dx *= dloss[n] / dx.sum();
+    dx[t] -= dloss[n];
   });
 }
 
