@@ -71,7 +71,8 @@ const char* usage =
     "  --tokenizer FILE     a loom-bpe model (default: one token per byte of the text)\n"
     "  --out DIR            where to write ckpt.safetensors, log.csv, loss.svg (default out)\n"
     "  --resume             continue from DIR/ckpt.safetensors\n"
-    "  --device cpu|cuda    (default cpu)\n"
+    "  --device cpu|cuda    (default cpu; gpt2-124m on cuda defaults to batch 16)\n"
+    "  --dtype fp32|bf16    bf16: matmuls and attention in bf16 on the GPU, fp32 weights (default fp32)\n"
     "  --steps N --seed N --batch-size N --grad-accum N --block-size N --n-layer N --n-head N\n"
     "  --n-embd N --dropout X --bias 0|1 --lr X --min-lr X --warmup N --lr-decay-steps N\n"
     "  --weight-decay X --beta1 X --beta2 X --grad-clip X --eval-interval N --eval-iters N\n"
@@ -91,6 +92,10 @@ Options parse(int argc, char** argv) {
   flags["--tokenizer"] = [&](const std::string& v) { o.tokenizer = v; };
   flags["--out"] = [&](const std::string& v) { o.out = v; };
   flags["--device"] = [&](const std::string& v) { o.device = v; };
+  flags["--dtype"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "fp32" || v == "bf16", value_error, "--dtype must be fp32 or bf16, got '", v, "'");
+    o.train.bf16 = v == "bf16";
+  };
   flags["--seed"] = [&](const std::string& v) { o.train.seed = std::stoull(v), o.model_seed = std::stoull(v); };
   flags["--steps"] = i64(o.train.steps);
   flags["--batch-size"] = i64(o.train.batch_size);
@@ -136,6 +141,10 @@ Options parse(int argc, char** argv) {
   }
   LOOM_CHECK(!o.data.empty(), value_error, "--data FILE is required (see --help)");
   LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda, got '", o.device, "'");
+  LOOM_CHECK(!o.train.bf16 || o.device == "cuda", value_error, "--dtype bf16 needs --device cuda");
+  bool batch_given = false;
+  for (int i = 1; i < argc; ++i) batch_given = batch_given || std::string(argv[i]) == "--batch-size";
+  if (o.device == "cuda" && o.preset == "gpt2-124m" && !batch_given) o.train.batch_size = 16;
   return o;
 }
 
@@ -152,10 +161,8 @@ int main(int argc, char** argv) {
   try {
     Options o = parse(argc, argv);
     if (o.threads > 0) set_num_threads(int(o.threads));
-    if (o.device == "cuda") {
-      zeros<float>({1}, Device::cuda());  // throws "loom was built without CUDA ..." in a CPU build
-      throw device_error("--device cuda: GPT training on CUDA is not available yet; use --device cpu");
-    }
+    const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
+    if (device.is_cuda()) zeros<float>({1}, device);  // throws "loom was built without CUDA ..." in a CPU build
     mkdir(o.out.c_str(), 0755);
     const std::string ckpt_path = o.out + "/ckpt.safetensors";
 
@@ -188,14 +195,17 @@ int main(int argc, char** argv) {
 
     // --- model, trainer, optional resume ----------------------------------------------------
     nn::GPT model(o.model, o.model_seed);
+    model.to(device);  // before the trainer's optimizer takes the parameters
     train::Trainer trainer(model, train_data, val_data, o.train);
     if (o.resume) {
       io::Checkpoint c = io::load_checkpoint(ckpt_path);
       trainer.restore(c);
       std::cout << "resumed from " << ckpt_path << " at step " << trainer.step_count() << "\n";
     }
-    std::cout << "model: " << o.preset << ", " << model.num_parameters() << " parameters, " << get_num_threads()
-              << " threads\n";
+    std::cout << "model: " << o.preset << ", " << model.num_parameters() << " parameters, "
+              << (device.is_cuda() ? cuda_device_name(0) + (o.train.bf16 ? ", bf16 autocast" : ", fp32")
+                                   : std::to_string(get_num_threads()) + " threads")
+              << "\n";
 
     // --- training loop ------------------------------------------------------------------------
     train::CsvLog log(o.out + "/log.csv", o.resume);

@@ -22,11 +22,18 @@
 
 namespace loom {
 
+namespace gpu {
+// Defined in ops/gpu.hpp (which includes this file's includer, so it may not be read yet).
+inline Tensor<float> binary(cuda::Binary op, const Tensor<float>& a, const Tensor<float>& b, const char* name);
+}  // namespace gpu
+
 namespace detail {
 
 /// a + b for two gradients of the same shape, as a new contiguous tensor.
 template <class T>
 Tensor<T> add_grads(const Tensor<T>& a, const Tensor<T>& b) {
+  if constexpr (std::is_same_v<T, float>)
+    if (on_cuda<T>("backward (adding gradients)", a, b)) return gpu::binary(cuda::Binary::add, a, b, "backward");
   Tensor<T> out = Tensor<T>::empty(a.shape());
   if (a.is_contiguous() && b.is_contiguous()) {  // the common case: a plain vectorisable loop
     T* o = out.data();
@@ -57,7 +64,7 @@ void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
   if (!root_grad.defined()) {
     LOOM_CHECK(numel() == 1, shape_error, "backward: a gradient can be implied only for a one-element output; "
                "this one has shape ", shape(), ", so pass backward(grad) with a gradient of that shape");
-    root_grad = full<T>(shape(), T(1.0f));
+    root_grad = full<T>(shape(), T(1.0f), device());
   }
   LOOM_CHECK(root_grad.shape() == shape(), shape_error, "backward: gradient of shape ", root_grad.shape(),
              " given for a tensor of shape ", shape());

@@ -13,9 +13,7 @@
 #include "loom/core/device.hpp"
 #include "loom/core/error.hpp"
 
-#if LOOM_WITH_CUDA
-#include "loom/backend/cuda/cuda_api.hpp"
-#endif
+#include "loom/backend/cuda/cuda_api.hpp"  // declarations only; defined by loom::cuda
 
 namespace loom {
 
@@ -52,7 +50,7 @@ class Storage {
       CpuAllocator::instance().release(data_, nbytes_);
     } else {
 #if LOOM_WITH_CUDA
-      cuda::free(data_, device_.index);
+      cuda::free(data_, nbytes_, device_.index);
 #endif
     }
   }

@@ -34,6 +34,20 @@ namespace loom {
 template <class T> class Tensor;
 
 namespace detail {
+/// The CUDA kernels' copy of a StridedLayout over `shape` for N operands' strides.
+template <int N>
+cuda::Layout cuda_layout(const Shape& shape, const std::array<Shape, N>& strides) {
+  static_assert(N <= 4, "cuda::Layout holds at most 4 operands");
+  static_assert(max_dims == cuda::layout_dims, "cuda::Layout and Shape disagree on the rank limit");
+  StridedLayout<N> L(shape, strides);
+  cuda::Layout out;
+  out.ndim = L.ndim;
+  for (int d = 0; d < L.ndim; ++d) {
+    out.size[d] = L.size[d];
+    for (int k = 0; k < N; ++k) out.stride[k][d] = L.stride[k][d];
+  }
+  return out;
+}
 
 /// Records `out = op(inputs)` in the autograd graph when grad mode is on and an input requires
 /// grad. `backward(grad_out)` returns one gradient per input (an undefined Tensor for none).
@@ -250,7 +264,7 @@ class Tensor {
     // backward: dx = zeros with dy written into the sliced positions
     Shape in = shape_;
     detail::record<T>("slice", out, {this}, [in, a, start, end, step](const Tensor& g) {
-      Tensor dx = Tensor::zeros_like_shape(in);
+      Tensor dx = Tensor::zeros_like_shape(in, g.device());
       dx.slice(a, start, end, step).copy_(g);
       return grads(dx);
     });
@@ -275,7 +289,7 @@ class Tensor {
     // backward: dx = zeros with dy written into row `index` of dimension a
     Shape in = shape_;
     detail::record<T>("select", out, {this}, [in, a, index](const Tensor& g) {
-      Tensor dx = Tensor::zeros_like_shape(in);
+      Tensor dx = Tensor::zeros_like_shape(in, g.device());
       dx.select(a, index).copy_(g);
       return grads(dx);
     });
@@ -393,6 +407,30 @@ class Tensor {
       copy_strided(src, *this);
       return *this;
     }
+#if LOOM_WITH_CUDA
+    if (device() == src.device()) {  // on one GPU: a strided copy kernel (broadcasting included)
+      Shape sst = broadcast_strides(src.shape(), src.strides(), shape_);
+      cuda::copy_strided(data(), src.data(), int(sizeof(T)), detail::cuda_layout<2>(shape_, {strides_, sst}),
+                         device().index);
+      return *this;
+    }
+    if (device().is_cuda() && !is_contiguous()) {  // into a strided GPU view: through a contiguous GPU copy
+      Tensor tmp = empty(shape_, device());
+      tmp.copy_(src);
+      return copy_(tmp);
+    }
+    if (device().is_cpu() && src.device().is_cuda()) {  // to the CPU: contiguous on the GPU, bytes, then strided
+      Tensor s = src.expand(shape_).contiguous();
+      if (!is_contiguous()) {
+        Tensor host = empty(shape_);
+        detail::copy_bytes(host.data(), host.device(), s.data(), s.device(), size_t(numel()) * sizeof(T));
+        copy_strided(host, *this);
+        return *this;
+      }
+      detail::copy_bytes(data(), device(), s.data(), s.device(), size_t(numel()) * sizeof(T));
+      return *this;
+    }
+#endif
     // Crossing devices: make both sides contiguous and copy bytes.
     Tensor s = src.device().is_cpu() ? src.expand(shape_).contiguous() : src.expand(shape_);
     LOOM_CHECK(s.is_contiguous() && is_contiguous(), device_error, "copy_: copying from ", src.device(),
@@ -411,10 +449,14 @@ class Tensor {
       });
       return *this;
     }
-    Tensor host = Tensor::empty(shape_);
-    host.fill_(value);
-    NoGradGuard no_grad;  // the check above already ran
-    return copy_(host);
+#if LOOM_WITH_CUDA
+    uint64_t bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    cuda::fill(data(), int(sizeof(T)), bits, detail::cuda_layout<1>(shape_, {strides_}), device().index);
+    return *this;
+#else
+    throw backend_error(no_cuda_message());
+#endif
   }
   /// A copy converted to element type U (this tensor itself when U is T). Not differentiable:
   /// the copy is cut off from the graph.
@@ -423,6 +465,16 @@ class Tensor {
     if constexpr (std::is_same_v<U, T>) {
       return *this;
     } else {
+#if LOOM_WITH_CUDA
+      constexpr bool gpu_types = (is_floating_v<T> && !std::is_same_v<T, double>) && (is_floating_v<U> && !std::is_same_v<U, double>);
+      if (gpu_types && device().is_cuda()) {  // float, bf16 and half convert on the GPU
+        auto elem = [](DType d) { return d == DType::float32 ? cuda::Elem::f32 : d == DType::bfloat16 ? cuda::Elem::bf16 : cuda::Elem::f16; };
+        Tensor src = contiguous();
+        Tensor<U> out = Tensor<U>::empty(shape_, device());
+        cuda::convert(out.data(), elem(Tensor<U>::dtype()), src.data(), elem(dtype()), numel(), device().index);
+        return out;
+      }
+#endif
       Tensor src = to(Device::cpu());
       Tensor<U> out = Tensor<U>::empty(shape_);
       StridedLayout<2> L(shape_, {out.strides(), src.strides()});
@@ -451,9 +503,13 @@ class Tensor {
     return out;
   }
   static std::vector<Tensor> grads(Tensor g) { return {std::move(g)}; }
-  static Tensor zeros_like_shape(const Shape& s) {
-    Tensor z = empty(s);
-    std::memset(static_cast<void*>(z.data()), 0, size_t(z.numel()) * sizeof(T));
+  static Tensor zeros_like_shape(const Shape& s, Device device) {
+    Tensor z = empty(s, device);
+    if (device.is_cpu()) {
+      std::memset(static_cast<void*>(z.data()), 0, size_t(z.numel()) * sizeof(T));
+    } else {
+      z.fill_(T(0.0f));
+    }
     return z;
   }
   // In-place writes: refused on tensors that require grad (outside NoGradGuard), and counted.
@@ -538,9 +594,9 @@ class SavedTensor {
 
 namespace detail {
 
-/// Throws unless every tensor is defined and on the CPU (the only backend with ops so far).
+/// The device of the op's inputs; throws unless every tensor is defined and all are on one device.
 template <class... Ts>
-void check_cpu(const char* op, const Tensor<Ts>&... ts) {
+Device same_device(const char* op, const Tensor<Ts>&... ts) {
   bool all_defined = (ts.defined() && ...);
   LOOM_CHECK(all_defined, value_error, op, ": an input tensor is undefined");
   Device first = Device::cpu();
@@ -550,9 +606,31 @@ void check_cpu(const char* op, const Tensor<Ts>&... ts) {
     if (!have) first = d, have = true;
   };
   (visit(ts.device()), ...);
-  LOOM_CHECK(!mixed, device_error, op, ": input tensors are on different devices");
-  LOOM_CHECK(first.is_cpu(), device_error, op, ": not available for tensors on ", first,
+  if (mixed) {
+    std::string where;
+    ((where += (where.empty() ? "" : ", ") + ts.device().str()), ...);
+    throw device_error(concat(op, ": input tensors are on different devices (", where, "); move them with .to(device)"));
+  }
+  return first;
+}
+
+/// Throws unless every tensor is defined and on the CPU (for ops that only the CPU runs).
+template <class... Ts>
+void check_cpu(const char* op, const Tensor<Ts>&... ts) {
+  Device d = same_device(op, ts...);
+  LOOM_CHECK(d.is_cpu(), device_error, op, ": not available for tensors on ", d,
              " yet; move them with .to(Device::cpu())");
+}
+
+/// True when the op's inputs are on a GPU (after the checks of same_device); throws dtype_error
+/// there unless T is float, the one element type the CUDA kernels compute in.
+template <class T, class... Ts>
+bool on_cuda(const char* op, const Tensor<Ts>&... ts) {
+  Device d = same_device(op, ts...);
+  if (d.is_cpu()) return false;
+  LOOM_CHECK((std::is_same_v<T, float>), dtype_error, op, ": CUDA tensors of ", dtype_name(dtype_of_v<T>),
+             " are not supported; the GPU kernels compute in float (use .to<float>())");
+  return true;
 }
 
 template <class T, class F>

@@ -161,13 +161,17 @@ class GPT : public Module {
   /// idx (B, T) token ids -> logits (B, T, V); with targets (B, T), also the mean cross-entropy
   /// (targets equal to -1 are ignored). With caches (one per layer, see make_kv_cache), idx holds
   /// only the new positions, which continue the cached ones.
-  Output forward(const Tensor<int64_t>& idx, const Tensor<int64_t>& targets = Tensor<int64_t>(),
+  Output forward(const Tensor<int64_t>& idx_in, const Tensor<int64_t>& targets_in = Tensor<int64_t>(),
                  std::vector<KVCache>* caches = nullptr) const {
+    // token ids from anywhere (the batch loader makes them on the CPU) go to the model's device
+    const Device dev = wte.weight.device();
+    const Tensor<int64_t> idx = idx_in.defined() ? idx_in.to(dev) : idx_in;
+    const Tensor<int64_t> targets = targets_in.defined() ? targets_in.to(dev) : targets_in;
     LOOM_CHECK(idx.dim() == 2, shape_error, "GPT: idx must be (B, T), got ", idx.shape());
     const int64_t B = idx.size(0), T = idx.size(1), start = caches ? (*caches)[0].len : 0;
     LOOM_CHECK(start + T <= config.block_size, value_error, "GPT: sequence of ", start + T,
                " positions is longer than block_size ", config.block_size);
-    Tensor<int64_t> pos = arange<int64_t>(double(start), double(start + T));       // (T)
+    Tensor<int64_t> pos = arange<int64_t>(double(start), double(start + T)).to(idx.device());  // (T)
     Tensor<float> x = drop(wte(idx) + wpe(pos));                                    // (B, T, C)
     for (size_t l = 0; l < h.size(); ++l) x = (*h[l])(x, caches ? &(*caches)[l] : nullptr);
     x = ln_f(x);
@@ -190,8 +194,8 @@ class GPT : public Module {
     std::vector<KVCache> caches(h.size());
     int64_t NH = config.n_head, HS = config.n_embd / config.n_head;
     for (auto& c : caches) {
-      c.k = zeros<float>({B, NH, capacity, HS});
-      c.v = zeros<float>({B, NH, capacity, HS});
+      c.k = zeros<float>({B, NH, capacity, HS}, wte.weight.device());
+      c.v = zeros<float>({B, NH, capacity, HS}, wte.weight.device());
     }
     return caches;
   }

@@ -7,6 +7,7 @@
 
 #include "loom/backend/cpu/attention.hpp"
 #include "loom/ops/common.hpp"
+#include "loom/ops/gpu.hpp"
 
 namespace loom {
 
@@ -25,6 +26,59 @@ template <class T>
 Tensor<T> unit_last_stride(const Tensor<T>& t) {
   return (t.stride(-1) == 1 || t.size(-1) <= 1) ? t : t.contiguous();
 }
+
+// Causal attention on the GPU (shapes checked by the caller). Under bf16 autocast, with Tq ==
+// Tk and HS == 64, the tensor-core kernels of attention_bf16.cuh run on bf16 copies of q, k, v
+// (and of dout in the backward); otherwise the fp32 flash kernels of attention.cuh.
+inline Tensor<float> gpu_causal_attention(const Tensor<float>& q_in, const Tensor<float>& k_in,
+                                          const Tensor<float>& v_in) {
+  using TF = Tensor<float>;
+  const int64_t B = q_in.size(0), NH = q_in.size(1), Tq = q_in.size(2), HS = q_in.size(3), Tk = k_in.size(2);
+  const Device d = q_in.device();
+  bool half = AutocastGuard::bf16() && Tq == Tk && HS == 64;
+  TF lse = TF::empty({B, NH, Tq}, d);
+  TF out;
+  Tensor<bf16> q16, k16, v16;
+  if (half) {
+    q16 = q_in.contiguous().template to<bf16>(), k16 = k_in.contiguous().template to<bf16>(),
+    v16 = v_in.contiguous().template to<bf16>();
+    out = TF::empty({B, NH, Tq, HS}, d);
+    // false when the GPU has no bf16 tensor cores (before sm_80): then the fp32 path below
+    LOOM_GPU_ONLY(half = cuda::attention_forward_bf16(out.data(), lse.data(), q16.data(), k16.data(), v16.data(), B, NH,
+                                                      Tq, HS, d.index));
+  }
+  if (!half) {
+    TF q = unit_last_stride(q_in), k = unit_last_stride(k_in), v = unit_last_stride(v_in);
+    out = TF::empty({B, Tq, NH, HS}, d).transpose(1, 2).detach();  // heads last in memory: merging them is free
+    LOOM_GPU_ONLY(cuda::attention_forward_f32(out.data(), gpu::attn_strides(out), lse.data(), q.data(), gpu::attn_strides(q),
+                                              k.data(), gpu::attn_strides(k), v.data(), gpu::attn_strides(v), B, NH, Tq, Tk,
+                                              HS, d.index));
+  }
+  // backward: recompute each probability tile from the saved log-sum-exp
+  record<float>("causal_attention", out, {&q_in, &k_in, &v_in},
+                [half, q16, k16, v16, sq = SavedTensor<float>(half ? TF() : q_in), sk = SavedTensor<float>(half ? TF() : k_in),
+                 sv = SavedTensor<float>(half ? TF() : v_in), so = SavedTensor<float>(out), lse, B, NH, Tq, Tk,
+                 HS](const TF& g) {
+    const Device d = g.device();
+    TF o = so.get("causal_attention").contiguous();
+    TF dq = TF::empty({B, NH, Tq, HS}, d), dk = TF::empty({B, NH, Tk, HS}, d), dv = TF::empty({B, NH, Tk, HS}, d);
+    if (half) {
+      Tensor<bf16> g16 = g.contiguous().template to<bf16>();
+      bool ran = false;
+      LOOM_GPU_ONLY(ran = cuda::attention_backward_bf16(dq.data(), dk.data(), dv.data(), g16.data(), q16.data(),
+                                                        k16.data(), v16.data(), o.data(), lse.data(), B, NH, Tq, HS,
+                                                        d.index));
+      LOOM_CHECK(ran, backend_error, "causal_attention backward: the bf16 kernel refused shapes its forward accepted");
+    } else {
+      TF q = sq.get("causal_attention").contiguous(), k = sk.get("causal_attention").contiguous(),
+         v = sv.get("causal_attention").contiguous(), gc = g.contiguous();
+      LOOM_GPU_ONLY(cuda::attention_backward_f32(dq.data(), dk.data(), dv.data(), gc.data(), q.data(), k.data(), v.data(),
+                                                 o.data(), lse.data(), B, NH, Tq, Tk, HS, d.index));
+    }
+    return std::vector<TF>{dq, dk, dv};
+  });
+  return out;
+}
 }  // namespace detail
 
 /// softmax(q k^T / sqrt(HS) + causal mask) v for q (B, NH, Tq, HS) and k, v (B, NH, Tk, HS),
@@ -34,7 +88,8 @@ Tensor<T> unit_last_stride(const Tensor<T>& t) {
 template <class T>
 Tensor<T> causal_attention(const Tensor<T>& q_in, const Tensor<T>& k_in, const Tensor<T>& v_in) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "causal_attention: float or double");
-  detail::check_cpu("causal_attention", q_in, k_in, v_in);
+  const bool gpu = detail::same_device("causal_attention", q_in, k_in, v_in).is_cuda();
+  if (!gpu) detail::check_cpu("causal_attention", q_in, k_in, v_in);
   LOOM_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4, shape_error,
              "causal_attention: q, k, v must be (B, NH, T, HS), got ", q_in.shape(), ", ", k_in.shape(), ", ",
              v_in.shape());
@@ -43,6 +98,9 @@ Tensor<T> causal_attention(const Tensor<T>& q_in, const Tensor<T>& k_in, const T
              shape_error, "causal_attention: k ", k_in.shape(), " and v ", v_in.shape(), " do not match q ",
              q_in.shape());
   LOOM_CHECK(Tk >= Tq, shape_error, "causal_attention: fewer keys (", Tk, ") than queries (", Tq, ")");
+  if constexpr (std::is_same_v<T, float>)
+    if (gpu) return detail::gpu_causal_attention(q_in, k_in, v_in);
+  LOOM_CHECK(!gpu, dtype_error, "causal_attention: CUDA tensors must be float");
   Tensor<T> q = detail::unit_last_stride(q_in), k = detail::unit_last_stride(k_in), v = detail::unit_last_stride(v_in);
   Tensor<T> out = detail::heads_last_layout<T>(B, NH, Tq, HS);
   Tensor<T> lse = Tensor<T>::empty({B, NH, Tq});

@@ -18,7 +18,8 @@ Tensor<T> dropout(const Tensor<T>& x, double p, Generator& gen, bool training = 
   C scale = p < 1.0 ? C(1.0 / (1.0 - p)) : C(0);
   Tensor<T> mask = rand<T>(x.shape(), gen);  // uniform [0, 1): keep where u >= p
   mask = detail::unary_op<T>("dropout", mask, [p, scale](C u) { return double(u) >= p ? scale : C(0); });
-  return mul(x, mask);  // records the mask as a constant: dx = g * mask
+  // The mask is drawn on the CPU from `gen` (the same mask on every device) and moved to x's.
+  return mul(x, mask.to(x.device()));  // records the mask as a constant: dx = g * mask
 }
 
 }  // namespace loom

@@ -10,6 +10,7 @@
 #include "loom/backend/cpu/elementwise.hpp"
 #include "loom/core/math.hpp"
 #include "loom/ops/common.hpp"
+#include "loom/ops/gpu.hpp"
 #include "loom/ops/reduce.hpp"
 
 namespace loom {
@@ -73,6 +74,10 @@ void require_floating(const char*) {
   static_assert(is_floating_v<T>, "this op needs a floating element type (float, double, bf16, half)");
 }
 
+/// True for the element type the GPU computes in (float): ops try their CUDA path only then.
+template <class T>
+inline constexpr bool gpu_type = std::is_same_v<T, float>;
+
 }  // namespace detail
 
 // Each op below keeps its forward and its backward together: the forward computes `out`, then
@@ -95,11 +100,38 @@ Tensor<T> grad_of(const char* op, const Tensor<T>& g, const Tensor<T>& a, const 
 }
 }  // namespace detail
 
+namespace detail {
+// A binary op on the GPU: forward out = f(a, b), backward through the gradient maps ga and gb
+// (each then summed back to its input's shape). Add and sub save nothing; the rest save a and b.
+inline Tensor<float> gpu_binary(const char* name, cuda::Binary op, const Tensor<float>& a, const Tensor<float>& b) {
+  Tensor<float> out = gpu::binary(op, a, b, name);
+  using G = cuda::BinaryGrad;
+  if (op == cuda::Binary::add || op == cuda::Binary::sub) {
+    record<float>(name, out, {&a, &b}, [sa = a.shape(), sb = b.shape(), op](const Tensor<float>& g) {
+      Tensor<float> db = sum_to_shape(g, sb);
+      return Grads<float>{sum_to_shape(g, sa), op == cuda::Binary::add ? db : gpu::unary(cuda::Unary::neg, 0, db)};
+    });
+    return out;
+  }
+  G ga = op == cuda::Binary::mul ? G::g_times_b : op == cuda::Binary::div ? G::g_over_b : op == cuda::Binary::pow ? G::pow_da
+       : op == cuda::Binary::maximum ? G::max_da : G::min_da;
+  G gb = op == cuda::Binary::mul ? G::g_times_a : op == cuda::Binary::div ? G::div_db : op == cuda::Binary::pow ? G::pow_db
+       : op == cuda::Binary::maximum ? G::max_db : G::min_db;
+  record<float>(name, out, {&a, &b}, [name, ga, gb, sa = SavedTensor<float>(a), sb = SavedTensor<float>(b)](const Tensor<float>& g) {
+    const Tensor<float>&x = sa.get(name), &y = sb.get(name);
+    return Grads<float>{sum_to_shape(gpu::binary_backward(ga, g, x, y), x.shape()),
+                        sum_to_shape(gpu::binary_backward(gb, g, x, y), y.shape())};
+  });
+  return out;
+}
+}  // namespace detail
+
 // --- Binary arithmetic (broadcasting) ---------------------------------------------------------
 
 /// a + b, broadcast.
 template <class T>
 Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
+  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("add", a, b)) return detail::gpu_binary("add", cuda::Binary::add, a, b);
   auto out = detail::binary_op<T>("add", a, b, [](auto x, auto y) { return x + y; });
   // backward: da = g, db = g
   detail::record<T>("add", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g) {
@@ -110,6 +142,7 @@ Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
 /// a - b, broadcast.
 template <class T>
 Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
+  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("sub", a, b)) return detail::gpu_binary("sub", cuda::Binary::sub, a, b);
   auto out = detail::binary_op<T>("sub", a, b, [](auto x, auto y) { return x - y; });
   // backward: da = g, db = -g
   detail::record<T>("sub", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g) {
@@ -120,6 +153,7 @@ Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
 /// a * b, broadcast.
 template <class T>
 Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
+  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("mul", a, b)) return detail::gpu_binary("mul", cuda::Binary::mul, a, b);
   auto out = detail::binary_op<T>("mul", a, b, [](auto x, auto y) { return x * y; });
   // backward: da = g * b, db = g * a
   detail::record<T>("mul", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
@@ -133,6 +167,7 @@ Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
 /// a / b, broadcast (C++ integer division for integer types).
 template <class T>
 Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
+  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("div", a, b)) return detail::gpu_binary("div", cuda::Binary::div, a, b);
   auto out = detail::binary_op<T>("div", a, b, [](auto x, auto y) { return x / y; });
   // backward: da = g / b, db = -g a / b^2
   detail::record<T>("div", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
@@ -147,6 +182,7 @@ Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
 template <class T>
 Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
   detail::require_floating<T>("pow");
+  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("pow", a, b)) return detail::gpu_binary("pow", cuda::Binary::pow, a, b);
   auto out = detail::binary_op<T>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); });
   // backward: da = g b a^(b-1), db = g a^b log(a)
   detail::record<T>("pow", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
@@ -163,6 +199,7 @@ Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
 /// Gradient: to the larger input; split evenly on ties.
 template <class T>
 Tensor<T> maximum(const Tensor<T>& a, const Tensor<T>& b) {
+  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("maximum", a, b)) return detail::gpu_binary("maximum", cuda::Binary::maximum, a, b);
   auto out = detail::binary_op<T>("maximum", a, b, [](auto x, auto y) { return (x != x || x > y) ? x : y; });
   detail::record<T>("maximum", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
     const Tensor<T>&x = sa.get("maximum"), &y = sb.get("maximum");
@@ -179,6 +216,7 @@ Tensor<T> maximum(const Tensor<T>& a, const Tensor<T>& b) {
 /// Gradient: to the smaller input; split evenly on ties.
 template <class T>
 Tensor<T> minimum(const Tensor<T>& a, const Tensor<T>& b) {
+  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("minimum", a, b)) return detail::gpu_binary("minimum", cuda::Binary::minimum, a, b);
   auto out = detail::binary_op<T>("minimum", a, b, [](auto x, auto y) { return (x != x || x < y) ? x : y; });
   detail::record<T>("minimum", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
     const Tensor<T>&x = sa.get("minimum"), &y = sb.get("minimum");
@@ -216,9 +254,20 @@ Tensor<T> unary_grad(const char* op, const Tensor<T>& g, const Tensor<T>& x, con
   return grad_of(op, g, x, y, x.shape(), [dfdx](auto gv, auto a, auto b) { return gv * dfdx(a, b); });
 }
 
-// out = f(x) with backward dx = g * dfdx(x, out), computed in one pass over (g, x, out).
+// A unary op on the GPU: out = f(x; alpha), backward dx = g * f'(x, out; alpha) in one kernel.
+inline Tensor<float> gpu_unary(const char* name, cuda::Unary code, double alpha, const Tensor<float>& x) {
+  Tensor<float> out = gpu::unary(code, alpha, x);
+  record<float>(name, out, {&x}, [name, code, alpha, sx = SavedTensor<float>(x), so = SavedTensor<float>(out)](const Tensor<float>& g) {
+    return Grads<float>{gpu::unary_backward(code, alpha, g, sx.get(name), so.get(name))};
+  });
+  return out;
+}
+
+// out = f(x) with backward dx = g * dfdx(x, out), computed in one pass over (g, x, out). On the
+// GPU the same op runs as the kernel `code` (with its scalar alpha).
 template <class T, class F, class D>
-Tensor<T> unary_with_grad(const char* op, const Tensor<T>& x, F f, D dfdx) {
+Tensor<T> unary_with_grad(const char* op, const Tensor<T>& x, F f, D dfdx, cuda::Unary code, double alpha = 0) {
+  if constexpr (gpu_type<T>) if (on_cuda<T>(op, x)) return gpu_unary(op, code, alpha, x);
   auto out = unary_op<T>(op, x, f);
   record<T>(op, out, {&x}, [op, sx = SavedTensor<T>(x), so = SavedTensor<T>(out), dfdx](const Tensor<T>& g) {
     return Grads<T>{unary_grad(op, g, sx.get(op), so.get(op), dfdx)};
@@ -266,9 +315,19 @@ struct GeluTanhGrad {
   }
 };
 
-// out = f(x) with backward dx = g * k for a constant k (nothing saved).
+// out = f(x) with backward dx = g * k for a constant k (nothing saved); on the GPU the kernel
+// `code` with its scalar alpha.
 template <class T, class F>
-Tensor<T> unary_const_grad(const char* op, const Tensor<T>& x, F f, double k) {
+Tensor<T> unary_const_grad(const char* op, const Tensor<T>& x, F f, double k, cuda::Unary code, double alpha) {
+  if constexpr (gpu_type<T>) {
+    if (on_cuda<T>(op, x)) {
+      Tensor<float> out = gpu::unary(code, alpha, x);
+      record<float>(op, out, {&x}, [k](const Tensor<float>& g) {
+        return Grads<float>{k == 1.0 ? g : gpu::unary(cuda::Unary::mul_scalar, k, g)};
+      });
+      return out;
+    }
+  }
   auto out = unary_op<T>(op, x, f);
   record<T>(op, out, {&x}, [k](const Tensor<T>& g) {
     using C = compute_t<T>;
@@ -286,14 +345,17 @@ Tensor<T> pow(const Tensor<T>& x, double exponent) {
   using C = compute_t<T>;
   C e = C(exponent);
   if (exponent == 2.0) {
-    return detail::unary_with_grad("pow", x, [](C v) { return v * v; }, [](C v, C) { return C(2) * v; });
+    return detail::unary_with_grad("pow", x, [](C v) { return v * v; }, [](C v, C) { return C(2) * v; },
+                                   cuda::Unary::pow_scalar, 2.0);
   }
   return detail::unary_with_grad("pow", x, [e](C v) { return std::pow(v, e); },
-                                 [e](C v, C) { return e * std::pow(v, e - C(1)); });
+                                 [e](C v, C) { return e * std::pow(v, e - C(1)); }, cuda::Unary::pow_scalar, exponent);
 }
 
 /// -x.
 template <class T> Tensor<T> neg(const Tensor<T>& x) {
+  if constexpr (detail::gpu_type<T>)
+    if (detail::on_cuda<T>("neg", x)) return detail::unary_const_grad<T>("neg", x, detail::NegFn{}, -1.0, cuda::Unary::neg, 0);
   auto out = detail::unary_op<T>("neg", x, detail::NegFn{});
   detail::record<T>("neg", out, {&x}, [](const Tensor<T>& g) { return Grads<T>{neg(g)}; });  // dx = -g
   return out;
@@ -301,64 +363,64 @@ template <class T> Tensor<T> neg(const Tensor<T>& x) {
 /// |x| (gradient sign(x), 0 at 0).
 template <class T> Tensor<T> abs(const Tensor<T>& x) {
   using C = compute_t<T>;
-  return detail::unary_with_grad("abs", x, detail::AbsFn{}, [](C v, C) { return C(v > C(0)) - C(v < C(0)); });
+  return detail::unary_with_grad("abs", x, detail::AbsFn{}, [](C v, C) { return C(v > C(0)) - C(v < C(0)); }, cuda::Unary::abs);
 }
 /// e^x (gradient e^x).
 template <class T> Tensor<T> exp(const Tensor<T>& x) {
   detail::require_floating<T>("exp");
   using C = compute_t<T>;
   (void)sizeof(C);
-  return detail::unary_with_grad("exp", x, detail::ExpFn{}, detail::ExpGrad{});
+  return detail::unary_with_grad("exp", x, detail::ExpFn{}, detail::ExpGrad{}, cuda::Unary::exp);
 }
 /// Natural logarithm (gradient 1/x).
 template <class T> Tensor<T> log(const Tensor<T>& x) {
   detail::require_floating<T>("log");
   using C = compute_t<T>;
-  return detail::unary_with_grad("log", x, detail::LogFn{}, [](C v, C) { return C(1) / v; });
+  return detail::unary_with_grad("log", x, detail::LogFn{}, [](C v, C) { return C(1) / v; }, cuda::Unary::log);
 }
 /// Square root (gradient 1 / (2 sqrt(x))).
 template <class T> Tensor<T> sqrt(const Tensor<T>& x) {
   detail::require_floating<T>("sqrt");
   using C = compute_t<T>;
-  return detail::unary_with_grad("sqrt", x, detail::SqrtFn{}, [](C, C y) { return C(0.5) / y; });
+  return detail::unary_with_grad("sqrt", x, detail::SqrtFn{}, [](C, C y) { return C(0.5) / y; }, cuda::Unary::sqrt);
 }
 /// 1 / sqrt(x) (gradient -x^(-3/2) / 2).
 template <class T> Tensor<T> rsqrt(const Tensor<T>& x) {
   detail::require_floating<T>("rsqrt");
   using C = compute_t<T>;
-  return detail::unary_with_grad("rsqrt", x, detail::RsqrtFn{}, [](C, C y) { return C(-0.5) * y * y * y; });
+  return detail::unary_with_grad("rsqrt", x, detail::RsqrtFn{}, [](C, C y) { return C(-0.5) * y * y * y; }, cuda::Unary::rsqrt);
 }
 /// Hyperbolic tangent (gradient 1 - tanh^2).
 template <class T> Tensor<T> tanh(const Tensor<T>& x) {
   detail::require_floating<T>("tanh");
   using C = compute_t<T>;
   (void)sizeof(C);
-  return detail::unary_with_grad("tanh", x, detail::TanhFn{}, detail::TanhGrad{});
+  return detail::unary_with_grad("tanh", x, detail::TanhFn{}, detail::TanhGrad{}, cuda::Unary::tanh);
 }
 /// max(x, 0) (gradient 1 where x > 0).
 template <class T> Tensor<T> relu(const Tensor<T>& x) {
   using C = compute_t<T>;
   (void)sizeof(C);
-  return detail::unary_with_grad("relu", x, detail::ReluFn{}, detail::ReluGrad{});
+  return detail::unary_with_grad("relu", x, detail::ReluFn{}, detail::ReluGrad{}, cuda::Unary::relu);
 }
 /// 1 / (1 + e^-x) (gradient s (1 - s)).
 template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {
   detail::require_floating<T>("sigmoid");
   using C = compute_t<T>;
   (void)sizeof(C);
-  return detail::unary_with_grad("sigmoid", x, detail::SigmoidFn{}, detail::SigmoidGrad{});
+  return detail::unary_with_grad("sigmoid", x, detail::SigmoidFn{}, detail::SigmoidGrad{}, cuda::Unary::sigmoid);
 }
 /// GELU: exact (erf) by default, or the tanh approximation GPT-2 uses.
 template <class T> Tensor<T> gelu(const Tensor<T>& x, GeluApprox approx = GeluApprox::none) {
   detail::require_floating<T>("gelu");
   using C = compute_t<T>;
-  if (approx == GeluApprox::tanh) return detail::unary_with_grad("gelu", x, detail::GeluTanhFn{}, detail::GeluTanhGrad{});
+  if (approx == GeluApprox::tanh) return detail::unary_with_grad("gelu", x, detail::GeluTanhFn{}, detail::GeluTanhGrad{}, cuda::Unary::gelu_tanh);
   // d/dx x Phi(x) = Phi(x) + x phi(x)
   return detail::unary_with_grad("gelu", x, detail::GeluErfFn{}, [](C v, C) {
     C cdf = C(0.5) * (C(1) + std::erf(v * C(math::inv_sqrt_2)));
     C pdf = std::exp(C(-0.5) * v * v) * C(0.3989422804014327);  // 1 / sqrt(2 pi)
     return cdf + v * pdf;
-  });
+  }, cuda::Unary::gelu_erf);
 }
 
 // --- Comparisons and selection ------------------------------------------------------------
@@ -452,17 +514,18 @@ template <class T> Tensor<T> operator-(const Tensor<T>& x) { return neg(x); }
   }
 // Constant derivatives save nothing for backward; only c / x keeps x.
 LOOM_SCALAR_OPERATOR(+, "add", v + c, c + v,
-                     detail::unary_const_grad<T>("add", x, [c](C v) { return v + c; }, 1.0),
-                     detail::unary_const_grad<T>("add", x, [c](C v) { return c + v; }, 1.0))
+                     detail::unary_const_grad<T>("add", x, [c](C v) { return v + c; }, 1.0, cuda::Unary::add_scalar, double(c)),
+                     detail::unary_const_grad<T>("add", x, [c](C v) { return c + v; }, 1.0, cuda::Unary::add_scalar, double(c)))
 LOOM_SCALAR_OPERATOR(-, "sub", v - c, c - v,
-                     detail::unary_const_grad<T>("sub", x, [c](C v) { return v - c; }, 1.0),
-                     detail::unary_const_grad<T>("sub", x, [c](C v) { return c - v; }, -1.0))
+                     detail::unary_const_grad<T>("sub", x, [c](C v) { return v - c; }, 1.0, cuda::Unary::add_scalar, -double(c)),
+                     detail::unary_const_grad<T>("sub", x, [c](C v) { return c - v; }, -1.0, cuda::Unary::rsub_scalar, double(c)))
 LOOM_SCALAR_OPERATOR(*, "mul", v * c, c * v,
-                     detail::unary_const_grad<T>("mul", x, [c](C v) { return v * c; }, double(c)),
-                     detail::unary_const_grad<T>("mul", x, [c](C v) { return c * v; }, double(c)))
+                     detail::unary_const_grad<T>("mul", x, [c](C v) { return v * c; }, double(c), cuda::Unary::mul_scalar, double(c)),
+                     detail::unary_const_grad<T>("mul", x, [c](C v) { return c * v; }, double(c), cuda::Unary::mul_scalar, double(c)))
 LOOM_SCALAR_OPERATOR(/, "div", v / c, c / v,
-                     detail::unary_const_grad<T>("div", x, [c](C v) { return v / c; }, 1.0 / double(c)),
-                     detail::unary_with_grad("div", x, [c](C v) { return c / v; }, [c](C v, C) { return -c / (v * v); }))
+                     detail::unary_const_grad<T>("div", x, [c](C v) { return v / c; }, 1.0 / double(c), cuda::Unary::div_scalar, double(c)),
+                     detail::unary_with_grad("div", x, [c](C v) { return c / v; }, [c](C v, C) { return -c / (v * v); },
+                                             cuda::Unary::rdiv_scalar, double(c)))
 #undef LOOM_SCALAR_OPERATOR
 
 }  // namespace loom

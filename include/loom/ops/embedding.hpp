@@ -8,6 +8,7 @@
 
 #include "loom/backend/cpu/embedding.hpp"
 #include "loom/ops/common.hpp"
+#include "loom/ops/gpu.hpp"
 
 namespace loom {
 
@@ -30,6 +31,25 @@ void check_indices(const char* op, const Tensor<I>& idx, int64_t n, const char* 
 /// out (..., C) = weight[idx] for a (V, C) weight and integer indices of any shape.
 template <class T, class I>
 Tensor<T> embedding(const Tensor<T>& weight, const Tensor<I>& idx) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (detail::on_cuda<T>("embedding", weight, idx)) {
+      // GPU: the gather kernel (it checks the indices), and a deterministic sorted scatter-add backward
+      LOOM_CHECK(weight.dim() == 2, shape_error, "embedding: weight must be 2-D (V, C), got shape ", weight.shape());
+      Tensor<int64_t> ix = idx.template to<int64_t>().contiguous();
+      Tensor<float> w = weight.contiguous();
+      const int64_t V = weight.size(0), C = weight.size(1);
+      Shape s = idx.shape();
+      s.push_back(C);
+      Tensor<float> out = Tensor<float>::empty(s, weight.device());
+      LOOM_GPU_ONLY(cuda::embedding_forward_f32(out.data(), ix.data(), w.data(), ix.numel(), C, V, weight.device().index));
+      detail::record<float>("embedding", out, {&weight}, [ix, V, C](const Tensor<float>& g) {
+        Tensor<float> dw = Tensor<float>::empty({V, C}, g.device()), gc = g.contiguous();
+        LOOM_GPU_ONLY(cuda::embedding_backward_f32(dw.data(), gc.data(), ix.data(), ix.numel(), C, V, g.device().index));
+        return std::vector<Tensor<float>>{dw};
+      });
+      return out;
+    }
+  }
   detail::check_cpu("embedding", weight, idx);
   LOOM_CHECK(weight.dim() == 2, shape_error, "embedding: weight must be 2-D (V, C), got shape ", weight.shape());
   Tensor<I> ix = idx.contiguous();

@@ -6,11 +6,50 @@
 #include <vector>
 
 #include "loom/ops/embedding.hpp"
+#include "loom/ops/gpu.hpp"
 
 namespace loom {
 
 /// How per-element losses are combined.
 enum class Reduction { mean, sum, none };
+
+namespace detail {
+// Cross-entropy on the GPU: the fused kernels of backend/cuda/loss.cuh. The forward keeps the
+// log-sum-exp of each row; the backward recomputes the softmax from it. The mean and the count
+// of rows not ignored stay on the GPU (no host round trip).
+inline Tensor<float> gpu_cross_entropy(const Tensor<float>& logits, const Tensor<int64_t>& targets, int64_t ignore_index,
+                                       Reduction reduction) {
+  using TF = Tensor<float>;
+  LOOM_CHECK(logits.dim() >= 1, shape_error, "cross_entropy: logits need at least 1 dimension, got ", logits.shape());
+  Shape expect = logits.shape();
+  expect.erase(expect.size() - 1);
+  LOOM_CHECK(targets.shape() == expect, shape_error, "cross_entropy: logits ", logits.shape(), " need targets of shape ",
+             expect, ", got ", targets.shape());
+  const Device d = logits.device();
+  const int64_t V = logits.size(-1), N = targets.numel();
+  Tensor<int64_t> t = targets.contiguous();
+  TF x = logits.contiguous();
+  TF losses = TF::empty(expect, d), lse = TF::empty({N}, d), count = TF::empty({}, d);
+  LOOM_GPU_ONLY(cuda::cross_entropy_forward_f32(losses.data(), lse.data(), x.data(), t.data(), N, V, ignore_index, d.index));
+  TF out = losses;
+  if (reduction != Reduction::none) {
+    out = TF::empty({}, d);
+    LOOM_GPU_ONLY(cuda::cross_entropy_reduce_f32(out.data(), count.data(), losses.data(), t.data(), N, ignore_index,
+                                                 reduction == Reduction::mean, d.index));
+  }
+  // backward: dlogits = (softmax(logits) - onehot(target)) * dloss, 0 on ignored rows
+  record<float>("cross_entropy", out, {&logits},
+                [sx = SavedTensor<float>(x), lse, count, t, N, V, ignore_index, reduction](const TF& g) {
+    const TF& xv = sx.get("cross_entropy");
+    TF gc = g.contiguous(), dx = TF::empty(xv.shape(), xv.device());
+    LOOM_GPU_ONLY(cuda::cross_entropy_backward_f32(dx.data(), gc.data(), reduction == Reduction::none,
+                                                   reduction == Reduction::mean ? count.data() : nullptr, xv.data(),
+                                                   lse.data(), t.data(), N, V, ignore_index, xv.device().index));
+    return std::vector<TF>{dx};
+  });
+  return out;
+}
+}  // namespace detail
 
 /// Cross-entropy of logits (..., V) against integer targets (...): -log softmax(logits)[target].
 /// Targets equal to ignore_index contribute nothing; `mean` divides by the number of the others
@@ -22,6 +61,9 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, int64
   if constexpr (is_reduced_float_v<T>) {
     return cross_entropy(logits.template to<float>(), targets, ignore_index, reduction).template to<T>();
   } else {
+    if constexpr (std::is_same_v<T, float>)
+      if (detail::on_cuda<T>("cross_entropy", logits, targets))
+        return detail::gpu_cross_entropy(logits, targets.template to<int64_t>(), ignore_index, reduction);
     detail::check_cpu("cross_entropy", logits, targets);
     LOOM_CHECK(logits.dim() >= 1, shape_error, "cross_entropy: logits need at least 1 dimension, got ", logits.shape());
     Shape expect = logits.shape();

@@ -7,6 +7,7 @@
 
 #include "loom/backend/cpu/matmul.hpp"
 #include "loom/ops/common.hpp"
+#include "loom/ops/gpu.hpp"
 #include "loom/ops/reduce.hpp"
 
 namespace loom {
@@ -46,6 +47,38 @@ inline MatmulShapes matmul_shapes(const Shape& a, const Shape& b, const Shape& a
   return s;
 }
 
+// a2 @ b2 on the GPU (both at least 2-D), through cuBLAS: fp32, or bf16 operands with fp32
+// accumulation under AutocastGuard. The bf16 path saves the bf16 copies for the backward, so
+// the backward multiplies in bf16 too and stores half the bytes.
+inline Tensor<float> gpu_matmul(const Tensor<float>& a2, const Tensor<float>& b2, const Shape& a_orig,
+                                const Shape& b_orig) {
+  using TF = Tensor<float>;
+  MatmulShapes sh = matmul_shapes(a2.shape(), b2.shape(), a_orig, b_orig);
+  // the batch shape and output shape of x @ y for the backward's products
+  auto shapes_of = [](const Shape& x, const Shape& y) { return matmul_shapes(x, y, x, y); };
+  if (AutocastGuard::bf16()) {
+    Tensor<bf16> a16 = gpu::to_bf16(a2), b16 = gpu::to_bf16(b2);
+    TF out = gpu::matmul(a16, b16, sh.batch, sh.out);
+    record<float>("matmul", out, {&a2, &b2}, [a16, b16, shapes_of](const TF& g) {
+      Tensor<bf16> g16 = g.contiguous().template to<bf16>();
+      Tensor<bf16> bt = b16.transpose(-1, -2), at = a16.transpose(-1, -2);
+      MatmulShapes s1 = shapes_of(g16.shape(), bt.shape()), s2 = shapes_of(at.shape(), g16.shape());
+      return std::vector<TF>{sum_to_shape(gpu::matmul(g16, bt, s1.batch, s1.out), a16.shape()),
+                             sum_to_shape(gpu::matmul(at, g16, s2.batch, s2.out), b16.shape())};
+    });
+    return out;
+  }
+  TF out = gpu::matmul(a2, b2, sh.batch, sh.out);
+  record<float>("matmul", out, {&a2, &b2}, [sa = SavedTensor<float>(a2), sb = SavedTensor<float>(b2), shapes_of](const TF& g) {
+    const TF &x = sa.get("matmul"), &y = sb.get("matmul");
+    TF yt = y.transpose(-1, -2), xt = x.transpose(-1, -2);
+    MatmulShapes s1 = shapes_of(g.shape(), yt.shape()), s2 = shapes_of(xt.shape(), g.shape());
+    return std::vector<TF>{sum_to_shape(gpu::matmul(g, yt, s1.batch, s1.out), x.shape()),
+                           sum_to_shape(gpu::matmul(xt, g, s2.batch, s2.out), y.shape())};
+  });
+  return out;
+}
+
 }  // namespace detail
 
 /// out = a @ b written into an existing contiguous tensor of the right shape (no allocation).
@@ -62,7 +95,8 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
   if constexpr (is_reduced_float_v<T>) {
     return matmul(a.template to<float>(), b.template to<float>()).template to<T>();
   } else {
-    detail::check_cpu("matmul", a, b);
+    const bool gpu = detail::same_device("matmul", a, b).is_cuda();
+    if (!gpu || !std::is_same_v<T, float>) detail::check_cpu("matmul", a, b);
     LOOM_CHECK(a.dim() >= 1 && b.dim() >= 1, shape_error, "matmul: both operands need at least 1 dimension, got ",
                a.shape(), " @ ", b.shape());
     // (..., M, K) @ (K, N): one GEMM over all rows, (prod(...) * M, K) @ (K, N), when the rows of a
@@ -79,6 +113,14 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
     }
     Tensor<T> a2 = a.dim() == 1 ? a.unsqueeze(0) : a;   // (K) -> (1, K)
     Tensor<T> b2 = b.dim() == 1 ? b.unsqueeze(-1) : b;  // (K) -> (K, 1)
+    if constexpr (std::is_same_v<T, float>) {
+      if (gpu) {
+        Tensor<T> out = detail::gpu_matmul(a2, b2, a.shape(), b.shape());
+        if (a.dim() == 1) out = out.squeeze(-2);
+        if (b.dim() == 1) out = out.squeeze(-1);
+        return out;
+      }
+    }
     Tensor<T> out = Tensor<T>::empty(detail::matmul_shapes(a2.shape(), b2.shape(), a.shape(), b.shape()).out);
     matmul_out(out, a2, b2);
     // backward: da = g @ b^T, db = a^T @ g, each summed over the batch dims it was broadcast along

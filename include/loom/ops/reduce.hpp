@@ -9,8 +9,15 @@
 
 #include "loom/backend/cpu/reduce.hpp"
 #include "loom/ops/common.hpp"
+#include "loom/ops/gpu.hpp"
 
 namespace loom {
+
+namespace gpu {
+// Defined in ops/gpu.hpp (declared here too: that header may be read after this one).
+inline Tensor<float> reduce(cuda::Reduce op, const Tensor<float>& x, int64_t axis, bool all, bool keepdim,
+                            const char* name);
+}  // namespace gpu
 
 namespace detail {
 
@@ -72,7 +79,12 @@ Tensor<T> expand_back(const Tensor<T>& g, const Shape& in, const int64_t* axis, 
 template <class T>
 Tensor<T> sum_impl(const Tensor<T>& x, const int64_t* axis, bool keepdim) {
   using A = sum_acc_t<T>;
-  auto out = reduce_any<T>("sum", x, axis, keepdim, A(0), [](A a, T v, int64_t) { return a + A(compute_t<T>(v)); },
+  Tensor<T> out;
+  if constexpr (std::is_same_v<T, float>) {
+    if (on_cuda<T>("sum", x)) out = gpu::reduce(cuda::Reduce::sum, x, axis ? *axis : 0, axis == nullptr, keepdim, "sum");
+  }
+  if (!out.defined())
+    out = reduce_any<T>("sum", x, axis, keepdim, A(0), [](A a, T v, int64_t) { return a + A(compute_t<T>(v)); },
                            [](A a, A b) { return a + b; }, [](A a, int64_t) { return a; });
   // backward: dx = g broadcast over the summed axes
   bool all = axis == nullptr;
@@ -86,7 +98,12 @@ Tensor<T> sum_impl(const Tensor<T>& x, const int64_t* axis, bool keepdim) {
 template <class T>
 Tensor<T> mean_impl(const Tensor<T>& x, const int64_t* axis, bool keepdim) {
   static_assert(is_floating_v<T>, "mean: needs a floating element type");
-  auto out = reduce_any<T>("mean", x, axis, keepdim, 0.0,
+  Tensor<T> out;
+  if constexpr (std::is_same_v<T, float>) {
+    if (on_cuda<T>("mean", x)) out = gpu::reduce(cuda::Reduce::mean, x, axis ? *axis : 0, axis == nullptr, keepdim, "mean");
+  }
+  if (!out.defined())
+    out = reduce_any<T>("mean", x, axis, keepdim, 0.0,
                            [](double a, T v, int64_t) { return a + double(compute_t<T>(v)); },
                            [](double a, double b) { return a + b; }, [](double a, int64_t n) { return a / double(n); });
   // backward: dx = g / N broadcast over the averaged axes

@@ -21,6 +21,7 @@
 
 #include "loom/config.hpp"
 #include "loom/core/parallel.hpp"
+#include "loom/ops/gpu.hpp"
 #include "loom/optim/optimizer.hpp"
 
 namespace loom {
@@ -122,6 +123,12 @@ class AdamBase : public Optimizer {
       float* mp = st.buffers[0].data();
       float* vp = st.buffers[1].data();
       const float* gp = grad.data();
+      if (p.device().is_cuda()) {  // the same rule in one fused kernel (backend/cuda/optim.cuh)
+        cuda::AdamParams c{s.beta1, s.one_minus_beta1, s.beta2, s.one_minus_beta2, s.step_size,
+                           s.bias_correction2_sqrt, s.eps, s.l2, s.decay_factor};
+        LOOM_GPU_ONLY(cuda::adam_f32(pp, mp, vp, gp, p.numel(), c, p.device().index));
+        return;
+      }
       parallel_for(0, p.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
         adam_kernel(pp + lo, mp + lo, vp + lo, gp + lo, hi - lo, s);
       });

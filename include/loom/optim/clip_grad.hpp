@@ -14,6 +14,7 @@
 #include "loom/core/error.hpp"
 #include "loom/core/parallel.hpp"
 #include "loom/core/tensor.hpp"
+#include "loom/ops/gpu.hpp"
 
 namespace loom {
 
@@ -30,8 +31,8 @@ inline std::vector<Tensor<float>> defined_grads(const std::vector<Tensor<float>>
     LOOM_CHECK(params[i].defined(), value_error, op, ": parameter ", i, " is undefined");
     Tensor<float> g = params[i].grad();
     if (!g.defined()) continue;
-    LOOM_CHECK(g.device().is_cpu(), device_error, op, ": the gradient of parameter ", i, " is on ", g.device(),
-               "; only CPU gradients are supported so far");
+    LOOM_CHECK(grads.empty() || g.device() == grads[0].device(), device_error, op, ": the gradient of parameter ", i,
+               " is on ", g.device(), ", the first one on ", grads[0].device());
     grads.push_back(g);
   }
   return grads;
@@ -39,6 +40,17 @@ inline std::vector<Tensor<float>> defined_grads(const std::vector<Tensor<float>>
 
 /// Sum of squares of every element of `grads`, in double; the same bits for any thread count.
 inline double sum_of_squares(const std::vector<Tensor<float>>& grads) {
+  if (!grads.empty() && grads[0].device().is_cuda()) {  // one GPU reduction over all of them, in double
+    std::vector<Tensor<float>> keep;
+    std::vector<const float*> ptrs;
+    std::vector<int64_t> sizes;
+    for (const auto& g : grads) {
+      keep.push_back(g.is_contiguous() ? g : g.detach().contiguous());
+      ptrs.push_back(keep.back().data());
+      sizes.push_back(keep.back().numel());
+    }
+    LOOM_GPU_ONLY(return cuda::sum_of_squares_f32(ptrs.data(), sizes.data(), int(ptrs.size()), grads[0].device().index));
+  }
   struct Block { const float* p; int64_t n; };
   std::vector<Tensor<float>> keep;  // contiguous copies of strided gradients
   std::vector<Block> blocks;
@@ -91,7 +103,14 @@ inline double clip_grad_norm(const std::vector<Tensor<float>>& params, double ma
   const float c = float(coef);
   for (const auto& g : grads) {
     if (g.storage()) g.storage()->bump_version();
-    if (g.is_contiguous()) {
+    if (g.device().is_cuda() && g.is_contiguous()) {
+      LOOM_GPU_ONLY(cuda::scale_f32(g.data(), c, g.numel(), g.device().index));
+    } else if (g.device().is_cuda()) {
+      Tensor<float> s = g.detach().contiguous();
+      LOOM_GPU_ONLY(cuda::scale_f32(s.data(), c, s.numel(), s.device().index));
+      NoGradGuard no_grad;
+      g.copy_(s);
+    } else if (g.is_contiguous()) {
       float* p = g.data();
       parallel_for(0, g.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i) p[i] = p[i] * c;

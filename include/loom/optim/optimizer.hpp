@@ -192,7 +192,7 @@ class Optimizer {
       LOOM_CHECK(!next[i].buffers[b].defined(), value_error, me, "state tensor '", tname, "' given twice");
       LOOM_CHECK(t.defined() && t.shape() == param(i).shape(), shape_error, me, "state tensor '", tname,
                  "' has shape ", (t.defined() ? t.shape() : Shape{}), ", the parameter has shape ", param(i).shape());
-      next[i].buffers[b] = t.to(Device::cpu()).detach().contiguous().clone();
+      next[i].buffers[b] = t.to(Device::cpu()).detach().contiguous().clone().to(param(i).device());
     }
     for (const auto& [k, v] : scalars) {
       const std::string suffix = ".step";
@@ -256,8 +256,6 @@ class Optimizer {
                    ") does not require grad; call requires_grad_() on it or leave it out");
         LOOM_CHECK(p.is_leaf(), value_error, op, ": ", what, " is not a leaf tensor (it was computed by '",
                    p.grad_fn()->name, "'); optimize the tensors it was computed from");
-        LOOM_CHECK(p.device().is_cpu(), device_error, op, ": ", what, " is on ", p.device(),
-                   "; optimizers run on the CPU only so far");
         LOOM_CHECK(p.is_contiguous(), value_error, op, ": ", what, " (shape ", p.shape(), ", strides ", p.strides(),
                    ") is not contiguous");
         LOOM_CHECK(p.numel() == 0 || seen.insert(p.data()).second, value_error, op, ": ", what,
@@ -305,12 +303,12 @@ class Optimizer {
         if (!grad.defined()) continue;
         LOOM_CHECK(grad.shape() == p.shape(), shape_error, name(), ": step: the gradient of parameter '", key,
                    "' has shape ", grad.shape(), ", the parameter has shape ", p.shape());
-        LOOM_CHECK(grad.device().is_cpu(), device_error, name(), ": step: the gradient of parameter '", key,
-                   "' is on ", grad.device());
+        LOOM_CHECK(grad.device() == p.device(), device_error, name(), ": step: the gradient of parameter '", key,
+                   "' is on ", grad.device(), ", the parameter on ", p.device());
         if (!grad.is_contiguous()) grad = grad.detach().contiguous();  // only for set_grad with a view
         if (!st.initialized) {
           st.buffers.clear();
-          for (size_t b = 0; b < buffer_names().size(); ++b) st.buffers.push_back(zeros<float>(p.shape()));
+          for (size_t b = 0; b < buffer_names().size(); ++b) st.buffers.push_back(zeros<float>(p.shape(), p.device()));
           st.initialized = true;
         }
         ++st.step;

@@ -85,6 +85,8 @@ class SGD : public Optimizer {
   /// One update of every parameter that has a gradient.
   void step() override {
     for_each_with_grad([&](ParamGroup& g, const Tensor<float>& p, const Tensor<float>& grad, ParamState& st) {
+      LOOM_CHECK(p.device().is_cpu(), device_error, "SGD: step: parameters on ", p.device(),
+                 " are not supported (SGD runs on the CPU; use AdamW on the GPU)");
       optim_detail::SgdScalars s{float(*g.lr), float(opt_.momentum), float(1.0 - opt_.dampening),
                                  float(*g.weight_decay), opt_.momentum != 0.0, opt_.nesterov, st.step == 1};
       float* pp = p.data();

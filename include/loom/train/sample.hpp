@@ -75,7 +75,8 @@ inline std::vector<int64_t> generate(nn::GPT& model, const std::vector<int64_t>&
   };
   Tensor<float> logits = prefill(std::min<int64_t>(int64_t(ids.size()), block));
   for (int64_t i = 0; i < n; ++i) {
-    const float* last = logits.contiguous().data() + (logits.size(1) - 1) * V;
+    Tensor<float> row = logits.select(1, logits.size(1) - 1).to(Device::cpu()).contiguous();  // (1, V)
+    const float* last = row.data();
     int64_t next = sample_token(last, V, opt, gen);
     ids.push_back(next);
     if (on_token) on_token(next);

@@ -30,6 +30,7 @@ struct TrainConfig {
   int64_t eval_interval = 250;    ///< steps between evaluations
   int64_t eval_iters = 20;        ///< batches per evaluation
   uint64_t seed = 1337;           ///< batches and evaluation batches
+  bool bf16 = false;              ///< mixed precision on the GPU: bf16 matmuls and attention (AutocastGuard)
 };
 
 /// A GPTConfig as JSON.
@@ -73,7 +74,11 @@ class Trainer {
     double total = 0;
     for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
       auto [x, y] = train_.batch(cfg_.batch_size, T, data_gen_);
-      Tensor<float> loss = model_(x, y).loss;
+      Tensor<float> loss;
+      {
+        AutocastGuard autocast(cfg_.bf16);  // the forward; the backward keeps what it recorded
+        loss = model_(x, y).loss;
+      }
       total += double(loss.item());
       if (cfg_.grad_accum > 1) loss = loss * float(1.0 / double(cfg_.grad_accum));
       loss.backward();
@@ -86,11 +91,13 @@ class Trainer {
 
   /// Mean loss over `batches` (default eval_iters) random batches of the validation split.
   double val_loss(int64_t batches = 0) {
+    AutocastGuard autocast(cfg_.bf16);
     return evaluate(model_, val_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
                     eval_gen_);
   }
   /// Mean loss over `batches` (default eval_iters) random batches of the training split.
   double train_loss(int64_t batches = 0) {
+    AutocastGuard autocast(cfg_.bf16);
     return evaluate(model_, train_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
                     eval_gen_);
   }
@@ -108,8 +115,8 @@ class Trainer {
   /// optimizer scalars in the metadata. `tokenizer` (a JSON string) is stored as given.
   io::Checkpoint checkpoint(const std::string& tokenizer = "") const {
     io::Checkpoint c;
-    for (auto& [name, p] : model_.named_parameters()) c.add("model." + name, p.detach());
-    for (auto& [name, t] : opt_.state_tensors()) c.add("optim." + name, t);
+    for (auto& [name, p] : model_.named_parameters()) c.add("model." + name, p.detach().to(Device::cpu()));
+    for (auto& [name, t] : opt_.state_tensors()) c.add("optim." + name, t.to(Device::cpu()));
     for (auto& [k, v] : opt_.state_scalars()) c.set_meta("optim." + k, v);
     c.set_meta_json("config", to_json(model_.config));
     c.set_meta("step", std::to_string(step_));

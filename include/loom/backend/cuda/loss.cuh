@@ -1,0 +1,136 @@
+#pragma once
+// Cross-entropy fused with the softmax. The forward reads each row of logits once (an online
+// max and sum of exponentials per thread, merged across the block) and keeps only lse per row;
+// the backward recomputes softmax = exp(x - lse) on the fly, so the (N, V) probabilities are
+// never stored.
+
+#include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/embedding.cuh"
+
+namespace loom::cuda {
+
+namespace detail {
+
+// Merges two (max, sum of exp(x - max)) pairs.
+__device__ inline void lse_merge(float& m, float& s, float m2, float s2) {
+  if (m2 > m) {
+    s = s * expf(m - m2) + s2;
+    m = m2;
+  } else if (m2 > -INFINITY) {
+    s += s2 * expf(m2 - m);
+  }
+}
+
+// One block per row: losses[n] = lse - x[t], lse[n].
+__global__ void cross_entropy_forward_kernel(float* losses, float* lse_out, const float* logits, const int64_t* targets,
+                                             int64_t N, int64_t V, int64_t ignore_index, int* flag) {
+  __shared__ float sm[32], ss[32];
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    const float* x = logits + n * V;
+    float m = -INFINITY, s = 0.0f;
+    for (int64_t c = threadIdx.x; c < V; c += blockDim.x) lse_merge(m, s, x[c], 1.0f);
+    for (int o = 16; o > 0; o >>= 1) {
+      float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+      lse_merge(m, s, m2, s2);
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    if (lane == 0) sm[warp] = m, ss[warp] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float M = sm[0], S = ss[0];
+      for (int w = 1; w < nw; ++w) lse_merge(M, S, sm[w], ss[w]);
+      const float lse = M + logf(S);
+      const int64_t t = targets[n];
+      lse_out[n] = lse;
+      if (t == ignore_index) {
+        losses[n] = 0.0f;
+      } else if (t < 0 || t >= V) {
+        losses[n] = NAN;
+        atomicCAS(flag, 0, int(n + 1 < INT32_MAX ? n + 1 : INT32_MAX));
+      } else {
+        losses[n] = lse - x[t];
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// One block: the sum (or mean) of the losses and the count of rows not ignored.
+__global__ void cross_entropy_reduce_kernel(float* out, float* count, const float* losses, const int64_t* targets,
+                                            int64_t N, int64_t ignore_index, bool mean) {
+  __shared__ double part[256];
+  __shared__ long long cnt[256];
+  double acc = 0.0;
+  long long k = 0;
+  for (int64_t n = threadIdx.x; n < N; n += blockDim.x) {
+    acc += double(losses[n]);
+    k += targets[n] != ignore_index;
+  }
+  part[threadIdx.x] = acc, cnt[threadIdx.x] = k;
+  __syncthreads();
+  for (int w = blockDim.x / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w], cnt[threadIdx.x] += cnt[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    *out = float(mean ? part[0] / double(cnt[0]) : part[0]);
+    *count = float(cnt[0]);
+  }
+}
+
+// dlogits[n, c] = (exp(x - lse) - [c == t]) * dloss_n
+__global__ void cross_entropy_backward_kernel(float* dlogits, const float* dloss, bool per_row, const float* count,
+                                              const float* logits, const float* lse, const int64_t* targets, int64_t N,
+                                              int64_t V, int64_t ignore_index) {
+  for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
+    const int64_t t = targets[n];
+    float* d = dlogits + n * V;
+    if (t == ignore_index) {
+      for (int64_t c = threadIdx.x; c < V; c += blockDim.x) d[c] = 0.0f;
+      continue;
+    }
+    float dl = per_row ? dloss[n] : dloss[0];
+    if (count) dl /= *count;
+    const float* x = logits + n * V;
+    const float l = lse[n];
+    for (int64_t c = threadIdx.x; c < V; c += blockDim.x) d[c] = (expf(x[c] - l) - float(c == t)) * dl;
+  }
+}
+
+}  // namespace detail
+
+void cross_entropy_forward_f32(float* losses, float* lse, const float* logits, const int64_t* targets, int64_t N,
+                               int64_t V, int64_t ignore_index, int device) {
+  if (N == 0) return;
+  cudaStream_t s = detail::use(device);
+  int grid = int(std::min<int64_t>(N, int64_t(detail::sm_count(device)) * 8));
+  detail::cross_entropy_forward_kernel<<<grid, 512, 0, s>>>(losses, lse, logits, targets, N, V, ignore_index,
+                                                            detail::error_flag(device));
+  LOOM_CUDA_CHECK_LAUNCH();
+  if (int bad = detail::take_error_flag(device)) {
+    int64_t n = bad - 1, t = 0;
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(&t, targets + n, sizeof(int64_t), cudaMemcpyDeviceToHost, s));
+    LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
+    throw index_error(::loom::detail::concat("cross_entropy: target ", t, " at position ", n,
+                                             " is out of range for ", V, " classes (ignore_index ", ignore_index, ")"));
+  }
+}
+
+void cross_entropy_reduce_f32(float* out, float* count, const float* losses, const int64_t* targets, int64_t N,
+                              int64_t ignore_index, bool mean, int device) {
+  detail::cross_entropy_reduce_kernel<<<1, 256, 0, detail::use(device)>>>(out, count, losses, targets, N, ignore_index,
+                                                                         mean);
+  LOOM_CUDA_CHECK_LAUNCH();
+}
+
+void cross_entropy_backward_f32(float* dlogits, const float* dloss, bool per_row, const float* count,
+                                const float* logits, const float* lse, const int64_t* targets, int64_t N, int64_t V,
+                                int64_t ignore_index, int device) {
+  if (N == 0) return;
+  int grid = int(std::min<int64_t>(N, int64_t(detail::sm_count(device)) * 8));
+  detail::cross_entropy_backward_kernel<<<grid, 512, 0, detail::use(device)>>>(dlogits, dloss, per_row, count, logits,
+                                                                               lse, targets, N, V, ignore_index);
+  LOOM_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace loom::cuda
