@@ -1,7 +1,7 @@
 // loom's GPU benchmarks, the counterpart of benchmarks/gpu/torch_gpu.py (same shapes, same JSON
 // lines): LayerNorm forward+backward, causal attention forward+backward, and one GPT-2 124M
 // training step (forward, backward, clipping, AdamW) at B 16, T 1024.
-//   bench_gpu [--only layernorm,attention,gpt2_step] [--steps N]
+//   bench_gpu [--only layernorm,attention,gpt2_step,profile] [--steps N]
 // Each figure is the median of repeats timed with the host clock around a synchronized GPU
 // region, after warm-up (the allocator cache, cuBLAS's heuristics).
 #include <algorithm>
@@ -126,6 +126,88 @@ void gpt2_step(int steps, bool half) {
               loss_value, double(mem.peak) / 1e9, (long long)model.num_parameters());
 }
 
+// cuBLAS through loom at the GPT-2 step's shapes: bf16 operands (already converted), fp32
+// output; TFLOP/s of the GEMM alone.
+void gemm_shapes() {
+  struct S { int64_t M, K, N; const char* what; };
+  for (S s : {S{16384, 768, 2304, "c_attn"}, S{16384, 768, 3072, "c_fc"}, S{16384, 3072, 768, "mlp.c_proj"},
+              S{16384, 768, 50257, "lm_head"}, S{16384, 768, 50264, "lm_head padded"}}) {
+    auto a = rnd({s.M, s.K}, 9).to<bf16>(), w = rnd({s.N, s.K}, 10).to<bf16>();
+    auto wt = w.transpose(0, 1);
+    detail::MatmulShapes sh = detail::matmul_shapes(a.shape(), wt.shape(), a.shape(), wt.shape());
+    double ms = time_ms([&] { gpu::matmul(a, wt, sh.batch, sh.out); }, 3, 10);
+    std::printf("{\"bench\": \"gemm\", \"impl\": \"loom\", \"dtype\": \"bfloat16\", \"shape\": \"%ldx%ldx%ld %s\", \"ms\": %.4f, \"tflops\": %.1f}\n",
+                long(s.M), long(s.K), long(s.N), s.what, ms, 2.0 * s.M * s.K * s.N / ms / 1e9);
+  }
+}
+
+// Where one GPT-2 step's time goes: the forward run module by module and the backward op by op
+// (autograd's profiler), each timed between two device synchronizations, then clipping and
+// AdamW. Synchronizing after every op removes the overlap of host and GPU, so the parts add up
+// to more than a normal step; they show the shares. Printed as text to stderr.
+void profile_step(bool half) {
+  nn::GPTConfig c;
+  c.vocab_size = 50257, c.block_size = 1024, c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.bias = true, c.dropout = 0;
+  const int64_t B = 16, T = 1024, C = c.n_embd;
+  nn::GPT model(c);
+  model.to(dev);
+  AdamWOptions o;
+  AdamW opt(decay_groups(model.named_parameters(), 0.1), o);
+  Generator g(0);
+  auto x = randint<int64_t>({B, T}, 0, c.vocab_size, g).to(dev), y = randint<int64_t>({B, T}, 0, c.vocab_size, g).to(dev);
+  std::vector<std::pair<std::string, double>> parts;
+  auto timed = [&](const std::string& name, auto f) {
+    cuda_synchronize();
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = f();
+    cuda_synchronize();
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    for (auto& [n, v] : parts)
+      if (n == name) return v += ms, r;
+    parts.emplace_back(name, ms);
+    return r;
+  };
+  for (int rep = 0; rep < 3; ++rep) {  // the last repeat is reported
+    parts.clear();
+    autograd::set_profiling(rep == 2);
+    autograd::backward_profile().sync = [] { cuda_synchronize(); };
+    opt.zero_grad();
+    Tensor<float> loss;
+    {
+      AutocastGuard guard(half);
+      auto pos = arange<int64_t>(0, double(T)).to(dev);
+      auto h = timed("fwd embeddings", [&] { return model.wte(x) + model.wpe(pos); });
+      for (auto& blk : model.h) {
+        auto a = timed("fwd ln_1", [&] { return blk->ln_1(h); });
+        auto qkv = timed("fwd attn.c_attn (matmul+bias)", [&] { return blk->attn.c_attn(a); });
+        auto att = timed("fwd attention", [&] { return causal_attention_packed(qkv, c.n_head); });
+        auto p = timed("fwd attn.c_proj", [&] { return blk->attn.c_proj(att); });
+        h = timed("fwd residual adds", [&] { return h + p; });
+        auto b = timed("fwd ln_2", [&] { return blk->ln_2(h); });
+        auto f = timed("fwd mlp.c_fc", [&] { return blk->mlp.c_fc(b); });
+        auto ge = timed("fwd gelu", [&] { return gelu(f, GeluApprox::tanh); });
+        auto m = timed("fwd mlp.c_proj", [&] { return blk->mlp.c_proj(ge); });
+        h = timed("fwd residual adds", [&] { return h + m; });
+      }
+      auto hf = timed("fwd ln_f", [&] { return model.ln_f(h); });
+      auto logits = timed("fwd lm_head", [&] { return matmul(hf, model.wte.weight.t()); });
+      loss = timed("fwd cross_entropy", [&] {
+        return cross_entropy(logits.reshape({B * T, c.vocab_size}), y.reshape({B * T}), -1);
+      });
+    }
+    timed("backward (all)", [&] { loss.backward(); return 0; });
+    timed("clip_grad_norm", [&] { return clip_grad_norm(opt.params(), 1.0); });
+    timed("adamw", [&] { opt.step(); return 0; });
+  }
+  autograd::set_profiling(false);
+  (void)C;
+  std::fprintf(stderr, "\n--- profile of one GPT-2 step, %s, synchronized after every part ---\n", half ? "bf16" : "fp32");
+  double total = 0;
+  for (auto& [n, v] : parts) total += v;
+  for (auto& [n, v] : parts) std::fprintf(stderr, "%-34s %9.3f ms\n", n.c_str(), v);
+  std::fprintf(stderr, "%-34s %9.3f ms\n%s", "total", total, autograd::profile_report().c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -151,6 +233,10 @@ int main(int argc, char** argv) {
   };
   if (want("layernorm")) guarded("layernorm", layernorm);
   if (want("attention")) guarded("attention", attention);
+  if (want("gemm")) guarded("gemm", gemm_shapes);
+  if (want("profile")) {
+    guarded("profile", [] { profile_step(true); });
+  }
   if (want("gpt2_step")) {
     guarded("gpt2_step", [&] { gpt2_step(steps, true); });
     guarded("gpt2_step", [&] { gpt2_step(std::max(2, steps / 2), false); });

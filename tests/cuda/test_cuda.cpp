@@ -190,6 +190,9 @@ TEST_CASE("Broadcasting binary ops match the CPU gradients summed back to each s
   check_op("pow", {apos, b}, [](auto& x, Device) { return pow(x[0], x[1]); });
   check_op("maximum", {a, b}, [](auto& x, Device) { return maximum(x[0], x[1]); });
   check_op("minimum", {a, b}, [](auto& x, Device) { return minimum(x[0], x[1]); });
+  auto bias = rnd({96}, 35), act = rnd({45, 96}, 36);  // a bias add: the row-broadcast float4 path
+  check_op("add (45x96) + (96)", {act, bias}, [](auto& x, Device) { return x[0] + x[1]; });
+  check_op("mul (45x96) * (96)", {act, bias}, [](auto& x, Device) { return x[0] * x[1]; });
   auto big = rnd({1000, 1001}, 8), row = rnd({1001}, 9);  // vector path and a long broadcast
   check_op("add (1000x1001) + (1001)", {big, row}, [](auto& x, Device) { return x[0] + x[1]; });
   check_op("mul same shape (float4)", {big, big * 0.5f}, [](auto& x, Device) { return x[0] * x[1]; });
@@ -296,6 +299,14 @@ TEST_CASE("Causal attention (fp32 flash kernels) matches the CPU forward and bac
     auto view = [&](int i) { return x[0].slice(-1, i * 128, (i + 1) * 128).reshape({2, 50, 2, 64}).transpose(1, 2); };
     return causal_attention(view(0), view(1), view(2));
   });
+}
+
+TEST_CASE("Packed attention (the GPT's op) matches the CPU in fp32 and bf16") {
+  auto qkv = rnd({2, 70, 3 * 128}, 34, -1.5, 1.5);
+  check_op("attention_packed HS64", {qkv}, [](auto& x, Device) { return causal_attention_packed(x[0], 2); });
+  check_op("attention_packed HS32", {qkv}, [](auto& x, Device) { return causal_attention_packed(x[0], 4); });
+  AutocastGuard bf16;  // the tensor-core kernels and the bf16 head split
+  check_op("attention_packed bf16 HS64", {qkv}, [](auto& x, Device) { return causal_attention_packed(x[0], 2); }, 2e-2);
 }
 
 TEST_CASE("Causal attention on bf16 tensor cores matches the CPU within bf16 tolerance") {

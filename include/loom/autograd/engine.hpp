@@ -111,9 +111,11 @@ void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
                "' was already freed by an earlier backward(); pass retain_graph=true to the first "
                "backward() to go through the graph twice");
     auto& prof = autograd::backward_profile();
+    if (prof.enabled && prof.sync) prof.sync();
     auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     std::vector<Tensor<T>> dx = node->backward(g);
     if (prof.enabled) {
+      if (prof.sync) prof.sync();
       auto& entry = prof.by_op[node->name];
       entry.first += 1;
       entry.second += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

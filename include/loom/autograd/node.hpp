@@ -41,6 +41,9 @@ inline int64_t live_nodes() { return live_node_counter().load(); }
 /// profile one backward() at a time).
 struct BackwardProfile {
   bool enabled = false;
+  /// Called before each clock reading when set: a GPU program sets it to a device synchronize,
+  /// so that each op's time is its kernels' time rather than the time to queue them.
+  std::function<void()> sync;
   std::map<std::string, std::pair<int64_t, double>> by_op;  ///< name -> (calls, seconds)
 };
 /// The process-wide backward profile.

@@ -469,9 +469,9 @@ class Tensor {
       constexpr bool gpu_types = (is_floating_v<T> && !std::is_same_v<T, double>) && (is_floating_v<U> && !std::is_same_v<U, double>);
       if (gpu_types && device().is_cuda()) {  // float, bf16 and half convert on the GPU
         auto elem = [](DType d) { return d == DType::float32 ? cuda::Elem::f32 : d == DType::bfloat16 ? cuda::Elem::bf16 : cuda::Elem::f16; };
-        Tensor src = contiguous();
         Tensor<U> out = Tensor<U>::empty(shape_, device());
-        cuda::convert(out.data(), elem(Tensor<U>::dtype()), src.data(), elem(dtype()), numel(), device().index);
+        cuda::convert(out.data(), elem(Tensor<U>::dtype()), data(), elem(dtype()),
+                      detail::cuda_layout<2>(shape_, {out.strides(), strides_}), device().index);
         return out;
       }
 #endif

@@ -61,6 +61,7 @@ class CausalSelfAttention : public Module {
   Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr) const {
     const int64_t B = x.size(0), T = x.size(1), C = n_embd, NH = n_head, HS = C / NH;
     Tensor<float> qkv = c_attn(x);                                       // (B, T, 3C)
+    if (!cache) return resid_dropout(c_proj(causal_attention_packed(qkv, NH)));  // training: one fused op
     auto head_view = [&](int64_t i) {                                    // (B, NH, T, HS), no copy
       return qkv.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2);
     };

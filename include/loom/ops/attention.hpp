@@ -79,6 +79,74 @@ inline Tensor<float> gpu_causal_attention(const Tensor<float>& q_in, const Tenso
   });
   return out;
 }
+
+// Attention over a packed (B, T, 3C) [q | k | v] projection on the GPU, returning (B, T, C)
+// with the heads side by side. One gradient tensor for the packed input is written directly
+// (three strided copies), where three slice gradients would each allocate and add a (B, T, 3C).
+inline Tensor<float> gpu_attention_packed(const Tensor<float>& qkv_in, int64_t NH) {
+  using TF = Tensor<float>;
+  const Device d = qkv_in.device();
+  const int64_t B = qkv_in.size(0), T = qkv_in.size(1), C = qkv_in.size(2) / 3, HS = C / NH;
+  TF qkv = qkv_in.detach().contiguous();
+  auto heads = [=](const auto& t, int64_t i) {  // (B, T, 3C) or (B, T, C) (i = 0) -> (B, NH, T, HS) view
+    return t.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2);
+  };
+  TF y = TF::empty({B, T, C}, d), lse = TF::empty({B, NH, T}, d), o;
+  // the bf16 kernels take HS 64, and the head split reads qkv with 16-byte loads
+  bool half = AutocastGuard::bf16() && HS == 64 && reinterpret_cast<uintptr_t>(qkv.data()) % 16 == 0;
+  Tensor<bf16> q16, k16, v16;
+  if (half) {
+    // one pass: (B, T, 3C) float -> q, k, v as (B, NH, T, HS) bf16
+    q16 = Tensor<bf16>::empty({B, NH, T, HS}, d), k16 = Tensor<bf16>::empty({B, NH, T, HS}, d),
+    v16 = Tensor<bf16>::empty({B, NH, T, HS}, d);
+    void* parts[3] = {q16.data(), k16.data(), v16.data()};
+    LOOM_GPU_ONLY(cuda::split_heads_bf16(parts, qkv.data(), 3, B, T, NH, HS, d.index));
+    o = TF::empty({B, NH, T, HS}, d);
+    LOOM_GPU_ONLY(half = cuda::attention_forward_bf16(o.data(), lse.data(), q16.data(), k16.data(), v16.data(), B, NH, T,
+                                                      HS, d.index));
+    const float* heads_in[1] = {o.data()};
+    if (half) LOOM_GPU_ONLY(cuda::merge_heads_f32(y.data(), heads_in, 1, B, T, NH, HS, d.index));  // heads side by side
+  }
+  if (!half) {
+    TF yv = heads(y, 0), q = heads(qkv, 0), k = heads(qkv, 1), v = heads(qkv, 2);
+    LOOM_GPU_ONLY(cuda::attention_forward_f32(yv.data(), gpu::attn_strides(yv), lse.data(), q.data(), gpu::attn_strides(q),
+                                              k.data(), gpu::attn_strides(k), v.data(), gpu::attn_strides(v), B, NH, T, T,
+                                              HS, d.index));
+  }
+  // backward: dq, dk, dv from the saved lse, written into one (B, T, 3C) gradient
+  record<float>("causal_attention", y, {&qkv_in},
+                [half, q16, k16, v16, o, lse, sqkv = SavedTensor<float>(half ? TF() : qkv),
+                 sy = SavedTensor<float>(half ? TF() : y), heads, B, NH, T, C, HS](const TF& g) {
+    const Device d = g.device();
+    TF dq = TF::empty({B, NH, T, HS}, d), dk = TF::empty({B, NH, T, HS}, d), dv = TF::empty({B, NH, T, HS}, d);
+    if (half) {
+      Tensor<bf16> g16 = Tensor<bf16>::empty({B, NH, T, HS}, d);
+      TF gc = g.contiguous();
+      void* parts[1] = {g16.data()};
+      LOOM_GPU_ONLY(cuda::split_heads_bf16(parts, gc.data(), 1, B, T, NH, HS, d.index));
+      bool ran = false;
+      LOOM_GPU_ONLY(ran = cuda::attention_backward_bf16(dq.data(), dk.data(), dv.data(), g16.data(), q16.data(),
+                                                        k16.data(), v16.data(), o.data(), lse.data(), B, NH, T, HS,
+                                                        d.index));
+      LOOM_CHECK(ran, backend_error, "causal_attention backward: the bf16 kernel refused shapes its forward accepted");
+    } else {
+      const TF &p = sqkv.get("causal_attention"), &yv = sy.get("causal_attention");
+      TF q = heads(p, 0).contiguous(), k = heads(p, 1).contiguous(), v = heads(p, 2).contiguous();
+      TF oc = heads(yv, 0).contiguous(), gc = heads(g, 0).contiguous();
+      LOOM_GPU_ONLY(cuda::attention_backward_f32(dq.data(), dk.data(), dv.data(), gc.data(), q.data(), k.data(), v.data(),
+                                                 oc.data(), lse.data(), B, NH, T, T, HS, d.index));
+    }
+    TF dqkv = TF::empty({B, T, 3 * C}, d);
+    if (HS % 4 == 0) {
+      const float* parts[3] = {dq.data(), dk.data(), dv.data()};
+      LOOM_GPU_ONLY(cuda::merge_heads_f32(dqkv.data(), parts, 3, B, T, NH, HS, d.index));
+    } else {
+      heads(dqkv, 0).copy_(dq), heads(dqkv, 1).copy_(dk), heads(dqkv, 2).copy_(dv);
+    }
+    return std::vector<TF>{dqkv};
+  });
+  return y;
+}
 }  // namespace detail
 
 /// softmax(q k^T / sqrt(HS) + causal mask) v for q (B, NH, Tq, HS) and k, v (B, NH, Tk, HS),
@@ -129,6 +197,21 @@ Tensor<T> causal_attention(const Tensor<T>& q_in, const Tensor<T>& k_in, const T
     return std::vector<Tensor<T>>{dq, dk, dv};
   });
   return out;
+}
+
+/// Causal self-attention over a packed projection qkv (B, T, 3C) = [q | k | v] with n_head heads
+/// of size C / n_head: causal_attention on the three head views, with the heads merged back
+/// into (B, T, C). On the GPU its backward writes one gradient for qkv instead of three.
+template <class T>
+Tensor<T> causal_attention_packed(const Tensor<T>& qkv, int64_t n_head) {
+  LOOM_CHECK(qkv.dim() == 3 && qkv.size(2) % 3 == 0 && n_head > 0 && (qkv.size(2) / 3) % n_head == 0, shape_error,
+             "causal_attention_packed: qkv must be (B, T, 3C) with C a multiple of n_head (", n_head, "), got ",
+             qkv.shape());
+  const int64_t B = qkv.size(0), T_ = qkv.size(1), C = qkv.size(2) / 3, HS = C / n_head;
+  if constexpr (std::is_same_v<T, float>)
+    if (qkv.device().is_cuda() && qkv.numel() > 0) return detail::gpu_attention_packed(qkv, n_head);
+  auto heads = [&](int64_t i) { return qkv.slice(-1, i * C, (i + 1) * C).reshape({B, T_, n_head, HS}).transpose(1, 2); };
+  return causal_attention(heads(0), heads(1), heads(2)).transpose(1, 2).reshape({B, T_, C});
 }
 
 }  // namespace loom

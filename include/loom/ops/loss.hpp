@@ -28,9 +28,16 @@ inline Tensor<float> gpu_cross_entropy(const Tensor<float>& logits, const Tensor
   const Device d = logits.device();
   const int64_t V = logits.size(-1), N = targets.numel();
   Tensor<int64_t> t = targets.contiguous();
-  TF x = logits.contiguous();
+  // (N, V) rows with any row stride (a matmul's output may pad its rows for alignment)
+  Shape rows_st;
+  TF x = logits;
+  if (!(logits.stride(-1) == 1 && view_strides(logits.shape(), logits.strides(), Shape{N, V}, rows_st) &&
+        (N <= 1 || rows_st[0] >= V)))
+    x = logits.contiguous(), rows_st = Shape{V, 1};
+  const int64_t ld = N > 0 ? rows_st[0] : V;
   TF losses = TF::empty(expect, d), lse = TF::empty({N}, d), count = TF::empty({}, d);
-  LOOM_GPU_ONLY(cuda::cross_entropy_forward_f32(losses.data(), lse.data(), x.data(), t.data(), N, V, ignore_index, d.index));
+  LOOM_GPU_ONLY(cuda::cross_entropy_forward_f32(losses.data(), lse.data(), x.data(), ld, t.data(), N, V, ignore_index,
+                                                d.index));
   TF out = losses;
   if (reduction != Reduction::none) {
     out = TF::empty({}, d);
@@ -39,13 +46,14 @@ inline Tensor<float> gpu_cross_entropy(const Tensor<float>& logits, const Tensor
   }
   // backward: dlogits = (softmax(logits) - onehot(target)) * dloss, 0 on ignored rows
   record<float>("cross_entropy", out, {&logits},
-                [sx = SavedTensor<float>(x), lse, count, t, N, V, ignore_index, reduction](const TF& g) {
+                [sx = SavedTensor<float>(x), lse, count, t, N, V, ld, ignore_index, reduction](const TF& g) {
     const TF& xv = sx.get("cross_entropy");
-    TF gc = g.contiguous(), dx = TF::empty(xv.shape(), xv.device());
-    LOOM_GPU_ONLY(cuda::cross_entropy_backward_f32(dx.data(), gc.data(), reduction == Reduction::none,
+    // dlogits with the logits' row stride: a padded matmul output gets a padded gradient
+    TF gc = g.contiguous(), rows = TF::empty({N, ld}, xv.device());
+    LOOM_GPU_ONLY(cuda::cross_entropy_backward_f32(rows.data(), gc.data(), reduction == Reduction::none,
                                                    reduction == Reduction::mean ? count.data() : nullptr, xv.data(),
-                                                   lse.data(), t.data(), N, V, ignore_index, xv.device().index));
-    return std::vector<TF>{dx};
+                                                   lse.data(), ld, t.data(), N, V, ignore_index, xv.device().index));
+    return std::vector<TF>{rows.slice(1, 0, V).view(xv.shape())};
   });
   return out;
 }

@@ -57,14 +57,21 @@ inline Tensor<float> gpu_matmul(const Tensor<float>& a2, const Tensor<float>& b2
   // the batch shape and output shape of x @ y for the backward's products
   auto shapes_of = [](const Shape& x, const Shape& y) { return matmul_shapes(x, y, x, y); };
   if (AutocastGuard::bf16()) {
-    Tensor<bf16> a16 = gpu::to_bf16(a2), b16 = gpu::to_bf16(b2);
-    TF out = gpu::matmul(a16, b16, sh.batch, sh.out);
-    record<float>("matmul", out, {&a2, &b2}, [a16, b16, shapes_of](const TF& g) {
-      Tensor<bf16> g16 = g.contiguous().template to<bf16>();
+    // An output width that is not a multiple of 8 (a vocabulary) is padded with zero columns of
+    // b, in the forward and in both products of the backward; the results are views without them.
+    const int64_t N = b2.size(-1), Np = (N + 7) / 8 * 8;
+    const bool pad = Np != N && b2.dim() == 2;
+    Tensor<bf16> a16 = gpu::to_bf16(a2), b16 = pad ? gpu::to_bf16_padded(b2, Np) : gpu::to_bf16(b2);
+    MatmulShapes shp = shapes_of(a16.shape(), b16.shape());
+    TF out = gpu::matmul(a16, b16, shp.batch, shp.out);
+    if (pad) out = out.slice(-1, 0, N);
+    record<float>("matmul", out, {&a2, &b2}, [a16, b16, shapes_of, pad, N, Np, sa = a2.shape(), sb = b2.shape()](const TF& g) {
+      Tensor<bf16> g16 = pad ? gpu::to_bf16_padded(g, Np) : gpu::to_bf16(g);
       Tensor<bf16> bt = b16.transpose(-1, -2), at = a16.transpose(-1, -2);
       MatmulShapes s1 = shapes_of(g16.shape(), bt.shape()), s2 = shapes_of(at.shape(), g16.shape());
-      return std::vector<TF>{sum_to_shape(gpu::matmul(g16, bt, s1.batch, s1.out), a16.shape()),
-                             sum_to_shape(gpu::matmul(at, g16, s2.batch, s2.out), b16.shape())};
+      TF da = gpu::matmul(g16, bt, s1.batch, s1.out), db = gpu::matmul(at, g16, s2.batch, s2.out);
+      if (pad) db = db.slice(-1, 0, N);
+      return std::vector<TF>{sum_to_shape(da, sa), sum_to_shape(db, sb)};
     });
     return out;
   }

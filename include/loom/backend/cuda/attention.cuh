@@ -202,6 +202,43 @@ __global__ void __launch_bounds__(attn_tile) attention_dq_kernel(float* dq, cons
   }
 }
 
+// Head layout changes for the packed attention op, 8 (split) or 4 (merge) elements per thread:
+// (B, T, P, NH, HS) <-> P x (B, NH, T, HS).
+struct HeadPtrs {
+  void* p[3];
+};
+__global__ void split_heads_bf16_kernel(HeadPtrs out, const float* in, int P, uint32_t T, uint32_t NH, uint32_t HS,
+                                        int64_t n8) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t e = i * 8;  // element index in (B, T, P, NH, HS)
+    const uint32_t d = uint32_t(e % HS);
+    int64_t r = e / HS;
+    const uint32_t h = uint32_t(r % NH);
+    r /= NH;
+    const int p = int(r % P);
+    const int64_t bt = r / P, b = bt / T, t = bt % T;
+    const float4 x0 = reinterpret_cast<const float4*>(in + e)[0], x1 = reinterpret_cast<const float4*>(in + e)[1];
+    __nv_bfloat162 v[4] = {__floats2bfloat162_rn(x0.x, x0.y), __floats2bfloat162_rn(x0.z, x0.w),
+                           __floats2bfloat162_rn(x1.x, x1.y), __floats2bfloat162_rn(x1.z, x1.w)};
+    __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(out.p[p]) + ((b * NH + h) * T + t) * HS + d;
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
+  }
+}
+__global__ void merge_heads_f32_kernel(float* out, HeadPtrs in, int P, uint32_t T, uint32_t NH, uint32_t HS,
+                                       int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t e = i * 4;  // element index in (B, T, P, NH, HS)
+    const uint32_t d = uint32_t(e % HS);
+    int64_t r = e / HS;
+    const uint32_t h = uint32_t(r % NH);
+    r /= NH;
+    const int p = int(r % P);
+    const int64_t bt = r / P, b = bt / T, t = bt % T;
+    const float* src = static_cast<const float*>(in.p[p]) + ((b * NH + h) * T + t) * HS + d;
+    reinterpret_cast<float4*>(out)[i] = *reinterpret_cast<const float4*>(src);
+  }
+}
+
 inline void check_attention_shape(int64_t B, int64_t NH, int64_t Tq, int64_t Tk, int64_t HS) {
   LOOM_CHECK(HS >= 1 && HS <= 128, value_error, "causal_attention on CUDA: head size ", HS,
              " is not supported (1 to 128)");
@@ -235,6 +272,29 @@ void attention_backward_launch(float* dq, float* dk, float* dv, const float* q, 
 }
 
 }  // namespace detail
+
+void split_heads_bf16(void* const* out, const float* in, int P, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                      int device) {
+  LOOM_CHECK(P >= 1 && P <= 3 && HS % 8 == 0, value_error, "split_heads_bf16: P ", P, ", HS ", HS);
+  const int64_t n8 = B * T * P * NH * HS / 8;
+  if (n8 == 0) return;
+  detail::HeadPtrs o{{out[0], P > 1 ? out[1] : nullptr, P > 2 ? out[2] : nullptr}};
+  detail::split_heads_bf16_kernel<<<detail::grid_for(n8, 256, device), 256, 0, detail::use(device)>>>(
+      o, in, P, uint32_t(T), uint32_t(NH), uint32_t(HS), n8);
+  LOOM_CUDA_CHECK_LAUNCH();
+}
+
+void merge_heads_f32(float* out, const float* const* in, int P, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                     int device) {
+  LOOM_CHECK(P >= 1 && P <= 3 && HS % 4 == 0, value_error, "merge_heads_f32: P ", P, ", HS ", HS);
+  const int64_t n4 = B * T * P * NH * HS / 4;
+  if (n4 == 0) return;
+  detail::HeadPtrs i{{const_cast<float*>(in[0]), P > 1 ? const_cast<float*>(in[1]) : nullptr,
+                      P > 2 ? const_cast<float*>(in[2]) : nullptr}};
+  detail::merge_heads_f32_kernel<<<detail::grid_for(n4, 256, device), 256, 0, detail::use(device)>>>(
+      out, i, P, uint32_t(T), uint32_t(NH), uint32_t(HS), n4);
+  LOOM_CUDA_CHECK_LAUNCH();
+}
 
 void attention_forward_f32(float* out, AttnStrides so, float* lse, const float* q, AttnStrides sq, const float* k,
                            AttnStrides sk, const float* v, AttnStrides sv, int64_t B, int64_t NH, int64_t Tq,

@@ -1,231 +1,295 @@
 #pragma once
-#include <mma.h>
 #include "loom/backend/cuda/common.cuh"
-// Causal flash attention (FlashAttention-2 structure) on bf16 tensor cores: WMMA 16x16x16 bf16
-// fragments with fp32 accumulators, for head size 64. All products (Q K^T, P V, dO V^T, P^T dO,
-// dS^T Q, dS K) run on WMMA; softmax, the D = rowsum(dO * O) term and dS = P * (dP - D) run in
-// fp32. No atomics: every output element is written by exactly one block (deterministic).
+// Causal flash attention (FlashAttention-2 structure) on bf16 tensor cores for head size 64:
+// mma.sync.m16n8k16 (bf16 inputs, fp32 accumulation) through inline PTX, operands loaded from
+// shared memory with ldmatrix, global -> shared copies with cp.async into double buffers.
+// Softmax, the D = rowsum(dO * O) term and dS = P * (dP - D) run in fp32. No atomics: every
+// output element is written by exactly one thread of one block (deterministic).
 //
 // Shapes: q, k, v, dout bf16 (B, NH, T, 64) contiguous; out, dq, dk, dv float (B, NH, T, 64);
 // lse float (B, NH, T). Element (b, h, t, d) at ((b * NH + h) * T + t) * 64 + d.
 // s_ij = q_i . k_j / sqrt(64) for j <= i; lse_i = log sum_{j <= i} exp(s_ij); p_ij = exp(s_ij - lse_i).
+// Internally exponentials are base 2 (exp(x) = exp2(x * log2 e)).
 //
-// Tiles are 64 query rows x 64 keys. A block has 4 warps; in every 64 x 64 product a block does,
-// warp w computes the 16-row strip [16w, 16w + 16) (four 16 x 16 output tiles, four k-steps).
-// Shared tiles are padded (bf16 rows of 72, float rows of 68 elements): every WMMA pointer used
-// below is then 32-byte aligned and every ldm a multiple of 8 (bf16) / 4 (float).
+// Tiles are 64 rows x 64 keys, a block has 4 warps and warp w owns the 16-row strip
+// [16w, 16w + 16) of its block's fixed tile for the whole loop, so S, P, dP, dS and the
+// accumulators (O, dQ, dK, dV) stay in registers; block barriers only guard the shared tiles.
+//
+// Register fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"), lane = 4 g + t (g = lane / 4,
+// t = lane % 4): A (16 x 16, 4 regs of 2 bf16, low half = lower column): a0 = (g, 2t..2t+1),
+// a1 = (g + 8, 2t..), a2 = (g, 2t + 8..), a3 = (g + 8, 2t + 8..). B (16 x 8, 2 regs):
+// b0 = (k 2t..2t+1, n g), b1 = (k 2t + 8.., n g). C (16 x 8 fp32): c0, c1 = (g, 2t), (g, 2t + 1);
+// c2, c3 = (g + 8, 2t), (g + 8, 2t + 1). So the C fragments of two adjacent 8-column tiles are,
+// packed to bf16, the A fragment of the 16-wide k-step they cover (P and dS never leave registers).
+// ldmatrix.x4: lanes 8m .. 8m + 7 give the row addresses of 8 x 8 matrix m, which lands in reg m:
+// lane gets (row g, cols 2t..2t+1), or with .trans (rows 2t..2t+1, col g).
+// Shared tiles are (64, 72) bf16: a row is 144 B, so the 8 rows of an ldmatrix hit all 32 banks.
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
 
 namespace loom::cuda {
 namespace attn_bf16 {
 
-namespace wmma = nvcuda::wmma;
 using bf16 = __nv_bfloat16;
 
 constexpr int kHS = 64;        // the one head size handled
-constexpr int kTile = 64;      // query rows (and keys) per tile
+constexpr int kTile = 64;      // rows (and keys) per tile
 constexpr int kThreads = 128;  // 4 warps per block (the strip mapping above assumes exactly 4)
-constexpr int kLdh = 72;       // bf16 smem row stride (elements): 144 B, a 16-row step is 2304 B
-constexpr int kLdf = 68;       // float smem row stride (elements): 272 B, a 16-row step is 4352 B
-constexpr size_t kTileH = size_t(kTile) * kLdh * sizeof(bf16);   // 9216 B, one (64, 72) bf16 tile
-constexpr size_t kTileF = size_t(kTile) * kLdf * sizeof(float);  // 17408 B, one (64, 68) float tile
+constexpr int kLdh = 72;       // bf16 smem row stride (elements): 144 B
+constexpr int kTileE = kTile * kLdh;                             // elements of one (64, 72) tile
+constexpr size_t kTileH = size_t(kTileE) * sizeof(bf16);         // 9216 B
 constexpr size_t kRowF = size_t(kTile) * sizeof(float);          // 256 B, one per-row vector
-constexpr size_t kFwdSmem = 4 * kTileH + 2 * kTileF + 2 * kRowF;   // Q K V P, S O, m l: 72192 B
-constexpr size_t kDkDvSmem = 6 * kTileH + 2 * kTileF + 2 * kRowF;  // K V Q dO P dS, S dP, lse D: 90624 B
-constexpr size_t kDqSmem = 5 * kTileH + 2 * kTileF + 2 * kRowF;    // Q dO K V dS, S dP, lse D: 81408 B
+constexpr size_t kFwdSmem = 5 * kTileH;                          // Q, K x2, V x2: 46080 B
+constexpr size_t kDkDvSmem = 6 * kTileH + 4 * kRowF;             // K, V, Q x2, dO x2; lse x2, D x2: 56320 B
+constexpr size_t kDqSmem = 6 * kTileH;                           // Q, dO, K x2, V x2: 55296 B
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
 
-// bf16 WMMA exists from sm_80 on. Other device passes (e.g. sm_75 in a multi-arch build) get
+// mma.sync bf16 exists from sm_80 on. Other device passes (e.g. sm_75 in a multi-arch build) get
 // empty kernel bodies; the host wrappers never launch them there (they return false).
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define LOOM_ATTN_BF16_BODY 1
 
-using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major>;
-using FragAt = wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major>;  // reads A^T of a row-major tile
-using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major>;
-using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major>;  // reads B^T of a row-major tile
-using FragC = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
-
-__device__ inline float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
+// ---- PTX helpers (begin) ----
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
+// r[m] <- the fragment of the 8 x 8 matrix whose row addresses lanes 8m .. 8m + 7 give (16-B aligned).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(p)));
+}
+// d (16 x 8) += a (16 x 16) b (16 x 8), fp32 accumulation.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// 16-byte global -> shared copy; complete (for this thread) after cp_async_wait_all.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(dst)), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// ---- PTX helpers (end) ----
+
+// Two floats as a bf16 pair (round to nearest even); lo in the low 16 bits.
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&h);
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+// Per-lane element offsets into a (., kLdh) tile for ldsm_x4 at the tile's (r0, c0) corner:
+//  a_off: matrices (r0, c0), (r0 + 8, c0), (r0, c0 + 8), (r0 + 8, c0 + 8). Non-transposed this is
+//   the A fragment of the 16 x 16 block; with .trans on a (k, n) row-major block it is the B
+//   fragments of n-tiles c0 (regs 0, 1) and c0 + 8 (regs 2, 3) for the k-step r0 .. r0 + 15.
+//  bn_off: matrices (r0, c0), (r0, c0 + 8), (r0 + 8, c0), (r0 + 8, c0 + 8). On an (n, k) row-major
+//   block (B^T stored, e.g. K for Q K^T) the B fragments of n-tiles r0 (regs 0, 1) and r0 + 8
+//   (regs 2, 3) for the k-step c0 .. c0 + 15.
+__device__ __forceinline__ int a_off(int lane) { return (lane & 15) * kLdh + 8 * (lane >> 4); }
+__device__ __forceinline__ int bn_off(int lane) { return ((lane & 7) + 8 * (lane >> 4)) * kLdh + 8 * ((lane >> 3) & 1); }
+
+// acc (16 x 64, eight 16 x 8 C tiles) = A (16 rows at a, 64 wide) @ Bt^T, Bt: 64 rows at bt (n-major).
+__device__ __forceinline__ void strip_abt(float (&acc)[8][4], const bf16* a, const bf16* bt, int lane) {
+#pragma unroll
+  for (int n = 0; n < 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    uint32_t af[4];
+    ldsm_x4(af, a + 16 * kk + a_off(lane));
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      uint32_t b[4];
+      ldsm_x4(b, bt + 16 * np * kLdh + 16 * kk + bn_off(lane));
+      mma_bf16(acc[2 * np], af, b[0], b[1]);
+      mma_bf16(acc[2 * np + 1], af, b[2], b[3]);
+    }
+  }
+}
+
+// acc (16 x 64) += P (16 x 64, as C tiles p, converted to bf16) @ B (64 rows at b, row-major, k-major).
+__device__ __forceinline__ void strip_pb(float (&acc)[8][4], const float (&p)[8][4], const bf16* b, int lane) {
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    const uint32_t pa[4] = {pack_bf16(p[2 * kk][0], p[2 * kk][1]), pack_bf16(p[2 * kk][2], p[2 * kk][3]),
+                            pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                            pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+    for (int dp = 0; dp < 4; ++dp) {
+      uint32_t bf[4];
+      ldsm_x4_trans(bf, b + 16 * kk * kLdh + 16 * dp + a_off(lane));
+      mma_bf16(acc[2 * dp], pa, bf[0], bf[1]);
+      mma_bf16(acc[2 * dp + 1], pa, bf[2], bf[3]);
+    }
+  }
+}
+
+// dst (64, kLdh) smem <- rows [row0, row0 + 64) of src (T, 64) bf16 row-major; rows >= T become 0.
+// src is the (b, h) slice: 16-byte aligned whenever the tensor is (the slice offset is a multiple
+// of 128 B). vec: through cp.async (visible after cp_async_wait_all + a barrier), else plain copies.
+__device__ inline void load_tile(bf16* dst, const bf16* src, int64_t row0, int64_t T, bool vec) {
+  constexpr int chunks = kHS / 8;  // 8 bf16 = 16 B per chunk
+#pragma unroll
+  for (int e = threadIdx.x; e < kTile * chunks; e += kThreads) {
+    const int r = e / chunks, c = (e % chunks) * 8;
+    const int64_t t = row0 + r;
+    bf16* to = dst + r * kLdh + c;  // 144 r + 16 (e % 8) bytes: 16-B aligned
+    if (t >= T) {
+      *reinterpret_cast<uint4*>(to) = make_uint4(0, 0, 0, 0);
+    } else if (vec) {
+      cp_async16(to, src + t * kHS + c);
+    } else {
+      for (int x = 0; x < 8; ++x) to[x] = src[t * kHS + c + x];
+    }
+  }
+}
+
+// dst (64) smem <- mul * src[row0 .. row0 + 63] (one float per row); rows >= T become 0.
+__device__ inline void load_rows(float* dst, const float* src, int64_t row0, int64_t T, float mul) {
+  for (int r = threadIdx.x; r < kTile; r += kThreads) dst[r] = row0 + r < T ? mul * src[row0 + r] : 0.f;
+}
+
 __device__ inline float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
-
-// dst (64, kLdh) smem <- rows [row0, row0 + 64) of src (T, 64) bf16 row-major; rows >= T become 0.
-// src is the (b, h) slice; it is 16-byte aligned whenever the tensor is (the slice offset is a
-// multiple of 128 B), so one check decides between 16-byte and scalar loads.
-__device__ inline void load_tile(bf16* dst, const bf16* src, int64_t row0, int64_t T) {
-  const bool vec = (reinterpret_cast<uintptr_t>(src) & 15) == 0;
-  constexpr int chunks = kHS / 8;  // 8 bf16 = 16 B per chunk
-  for (int e = threadIdx.x; e < kTile * chunks; e += kThreads) {
-    const int r = e / chunks, c = (e % chunks) * 8;
-    const int64_t t = row0 + r;
-    uint4* to = reinterpret_cast<uint4*>(dst + r * kLdh + c);  // 144 r + 16 (e % 8) bytes: 16-B aligned
-    if (t >= T) {
-      *to = make_uint4(0, 0, 0, 0);
-    } else if (vec) {
-      *to = *reinterpret_cast<const uint4*>(src + t * kHS + c);
-    } else {
-      for (int x = 0; x < 8; ++x) dst[r * kLdh + c + x] = src[t * kHS + c + x];
-    }
-  }
-}
-
-// dst (64) smem <- src[row0 .. row0 + 63] (one float per row); rows >= T become 0.
-__device__ inline void load_rows(float* dst, const float* src, int64_t row0, int64_t T) {
-  for (int r = threadIdx.x; r < kTile; r += kThreads) dst[r] = row0 + r < T ? src[row0 + r] : 0.f;
-}
-
-// C[16w : 16w+16, 0:64] = A[16w : 16w+16, 0:64] @ B[0:64, 0:64]^T.
-// A, B: (64, 64) bf16 row-major tiles (ld kLdh); C: (64, 64) float tile (ld kLdf).
-__device__ inline void strip_abt(float* C, const bf16* A, const bf16* B, int w) {
-  FragA a[4];
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) wmma::load_matrix_sync(a[kk], A + 16 * w * kLdh + 16 * kk, kLdh);
-#pragma unroll
-  for (int n = 0; n < 4; ++n) {
-    FragC c;
-    wmma::fill_fragment(c, 0.f);
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      FragBt b;  // (B^T)[16kk.., 16n..] = B[16n.., 16kk..] read column-major
-      wmma::load_matrix_sync(b, B + 16 * n * kLdh + 16 * kk, kLdh);
-      wmma::mma_sync(c, a[kk], b, c);
-    }
-    wmma::store_matrix_sync(C + 16 * w * kLdf + 16 * n, c, kLdf, wmma::mem_row_major);
-  }
-}
-
-// c[n] += A[16w : 16w+16, 0:64] @ B[0:64, 16n : 16n+16] for n = 0..3 (c: the 16 x 64 strip).
-// B: (64, 64) bf16 row-major tile; A: the (64, 64) bf16 row-major tile, or with TransA the
-// transpose of it (A^T[16w.., 16kk..] = A[16kk.., 16w..], read column-major).
-template <bool TransA>
-__device__ inline void strip_ab(FragC (&c)[4], const bf16* A, const bf16* B, int w) {
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    std::conditional_t<TransA, FragAt, FragA> a;
-    wmma::load_matrix_sync(a, TransA ? A + 16 * kk * kLdh + 16 * w : A + 16 * w * kLdh + 16 * kk, kLdh);
-#pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      FragB b;
-      wmma::load_matrix_sync(b, B + 16 * kk * kLdh + 16 * n, kLdh);
-      wmma::mma_sync(c[n], a, b, c[n]);
-    }
-  }
-}
-
-// From S = Q K^T and dP = dO V^T (64 queries x 64 keys, float, unscaled S) of the tile at
-// (i0, j0): p = exp(scale * s - lse_i) where key j <= query i and i < T (else 0; j >= T with
-// i < T implies j > i), ds = p * (dp - D_i). Written as bf16 to Ps (skipped when null) and dSs.
-__device__ inline void p_and_ds(bf16* Ps, bf16* dSs, const float* Ss, const float* dPs, const float* lse_s,
-                                const float* D_s, int64_t i0, int64_t j0, int64_t T, float scale) {
-  for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
-    const int r = e / kTile, c = e % kTile;
-    const int64_t i = i0 + r, j = j0 + c;
-    const float p = (j > i || i >= T) ? 0.f : expf(Ss[r * kLdf + c] * scale - lse_s[r]);
-    const float ds = p * (dPs[r * kLdf + c] - D_s[r]);
-    if (Ps) Ps[r * kLdh + c] = __float2bfloat16(p);
-    dSs[r * kLdh + c] = __float2bfloat16(ds);
-  }
-}
-#endif  // bf16 WMMA available
+#endif  // bf16 mma available
 
 // Forward. One block = one (b, h) (blockIdx.x) and one tile of 64 query rows i0 .. i0 + 63
-// (heaviest tiles first). Loop over key tiles j0 = 0, 64, ..., i0 (the last is the diagonal):
-//   S (64, 64)  = Q (64, 64) K^T (64, 64)     WMMA -> Ss, float
-//   online softmax on S (fp32), per row        -> P bf16 (64, 64) in Ps; O rows *= exp(m_old - m_new)
-//   O (64, 64) += P (64, 64) V (64, 64)        WMMA, O kept in smem as float (Os)
-// Then out_i = O_i / l_i and lse_i = m_i + log l_i.
+// (heaviest tiles first); warp w owns rows i0 + 16w .. + 15. Loop over key tiles j0 = 0, 64, ...,
+// i0 (the last is the diagonal), K/V tile kt + 1 copied in while tile kt is used:
+//   S (16, 64) = Q K^T                    mma, registers
+//   online softmax of the strip's rows    fp32 registers (a row lives in the 4 lanes of a quad)
+//   O (16, 64) = O * exp2(m_old - m_new) + P V    mma, registers
+// Then out_i = O_i / l_i and lse_i = (m_i + log2 l_i) ln 2 (m in base-2 units).
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(float* out, float* lse, const bf16* q, const bf16* k, const bf16* v, int64_t T, float scale) {
 #ifdef LOOM_ATTN_BF16_BODY
   extern __shared__ __align__(128) unsigned char attn_bf16_smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(attn_bf16_smem);  // (64, kLdh) bf16 each
-  bf16* Ks = Qs + kTile * kLdh;
-  bf16* Vs = Ks + kTile * kLdh;
-  bf16* Ps = Vs + kTile * kLdh;
-  float* Ss = reinterpret_cast<float*>(Ps + kTile * kLdh);  // (64, kLdf) float each
-  float* Os = Ss + kTile * kLdf;
-  float* m_s = Os + kTile * kLdf;  // (64) running max of the scaled scores
-  float* l_s = m_s + kTile;        // (64) running sum of exp(s - m)
+  bf16* Qs = reinterpret_cast<bf16*>(attn_bf16_smem);  // (64, kLdh)
+  bf16* Ks = Qs + kTileE;                              // 2 x (64, kLdh)
+  bf16* Vs = Ks + 2 * kTileE;                          // 2 x (64, kLdh)
 
-  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
   const int64_t bh = blockIdx.x;
   const int qt = int(gridDim.y - 1 - blockIdx.y);
   const int64_t i0 = int64_t(qt) * kTile;
   const int64_t base = bh * T * kHS;  // the (b, h) slice of q, k, v, out
+  const bool vq = aligned16(q), vk = aligned16(k), vv = aligned16(v);
+  const float sl2 = scale * kLog2e;
 
-  load_tile(Qs, q + base, i0, T);
-  for (int e = threadIdx.x; e < kTile * kLdf; e += kThreads) Os[e] = 0.f;
-  for (int r = threadIdx.x; r < kTile; r += kThreads) {
-    m_s[r] = -INFINITY;
-    l_s[r] = 0.f;
-  }
+  load_tile(Qs, q + base, i0, T, vq);
+  load_tile(Ks, k + base, 0, T, vk);
+  load_tile(Vs, v + base, 0, T, vv);
+  cp_async_commit();
+
+  uint32_t qa[4][4];  // the warp's Q strip as A fragments (k-steps of 16 dims)
+  float o[8][4];      // O strip: C tiles of dims 8n .. 8n + 7
+#pragma unroll
+  for (int n = 0; n < 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m_r[2] = {-INFINITY, -INFINITY};  // running max (base 2) of rows g, g + 8 of the strip
+  float l_r[2] = {0.f, 0.f};              // this lane's part of the running sum of those rows
 
   for (int kt = 0; kt <= qt; ++kt) {
-    const int64_t j0 = int64_t(kt) * kTile;
-    __syncthreads();  // Qs/Os/m/l initialised; the previous tile's reads of Ks, Vs, Ps are done
-    load_tile(Ks, k + base, j0, T);
-    load_tile(Vs, v + base, j0, T);
-    __syncthreads();
-    strip_abt(Ss, Qs, Ks, w);  // S[16w.., :] = Q[16w.., :] K^T
-    __syncthreads();
-    // Online softmax: warp w updates rows 16w .. 16w + 15; a lane covers columns lane, lane + 32.
-    // Every row sees key j0 (j0 <= i0 <= i and j0 < T), so m_new is finite: no -inf - -inf.
-    for (int rr = 0; rr < 16; ++rr) {
-      const int r = 16 * w + rr;
-      const int64_t i = i0 + r;
-      float s[2];
+    const int buf = kt & 1;
+    cp_async_wait_all();
+    __syncthreads();  // tile kt (and Q) landed for all threads; everyone is done with tile kt - 1
+    if (kt < qt) {    // prefetch tile kt + 1 into the buffer tile kt - 1 used
+      const int64_t jn = int64_t(kt + 1) * kTile;
+      load_tile(Ks + (buf ^ 1) * kTileE, k + base, jn, T, vk);
+      load_tile(Vs + (buf ^ 1) * kTileE, v + base, jn, T, vv);
+      cp_async_commit();
+    }
+    if (kt == 0) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        const int64_t j = j0 + c;
-        s[h] = (j > i || j >= T) ? -INFINITY : Ss[r * kLdf + c] * scale;
-      }
-      const float m_old = m_s[r];
-      const float m_new = fmaxf(m_old, warp_max(fmaxf(s[0], s[1])));
-      const float corr = expf(m_old - m_new);  // 0 on the first tile (m_old = -inf)
-      float sum = 0.f;
+      for (int kk = 0; kk < 4; ++kk) ldsm_x4(qa[kk], Qs + 16 * w * kLdh + 16 * kk + a_off(lane));
+    }
+    const bf16* Kb = Ks + buf * kTileE;
+    const bf16* Vb = Vs + buf * kTileE;
+
+    float s[8][4];  // S strip, then P: element (row 16w + g + 8 (e / 2), key 8n + 2 t4 + e % 2)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int c = lane + 32 * h;
-        const float p = expf(s[h] - m_new);  // masked: exp(-inf) = 0
-        sum += p;
-        Ps[r * kLdh + c] = __float2bfloat16(p);
-        Os[r * kLdf + c] *= corr;
-      }
-      sum = warp_sum(sum);
-      __syncwarp();  // every lane has read m_s[r] before lane 0 replaces it
-      if (lane == 0) {
-        l_s[r] = l_s[r] * corr + sum;
-        m_s[r] = m_new;
+    for (int n = 0; n < 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+      for (int np = 0; np < 4; ++np) {
+        uint32_t b[4];
+        ldsm_x4(b, Kb + 16 * np * kLdh + 16 * kk + bn_off(lane));
+        mma_bf16(s[2 * np], qa[kk], b[0], b[1]);
+        mma_bf16(s[2 * np + 1], qa[kk], b[2], b[3]);
       }
     }
-    __syncthreads();
-    // O[16w.., :] += P[16w.., :] (16, 64) @ V (64, 64), through fragments
-    FragC o[4];
+    // Scale to base-2 units and mask. Only the diagonal tile (j0 = i0) has keys j > i; earlier
+    // tiles hold keys < i0 < T only. Rows i >= T (never written) see finite zero-filled keys.
+    const bool diag = kt == qt;
+    float mx[2] = {m_r[0], m_r[1]};
 #pragma unroll
-    for (int n = 0; n < 4; ++n) wmma::load_matrix_sync(o[n], Os + 16 * w * kLdf + 16 * n, kLdf, wmma::mem_row_major);
-    strip_ab<false>(o, Ps, Vs, w);
+    for (int n = 0; n < 8; ++n) {
 #pragma unroll
-    for (int n = 0; n < 4; ++n) wmma::store_matrix_sync(Os + 16 * w * kLdf + 16 * n, o[n], kLdf, wmma::mem_row_major);
+      for (int e = 0; e < 4; ++e) {
+        float x = s[n][e] * sl2;
+        if (diag && 8 * n + 2 * t4 + (e & 1) > 16 * w + g + 8 * (e >> 1)) x = -INFINITY;
+        s[n][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    }
+    // Every row sees key j0 <= i unmasked, so the new max is finite: no -inf - -inf.
+    float corr[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+      corr[h] = exp2f(m_r[h] - mx[h]);  // 0 on the first tile (m_old = -inf)
+      m_r[h] = mx[h];
+    }
+    float rs[2] = {0.f, 0.f};
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(s[n][e] - mx[e >> 1]);  // masked: exp2(-inf) = 0
+        s[n][e] = p;
+        rs[e >> 1] += p;
+        o[n][e] *= corr[e >> 1];
+      }
+    }
+    l_r[0] = l_r[0] * corr[0] + rs[0];
+    l_r[1] = l_r[1] * corr[1] + rs[1];
+    strip_pb(o, s, Vb, lane);  // O += P V
   }
-  __syncthreads();
-  for (int e = threadIdx.x; e < kTile * kHS; e += kThreads) {
-    const int r = e / kHS, c = e % kHS;
-    const int64_t i = i0 + r;
-    if (i < T) out[base + i * kHS + c] = Os[r * kLdf + c] / l_s[r];
+  // The full row sums: add the 4 lanes of the quad.
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l_r[h] += __shfl_xor_sync(0xffffffffu, l_r[h], 1);
+    l_r[h] += __shfl_xor_sync(0xffffffffu, l_r[h], 2);
   }
-  for (int r = threadIdx.x; r < kTile; r += kThreads) {
-    if (i0 + r < T) lse[bh * T + i0 + r] = m_s[r] + logf(l_s[r]);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t i = i0 + 16 * w + g + 8 * h;
+    if (i < T) {
+      const float inv = 1.f / l_r[h];
+      float* dst = out + base + i * kHS + 2 * t4;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        dst[8 * n] = o[n][2 * h] * inv;
+        dst[8 * n + 1] = o[n][2 * h + 1] * inv;
+      }
+      if (t4 == 0) lse[bh * T + i] = (m_r[h] + log2f(l_r[h])) * kLn2;
+    }
   }
 #endif
 }
@@ -246,136 +310,209 @@ __global__ void rowdot_kernel(float* D, const bf16* dout, const float* out, int6
 }
 
 // Backward, step 2: dK and dV. One block = one (b, h) (blockIdx.x) and one tile of 64 keys
-// j0 .. j0 + 63 (blockIdx.y). K, V tiles stay in smem; loop over query tiles i0 = j0, ..., the
-// last (earlier queries see none of these keys):
-//   S (64q, 64k) = Q K^T, dP (64q, 64k) = dO V^T                  WMMA -> Ss, dPs (float)
-//   P = exp(scale S - lse), dS = P * (dP - D)                     fp32 -> Ps, dSs (bf16)
-//   dV (64k, 64) += P^T (64k, 64q) dO (64q, 64)                    WMMA
-//   dK (64k, 64) += dS^T (64k, 64q) Q (64q, 64)                    WMMA
-// dV and dK accumulate in registers: warp w owns key rows [16w, 16w + 16), four 16 x 16
-// fragments each. At the end dk = scale * dK, dv = dV.
+// j0 .. j0 + 63 (blockIdx.y); warp w owns keys j0 + 16w .. + 15. K, V stay in smem; loop over
+// query tiles i0 = j0, ..., the last (earlier queries see none of these keys), the Q/dO/lse/D
+// tile qt + 1 copied in while tile qt is used. Per query tile, in registers:
+//   S^T (16k, 64q) = K Q^T, P^T = exp2(S^T scale log2e - lse_q log2e)    (masked: 0)
+//   dV (16k, 64) += P^T dO
+//   dP^T (16k, 64q) = V dO^T, dS^T = P^T * (dP^T - D_q)
+//   dK (16k, 64) += dS^T Q
+// At the end dk = scale * dK, dv = dV.
 __global__ void __launch_bounds__(kThreads)
     dkdv_kernel(float* dk, float* dv, const bf16* q, const bf16* k, const bf16* v, const bf16* dout,
                 const float* lse, const float* D, int64_t T, float scale) {
 #ifdef LOOM_ATTN_BF16_BODY
   extern __shared__ __align__(128) unsigned char attn_bf16_smem[];
-  bf16* Ks = reinterpret_cast<bf16*>(attn_bf16_smem);  // (64, kLdh) bf16 each
-  bf16* Vs = Ks + kTile * kLdh;
-  bf16* Qs = Vs + kTile * kLdh;
-  bf16* dOs = Qs + kTile * kLdh;
-  bf16* Ps = dOs + kTile * kLdh;
-  bf16* dSs = Ps + kTile * kLdh;
-  float* Ss = reinterpret_cast<float*>(dSs + kTile * kLdh);  // (64, kLdf) float each
-  float* dPs = Ss + kTile * kLdf;
-  float* lse_s = dPs + kTile * kLdf;  // (64) lse of the current query tile
-  float* D_s = lse_s + kTile;         // (64) D of the current query tile
+  bf16* Ks = reinterpret_cast<bf16*>(attn_bf16_smem);  // (64, kLdh)
+  bf16* Vs = Ks + kTileE;                              // (64, kLdh)
+  bf16* Qs = Vs + kTileE;                              // 2 x (64, kLdh)
+  bf16* dOs = Qs + 2 * kTileE;                         // 2 x (64, kLdh)
+  float* lse_s = reinterpret_cast<float*>(dOs + 2 * kTileE);  // 2 x (64): lse * log2e of the query tile
+  float* D_s = lse_s + 2 * kTile;                             // 2 x (64): D of the query tile
 
-  const int w = threadIdx.x / 32;
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
   const int64_t bh = blockIdx.x;
   const int kt = int(blockIdx.y);  // small kt has the most query tiles: scheduled first
   const int nt = int(gridDim.y);
   const int64_t j0 = int64_t(kt) * kTile;
   const int64_t base = bh * T * kHS;
+  const bool vq = aligned16(q), vk = aligned16(k), vv = aligned16(v), vg = aligned16(dout);
+  const float sl2 = scale * kLog2e;
 
-  load_tile(Ks, k + base, j0, T);
-  load_tile(Vs, v + base, j0, T);
-  FragC dK[4], dV[4];  // dK/dV[16w.., 16n..]
+  load_tile(Ks, k + base, j0, T, vk);
+  load_tile(Vs, v + base, j0, T, vv);
+  load_tile(Qs, q + base, j0, T, vq);  // the first query tile is qt = kt
+  load_tile(dOs, dout + base, j0, T, vg);
+  load_rows(lse_s, lse + bh * T, j0, T, kLog2e);
+  load_rows(D_s, D + bh * T, j0, T, 1.f);
+  cp_async_commit();
+
+  float dK[8][4], dV[8][4];  // (keys 16w + g + 8 (e / 2), dims 8n + 2 t4 + e % 2)
 #pragma unroll
-  for (int n = 0; n < 4; ++n) {
-    wmma::fill_fragment(dK[n], 0.f);
-    wmma::fill_fragment(dV[n], 0.f);
+  for (int n = 0; n < 8; ++n) {
+    dK[n][0] = dK[n][1] = dK[n][2] = dK[n][3] = 0.f;
+    dV[n][0] = dV[n][1] = dV[n][2] = dV[n][3] = 0.f;
   }
 
   for (int qt = kt; qt < nt; ++qt) {
+    const int buf = (qt - kt) & 1;
     const int64_t i0 = int64_t(qt) * kTile;
-    __syncthreads();  // K, V loaded; the previous tile's reads of Qs, dOs, Ps, dSs, lse_s, D_s are done
-    load_tile(Qs, q + base, i0, T);
-    load_tile(dOs, dout + base, i0, T);
-    load_rows(lse_s, lse + bh * T, i0, T);
-    load_rows(D_s, D + bh * T, i0, T);
-    __syncthreads();
-    strip_abt(Ss, Qs, Ks, w);    // S[16w.., :]  = Q[16w.., :] K^T
-    strip_abt(dPs, dOs, Vs, w);  // dP[16w.., :] = dO[16w.., :] V^T
-    __syncthreads();
-    p_and_ds(Ps, dSs, Ss, dPs, lse_s, D_s, i0, j0, T, scale);
-    __syncthreads();
-    strip_ab<true>(dV, Ps, dOs, w);  // dV[16w.., :] += P^T[16w.., :] (16k, 64q) dO (64q, 64)
-    strip_ab<true>(dK, dSs, Qs, w);  // dK[16w.., :] += dS^T[16w.., :] (16k, 64q) Q (64q, 64)
-  }
-  __syncthreads();  // done with Ss, dPs: reuse them to stage dK, dV
+    cp_async_wait_all();
+    __syncthreads();  // tile qt landed for all threads; everyone is done with tile qt - 1
+    if (qt + 1 < nt) {
+      const int64_t in = i0 + kTile;
+      load_tile(Qs + (buf ^ 1) * kTileE, q + base, in, T, vq);
+      load_tile(dOs + (buf ^ 1) * kTileE, dout + base, in, T, vg);
+      load_rows(lse_s + (buf ^ 1) * kTile, lse + bh * T, in, T, kLog2e);
+      load_rows(D_s + (buf ^ 1) * kTile, D + bh * T, in, T, 1.f);
+      cp_async_commit();
+    }
+    const bf16* Qb = Qs + buf * kTileE;
+    const bf16* dOb = dOs + buf * kTileE;
+    const float* lb = lse_s + buf * kTile;
+    const float* Db = D_s + buf * kTile;
+
+    // P^T: element (key 16w + g + 8 (e / 2), query 8n + 2 t4 + e % 2). Masked (0) where the
+    // query is before the key (only in the diagonal tile qt = kt) or past T (only in the last
+    // tile); other tiles need neither.
+    float pt[8][4];
+    strip_abt(pt, Ks + 16 * w * kLdh, Qb, lane);
+    const bool mask = qt == kt || i0 + kTile > T;
+    const int dji = int(j0 - i0);                            // key tile start - query tile start (<= 0)
+    const int qlim = T - i0 < kTile ? int(T - i0) : kTile;  // queries cq >= qlim are past T
 #pragma unroll
-  for (int n = 0; n < 4; ++n) {
-    wmma::store_matrix_sync(Ss + 16 * w * kLdf + 16 * n, dK[n], kLdf, wmma::mem_row_major);
-    wmma::store_matrix_sync(dPs + 16 * w * kLdf + 16 * n, dV[n], kLdf, wmma::mem_row_major);
+    for (int n = 0; n < 8; ++n) {
+      const int c = 8 * n + 2 * t4;
+      const float l0 = lb[c], l1 = lb[c + 1];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float p = exp2f(pt[n][e] * sl2 - ((e & 1) ? l1 : l0));
+        const int cq = c + (e & 1), rk = 16 * w + g + 8 * (e >> 1);
+        if (mask && (dji + rk > cq || cq >= qlim)) p = 0.f;
+        pt[n][e] = p;
+      }
+    }
+    strip_pb(dV, pt, dOb, lane);  // dV += P^T dO
+
+    float dst[8][4];  // dP^T, then dS^T
+    strip_abt(dst, Vs + 16 * w * kLdh, dOb, lane);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const int c = 8 * n + 2 * t4;
+      const float d0 = Db[c], d1 = Db[c + 1];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dst[n][e] = pt[n][e] * (dst[n][e] - ((e & 1) ? d1 : d0));
+    }
+    strip_pb(dK, dst, Qb, lane);  // dK += dS^T Q
   }
-  __syncthreads();
-  for (int e = threadIdx.x; e < kTile * kHS; e += kThreads) {
-    const int r = e / kHS, c = e % kHS;
-    const int64_t j = j0 + r;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t j = j0 + 16 * w + g + 8 * h;
     if (j < T) {
-      dk[base + j * kHS + c] = scale * Ss[r * kLdf + c];
-      dv[base + j * kHS + c] = dPs[r * kLdf + c];
+      float* dkr = dk + base + j * kHS + 2 * t4;
+      float* dvr = dv + base + j * kHS + 2 * t4;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        dkr[8 * n] = scale * dK[n][2 * h];
+        dkr[8 * n + 1] = scale * dK[n][2 * h + 1];
+        dvr[8 * n] = dV[n][2 * h];
+        dvr[8 * n + 1] = dV[n][2 * h + 1];
+      }
     }
   }
 #endif
 }
 
 // Backward, step 3: dQ. One block = one (b, h) (blockIdx.x) and one tile of 64 query rows
-// i0 .. i0 + 63 (heaviest first). Q, dO, lse, D stay in smem; loop over key tiles j0 = 0, ..., i0:
-//   S (64q, 64k) = Q K^T, dP (64q, 64k) = dO V^T                  WMMA -> Ss, dPs (float)
-//   dS = P * (dP - D), P = exp(scale S - lse)                     fp32 -> dSs (bf16)
-//   dQ (64q, 64) += dS (64q, 64k) K (64k, 64)                      WMMA
-// dQ accumulates in registers (warp w: query rows [16w, 16w + 16)); at the end dq = scale * dQ.
+// i0 .. i0 + 63 (heaviest first); warp w owns rows i0 + 16w .. + 15. Q, dO stay in smem; loop
+// over key tiles j0 = 0, ..., i0, K/V tile kt + 1 copied in while tile kt is used:
+//   S (16q, 64k) = Q K^T, P = exp2(S scale log2e - lse_i log2e)    (masked: 0)
+//   dP (16q, 64k) = dO V^T, dS = P * (dP - D_i)
+//   dQ (16q, 64) += dS K
+// At the end dq = scale * dQ.
 __global__ void __launch_bounds__(kThreads)
     dq_kernel(float* dq, const bf16* q, const bf16* k, const bf16* v, const bf16* dout, const float* lse,
               const float* D, int64_t T, float scale) {
 #ifdef LOOM_ATTN_BF16_BODY
   extern __shared__ __align__(128) unsigned char attn_bf16_smem[];
-  bf16* Qs = reinterpret_cast<bf16*>(attn_bf16_smem);  // (64, kLdh) bf16 each
-  bf16* dOs = Qs + kTile * kLdh;
-  bf16* Ks = dOs + kTile * kLdh;
-  bf16* Vs = Ks + kTile * kLdh;
-  bf16* dSs = Vs + kTile * kLdh;
-  float* Ss = reinterpret_cast<float*>(dSs + kTile * kLdh);  // (64, kLdf) float each
-  float* dPs = Ss + kTile * kLdf;
-  float* lse_s = dPs + kTile * kLdf;  // (64)
-  float* D_s = lse_s + kTile;         // (64)
+  bf16* Qs = reinterpret_cast<bf16*>(attn_bf16_smem);  // (64, kLdh)
+  bf16* dOs = Qs + kTileE;                             // (64, kLdh)
+  bf16* Ks = dOs + kTileE;                             // 2 x (64, kLdh)
+  bf16* Vs = Ks + 2 * kTileE;                          // 2 x (64, kLdh)
 
-  const int w = threadIdx.x / 32;
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t4 = lane % 4;
   const int64_t bh = blockIdx.x;
   const int qt = int(gridDim.y - 1 - blockIdx.y);
   const int64_t i0 = int64_t(qt) * kTile;
   const int64_t base = bh * T * kHS;
+  const bool vq = aligned16(q), vk = aligned16(k), vv = aligned16(v), vg = aligned16(dout);
+  const float sl2 = scale * kLog2e;
 
-  load_tile(Qs, q + base, i0, T);
-  load_tile(dOs, dout + base, i0, T);
-  load_rows(lse_s, lse + bh * T, i0, T);
-  load_rows(D_s, D + bh * T, i0, T);
-  FragC dQ[4];  // dQ[16w.., 16n..]
+  load_tile(Qs, q + base, i0, T, vq);
+  load_tile(dOs, dout + base, i0, T, vg);
+  load_tile(Ks, k + base, 0, T, vk);
+  load_tile(Vs, v + base, 0, T, vv);
+  cp_async_commit();
+
+  float lr[2], Dr[2];  // lse * log2e and D of rows g, g + 8 of the strip (0 past T)
 #pragma unroll
-  for (int n = 0; n < 4; ++n) wmma::fill_fragment(dQ[n], 0.f);
+  for (int h = 0; h < 2; ++h) {
+    const int64_t i = i0 + 16 * w + g + 8 * h;
+    lr[h] = i < T ? lse[bh * T + i] * kLog2e : 0.f;
+    Dr[h] = i < T ? D[bh * T + i] : 0.f;
+  }
+  float dQ[8][4];  // (rows 16w + g + 8 (e / 2), dims 8n + 2 t4 + e % 2)
+#pragma unroll
+  for (int n = 0; n < 8; ++n) dQ[n][0] = dQ[n][1] = dQ[n][2] = dQ[n][3] = 0.f;
 
   for (int kt = 0; kt <= qt; ++kt) {
-    const int64_t j0 = int64_t(kt) * kTile;
-    __syncthreads();  // Q, dO, lse, D loaded; the previous tile's reads of Ks, Vs, dSs are done
-    load_tile(Ks, k + base, j0, T);
-    load_tile(Vs, v + base, j0, T);
-    __syncthreads();
-    strip_abt(Ss, Qs, Ks, w);    // S[16w.., :]  = Q[16w.., :] K^T
-    strip_abt(dPs, dOs, Vs, w);  // dP[16w.., :] = dO[16w.., :] V^T
-    __syncthreads();
-    p_and_ds(nullptr, dSs, Ss, dPs, lse_s, D_s, i0, j0, T, scale);
-    __syncthreads();
-    strip_ab<false>(dQ, dSs, Ks, w);  // dQ[16w.., :] += dS[16w.., :] (16q, 64k) K (64k, 64)
-  }
-  __syncthreads();  // done with Ss: reuse it to stage dQ
+    const int buf = kt & 1;
+    cp_async_wait_all();
+    __syncthreads();  // tile kt (and Q, dO) landed for all threads; everyone is done with tile kt - 1
+    if (kt < qt) {
+      const int64_t jn = int64_t(kt + 1) * kTile;
+      load_tile(Ks + (buf ^ 1) * kTileE, k + base, jn, T, vk);
+      load_tile(Vs + (buf ^ 1) * kTileE, v + base, jn, T, vv);
+      cp_async_commit();
+    }
+    const bf16* Kb = Ks + buf * kTileE;
+    const bf16* Vb = Vs + buf * kTileE;
+
+    // P: element (row 16w + g + 8 (e / 2), key 8n + 2 t4 + e % 2). Masked (0) for keys after the
+    // row (only in the diagonal tile, where j0 = i0) and rows past T.
+    float p[8][4];
+    strip_abt(p, Qs + 16 * w * kLdh, Kb, lane);
+    const bool diag = kt == qt;
 #pragma unroll
-  for (int n = 0; n < 4; ++n) wmma::store_matrix_sync(Ss + 16 * w * kLdf + 16 * n, dQ[n], kLdf, wmma::mem_row_major);
-  __syncthreads();
-  for (int e = threadIdx.x; e < kTile * kHS; e += kThreads) {
-    const int r = e / kHS, c = e % kHS;
-    const int64_t i = i0 + r;
-    if (i < T) dq[base + i * kHS + c] = scale * Ss[r * kLdf + c];
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ck = 8 * n + 2 * t4 + (e & 1), rq = 16 * w + g + 8 * (e >> 1);
+        float x = exp2f(p[n][e] * sl2 - lr[e >> 1]);
+        if (diag && (ck > rq || i0 + rq >= T)) x = 0.f;
+        p[n][e] = x;
+      }
+    }
+    float ds[8][4];  // dP, then dS
+    strip_abt(ds, dOs + 16 * w * kLdh, Vb, lane);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) ds[n][e] = p[n][e] * (ds[n][e] - Dr[e >> 1]);
+    }
+    strip_pb(dQ, ds, Kb, lane);  // dQ += dS K
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t i = i0 + 16 * w + g + 8 * h;
+    if (i < T) {
+      float* dqr = dq + base + i * kHS + 2 * t4;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        dqr[8 * n] = scale * dQ[n][2 * h];
+        dqr[8 * n + 1] = scale * dQ[n][2 * h + 1];
+      }
+    }
   }
 #endif
 }
@@ -392,7 +529,7 @@ inline bool attention_grid(int64_t B, int64_t NH, int64_t T, dim3& grid) {
 
 inline const bf16* as_bf16(const void* p) { return static_cast<const bf16*>(p); }
 
-// bf16 WMMA needs compute capability 8.0 or newer.
+// bf16 mma.sync (and cp.async, ldmatrix) need compute capability 8.0 or newer.
 inline bool device_has_bf16_mma(int device) {
   int major = 0;
   LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));

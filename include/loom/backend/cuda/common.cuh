@@ -84,10 +84,24 @@ inline int grid_for(int64_t n, int threads, int device) {
   return int(std::max<int64_t>(1, std::min(want, cap)));
 }
 
-/// Element offsets of operand k at linear index i (row-major over L.size).
+/// Element offsets of operand k at linear index i (row-major over L.size). Below 2^32 elements
+/// the index is decoded with 32-bit divisions, several times cheaper than 64-bit ones (a
+/// strided kernel is otherwise bound by its index arithmetic, not by memory).
 template <int K>
 __device__ inline void offsets(const Layout& L, int64_t i, int64_t (&off)[K]) {
   for (int k = 0; k < K; ++k) off[k] = 0;
+  uint64_t total = 1;
+  for (int d = 0; d < L.ndim; ++d) total *= uint64_t(L.size[d]);
+  if (total < (uint64_t(1) << 32)) {  // then every size and every index fits 32 bits
+    uint32_t j = uint32_t(i);
+    for (int d = L.ndim - 1; d >= 0; --d) {
+      uint32_t s = uint32_t(L.size[d]);
+      uint32_t q = j / s, r = j - q * s;
+      for (int k = 0; k < K; ++k) off[k] += int64_t(r) * L.stride[k][d];
+      j = q;
+    }
+    return;
+  }
   for (int d = L.ndim - 1; d >= 0; --d) {
     int64_t s = L.size[d];
     int64_t q = i / s, r = i - q * s;

@@ -113,8 +113,8 @@ void fill(void* out, int elem_bytes, uint64_t bits, const Layout& L, int device)
 
 /// The floating element types the GPU converts between.
 enum class Elem : int { f32, bf16, f16 };
-/// out[i] = in[i] converted (round to nearest even), n contiguous elements.
-void convert(void* out, Elem out_type, const void* in, Elem in_type, int64_t n, int device);
+/// out = in converted (round to nearest even); L holds (out, in) strides in elements.
+void convert(void* out, Elem out_type, const void* in, Elem in_type, const Layout& L, int device);
 
 // --- Reductions (reduce.cuh) -----------------------------------------------------------------
 
@@ -151,12 +151,12 @@ void embedding_forward_f32(float* out, const int64_t* idx, const float* w, int64
 void embedding_backward_f32(float* dw, const float* g, const int64_t* idx, int64_t N, int64_t C, int64_t V,
                             int device);
 
-/// Cross-entropy of N rows of V logits against int64 targets, fused with the log-softmax:
+/// Cross-entropy of N rows of V logits (row n at logits + n * ld; dlogits alike) against int64 targets, fused with the log-softmax:
 /// losses (N) = lse - logits[target] (0 where the target is ignore_index) and lse (N) = log sum
 /// exp of each row. Throws index_error for a target outside [0, V) other than ignore_index
 /// (it waits for that check).
-void cross_entropy_forward_f32(float* losses, float* lse, const float* logits, const int64_t* targets, int64_t N,
-                               int64_t V, int64_t ignore_index, int device);
+void cross_entropy_forward_f32(float* losses, float* lse, const float* logits, int64_t ld, const int64_t* targets,
+                               int64_t N, int64_t V, int64_t ignore_index, int device);
 /// out (a scalar) = the sum of losses, or their mean over the rows not ignored (mean == true);
 /// count (a scalar) = the number of rows not ignored. Summed in double in a fixed order.
 void cross_entropy_reduce_f32(float* out, float* count, const float* losses, const int64_t* targets, int64_t N,
@@ -165,8 +165,8 @@ void cross_entropy_reduce_f32(float* out, float* count, const float* losses, con
 /// probabilities are stored). dloss is one value per row (per_row) or one scalar; when count is
 /// not null, dloss is divided by it (mean). Ignored rows get 0.
 void cross_entropy_backward_f32(float* dlogits, const float* dloss, bool per_row, const float* count,
-                                const float* logits, const float* lse, const int64_t* targets, int64_t N, int64_t V,
-                                int64_t ignore_index, int device);
+                                const float* logits, const float* lse, int64_t ld, const int64_t* targets, int64_t N,
+                                int64_t V, int64_t ignore_index, int device);
 
 // --- Attention (attention.cuh) ----------------------------------------------------------------
 
@@ -193,6 +193,15 @@ bool attention_forward_bf16(float* out, float* lse, const void* q, const void* k
 bool attention_backward_bf16(float* dq, float* dk, float* dv, const void* dout, const void* q, const void* k,
                              const void* v, const float* out, const float* lse, int64_t B, int64_t NH, int64_t T,
                              int64_t HS, int device);
+
+/// Splits a contiguous (B, T, P*NH*HS) float tensor into P contiguous (B, NH, T, HS) bf16
+/// tensors out[0..P) (P = 3: q, k, v), converting on the way; HS % 8 == 0. One pass.
+void split_heads_bf16(void* const* out, const float* in, int P, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                      int device);
+/// The reverse, in float: P contiguous (B, NH, T, HS) tensors in[0..P) into one contiguous
+/// (B, T, P*NH*HS); HS % 4 == 0. One pass.
+void merge_heads_f32(float* out, const float* const* in, int P, int64_t B, int64_t T, int64_t NH, int64_t HS,
+                     int device);
 
 // --- Matmul (matmul.cuh) ----------------------------------------------------------------------
 

@@ -175,6 +175,34 @@ __global__ void map_vec4_kernel(float* out, Inputs<NIn> in, F f, int64_t n) {
   }
 }
 
+// Two dimensions whose inner one is contiguous in every operand (a row broadcast such as a
+// bias add has outer stride 0): one float4 per operand per iteration, one division per 4.
+template <int NIn, class F>
+__global__ void map_rows_vec4_kernel(float* out, Inputs<NIn> in, F f, Layout L, int64_t n4) {
+  const uint32_t cols = uint32_t(L.size[1]);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint32_t e = uint32_t(i * 4), row = e / cols, col = e - row * cols;  // n < 2^32: 32-bit division
+    float4 x[NIn];
+#pragma unroll
+    for (int k = 0; k < NIn; ++k) x[k] = *reinterpret_cast<const float4*>(in.p[k] + int64_t(row) * L.stride[k + 1][0] + col);
+    float4 r;
+    float v[NIn];
+#pragma unroll
+    for (int k = 0; k < NIn; ++k) v[k] = x[k].x;
+    r.x = f(v);
+#pragma unroll
+    for (int k = 0; k < NIn; ++k) v[k] = x[k].y;
+    r.y = f(v);
+#pragma unroll
+    for (int k = 0; k < NIn; ++k) v[k] = x[k].z;
+    r.z = f(v);
+#pragma unroll
+    for (int k = 0; k < NIn; ++k) v[k] = x[k].w;
+    r.w = f(v);
+    *reinterpret_cast<float4*>(out + int64_t(row) * L.stride[0][0] + col) = r;
+  }
+}
+
 inline int64_t layout_numel(const Layout& L) {
   int64_t n = 1;
   for (int d = 0; d < L.ndim; ++d) n *= L.size[d];
@@ -189,8 +217,14 @@ void launch_map(float* out, Inputs<NIn> in, F f, const Layout& L, int device) {
   bool vec = all_contiguous(L, NIn + 1) && aligned16(out);
   for (int k = 0; k < NIn; ++k) vec = vec && aligned16(in.p[k]);
   constexpr int threads = 256;
+  bool rows = !vec && L.ndim == 2 && L.size[1] % 4 == 0 && L.size[0] * L.size[1] < (int64_t(1) << 32) &&
+              aligned16(out) && L.stride[0][1] == 1 && L.stride[0][0] % 4 == 0;
+  for (int k = 0; k < NIn && rows; ++k)
+    rows = aligned16(in.p[k]) && L.stride[k + 1][1] == 1 && L.stride[k + 1][0] % 4 == 0;
   if (vec) {
     map_vec4_kernel<NIn><<<grid_for((n + 3) / 4, threads, device), threads, 0, s>>>(out, in, f, n);
+  } else if (rows) {
+    map_rows_vec4_kernel<NIn><<<grid_for(n / 4, threads, device), threads, 0, s>>>(out, in, f, L, n / 4);
   } else {
     map_strided_kernel<NIn><<<grid_for(n, threads, device), threads, 0, s>>>(out, in, f, L, n);
   }
@@ -253,16 +287,34 @@ __global__ void convert_kernel(O* out, const I* in, int64_t n) {
     out[i] = from_float<O>(to_float<I>(in[i]));
 }
 
-template <class O>
-void launch_convert(O* out, const void* in, Elem in_type, int64_t n, int device) {
+template <class O, class I>
+__global__ void convert_strided_kernel(O* out, const I* in, Layout L, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t off[2];
+    offsets<2>(L, i, off);
+    out[off[0]] = from_float<O>(to_float<I>(in[off[1]]));
+  }
+}
+
+template <class O, class I>
+void launch_convert_from(O* out, const I* in, const Layout& L, int device) {
+  const int64_t n = layout_numel(L);
   cudaStream_t s = use(device);
-  int grid = grid_for(n, 256, device);
-  switch (in_type) {
-    case Elem::f32: convert_kernel<<<grid, 256, 0, s>>>(out, static_cast<const float*>(in), n); break;
-    case Elem::bf16: convert_kernel<<<grid, 256, 0, s>>>(out, static_cast<const __nv_bfloat16*>(in), n); break;
-    case Elem::f16: convert_kernel<<<grid, 256, 0, s>>>(out, static_cast<const __half*>(in), n); break;
+  if (all_contiguous(L, 2)) {
+    convert_kernel<<<grid_for(n, 256, device), 256, 0, s>>>(out, in, n);
+  } else {
+    convert_strided_kernel<<<grid_for(n, 256, device), 256, 0, s>>>(out, in, L, n);
   }
   LOOM_CUDA_CHECK_LAUNCH();
+}
+
+template <class O>
+void launch_convert(O* out, const void* in, Elem in_type, const Layout& L, int device) {
+  switch (in_type) {
+    case Elem::f32: return launch_convert_from(out, static_cast<const float*>(in), L, device);
+    case Elem::bf16: return launch_convert_from(out, static_cast<const __nv_bfloat16*>(in), L, device);
+    case Elem::f16: return launch_convert_from(out, static_cast<const __half*>(in), L, device);
+  }
 }
 
 }  // namespace detail
@@ -305,12 +357,12 @@ void fill(void* out, int elem_bytes, uint64_t bits, const Layout& L, int device)
   throw value_error(::loom::detail::concat("cuda::fill: unsupported element size ", elem_bytes));
 }
 
-void convert(void* out, Elem out_type, const void* in, Elem in_type, int64_t n, int device) {
-  if (n == 0) return;
+void convert(void* out, Elem out_type, const void* in, Elem in_type, const Layout& L, int device) {
+  if (detail::layout_numel(L) == 0) return;
   switch (out_type) {
-    case Elem::f32: return detail::launch_convert(static_cast<float*>(out), in, in_type, n, device);
-    case Elem::bf16: return detail::launch_convert(static_cast<__nv_bfloat16*>(out), in, in_type, n, device);
-    case Elem::f16: return detail::launch_convert(static_cast<__half*>(out), in, in_type, n, device);
+    case Elem::f32: return detail::launch_convert(static_cast<float*>(out), in, in_type, L, device);
+    case Elem::bf16: return detail::launch_convert(static_cast<__nv_bfloat16*>(out), in, in_type, L, device);
+    case Elem::f16: return detail::launch_convert(static_cast<__half*>(out), in, in_type, L, device);
   }
 }
 

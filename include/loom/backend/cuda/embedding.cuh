@@ -4,7 +4,6 @@
 // host (the ids are small: B*T int64), then one block per distinct token adds that token's
 // gradient rows in position order: no atomics, the same bits on every run.
 
-#include <numeric>
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/reduce.cuh"
@@ -112,17 +111,22 @@ void embedding_backward_f32(float* dw, const float* g, const int64_t* idx, int64
   std::vector<int64_t> ids(N);
   LOOM_CUDA_CHECK(cudaMemcpyAsync(ids.data(), idx, size_t(N) * sizeof(int64_t), cudaMemcpyDeviceToHost, s));
   LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
-  std::vector<int64_t> pos(N);
-  std::iota(pos.begin(), pos.end(), 0);
-  std::stable_sort(pos.begin(), pos.end(), [&](int64_t a, int64_t b) { return ids[a] < ids[b]; });
-  std::vector<int64_t> tokens, start;  // one entry per distinct token, in token order
+  // A counting sort by token (stable: positions stay in order within a token), O(N + V).
+  std::vector<int64_t> count(size_t(V) + 1, 0);
   for (int64_t j = 0; j < N; ++j) {
-    int64_t t = ids[pos[j]];
+    const int64_t t = ids[j];
     LOOM_CHECK(t >= 0 && t < V, index_error, "embedding backward: index ", t, " is out of range for a table of ", V,
                " rows");
-    if (j == 0 || t != ids[pos[j - 1]]) tokens.push_back(t), start.push_back(j);
+    ++count[size_t(t) + 1];
+  }
+  std::vector<int64_t> tokens, start;  // one entry per distinct token, in token order
+  for (int64_t v = 0; v < V; ++v) {
+    if (count[size_t(v) + 1] > 0) tokens.push_back(v), start.push_back(count[size_t(v)]);
+    count[size_t(v) + 1] += count[size_t(v)];  // prefix sum: count[v] = first slot of token v
   }
   start.push_back(N);
+  std::vector<int64_t> pos(N);
+  for (int64_t j = 0; j < N; ++j) pos[size_t(count[size_t(ids[j])]++)] = j;
   const int64_t U = int64_t(tokens.size());
   // one upload: pos (N), tokens (U), start (U + 1)
   std::vector<int64_t> packed;

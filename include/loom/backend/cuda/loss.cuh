@@ -22,11 +22,12 @@ __device__ inline void lse_merge(float& m, float& s, float m2, float s2) {
 }
 
 // One block per row: losses[n] = lse - x[t], lse[n].
-__global__ void cross_entropy_forward_kernel(float* losses, float* lse_out, const float* logits, const int64_t* targets,
-                                             int64_t N, int64_t V, int64_t ignore_index, int* flag) {
+__global__ void cross_entropy_forward_kernel(float* losses, float* lse_out, const float* logits, int64_t ld,
+                                             const int64_t* targets, int64_t N, int64_t V, int64_t ignore_index,
+                                             int* flag) {
   __shared__ float sm[32], ss[32];
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    const float* x = logits + n * V;
+    const float* x = logits + n * ld;
     float m = -INFINITY, s = 0.0f;
     for (int64_t c = threadIdx.x; c < V; c += blockDim.x) lse_merge(m, s, x[c], 1.0f);
     for (int o = 16; o > 0; o >>= 1) {
@@ -80,18 +81,18 @@ __global__ void cross_entropy_reduce_kernel(float* out, float* count, const floa
 
 // dlogits[n, c] = (exp(x - lse) - [c == t]) * dloss_n
 __global__ void cross_entropy_backward_kernel(float* dlogits, const float* dloss, bool per_row, const float* count,
-                                              const float* logits, const float* lse, const int64_t* targets, int64_t N,
-                                              int64_t V, int64_t ignore_index) {
+                                              const float* logits, const float* lse, int64_t ld, const int64_t* targets,
+                                              int64_t N, int64_t V, int64_t ignore_index) {
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const int64_t t = targets[n];
-    float* d = dlogits + n * V;
+    float* d = dlogits + n * ld;
     if (t == ignore_index) {
       for (int64_t c = threadIdx.x; c < V; c += blockDim.x) d[c] = 0.0f;
       continue;
     }
     float dl = per_row ? dloss[n] : dloss[0];
     if (count) dl /= *count;
-    const float* x = logits + n * V;
+    const float* x = logits + n * ld;
     const float l = lse[n];
     for (int64_t c = threadIdx.x; c < V; c += blockDim.x) d[c] = (expf(x[c] - l) - float(c == t)) * dl;
   }
@@ -99,12 +100,12 @@ __global__ void cross_entropy_backward_kernel(float* dlogits, const float* dloss
 
 }  // namespace detail
 
-void cross_entropy_forward_f32(float* losses, float* lse, const float* logits, const int64_t* targets, int64_t N,
-                               int64_t V, int64_t ignore_index, int device) {
+void cross_entropy_forward_f32(float* losses, float* lse, const float* logits, int64_t ld, const int64_t* targets,
+                               int64_t N, int64_t V, int64_t ignore_index, int device) {
   if (N == 0) return;
   cudaStream_t s = detail::use(device);
   int grid = int(std::min<int64_t>(N, int64_t(detail::sm_count(device)) * 8));
-  detail::cross_entropy_forward_kernel<<<grid, 512, 0, s>>>(losses, lse, logits, targets, N, V, ignore_index,
+  detail::cross_entropy_forward_kernel<<<grid, 512, 0, s>>>(losses, lse, logits, ld, targets, N, V, ignore_index,
                                                             detail::error_flag(device));
   LOOM_CUDA_CHECK_LAUNCH();
   if (int bad = detail::take_error_flag(device)) {
@@ -124,12 +125,12 @@ void cross_entropy_reduce_f32(float* out, float* count, const float* losses, con
 }
 
 void cross_entropy_backward_f32(float* dlogits, const float* dloss, bool per_row, const float* count,
-                                const float* logits, const float* lse, const int64_t* targets, int64_t N, int64_t V,
-                                int64_t ignore_index, int device) {
+                                const float* logits, const float* lse, int64_t ld, const int64_t* targets, int64_t N,
+                                int64_t V, int64_t ignore_index, int device) {
   if (N == 0) return;
   int grid = int(std::min<int64_t>(N, int64_t(detail::sm_count(device)) * 8));
   detail::cross_entropy_backward_kernel<<<grid, 512, 0, detail::use(device)>>>(dlogits, dloss, per_row, count, logits,
-                                                                               lse, targets, N, V, ignore_index);
+                                                                               lse, ld, targets, N, V, ignore_index);
   LOOM_CUDA_CHECK_LAUNCH();
 }
 

@@ -49,6 +49,11 @@ void gemm(bool bf16, GemmOperand a, GemmOperand b, float* c, int64_t ldc, int64_
       bf16 ? CUBLAS_COMPUTE_32F : (allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F);
   LOOM_CHECK(M < INT32_MAX && N < INT32_MAX && K < INT32_MAX && batch < INT32_MAX, value_error,
              "matmul on CUDA: sizes M ", M, ", N ", N, ", K ", K, " exceed cuBLAS's int range");
+  if (batch == 1) {  // the plain GEMM entry point (its heuristics differ from the batched one's)
+    LOOM_CUDA_CHECK(cublasGemmEx(h, opb, opa, int(N), int(M), int(K), &one, b.ptr, type, int(b.ld), a.ptr, type,
+                                 int(a.ld), &beta, c, CUDA_R_32F, int(ldc), compute, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   LOOM_CUDA_CHECK(cublasGemmStridedBatchedEx(h, opb, opa, int(N), int(M), int(K), &one, b.ptr, type, int(b.ld),
                                              b.batch_stride, a.ptr, type, int(a.ld), a.batch_stride, &beta, c,
                                              CUDA_R_32F, int(ldc), c_batch_stride, int(batch), compute,
