@@ -257,8 +257,13 @@ Tensor<T> unary_grad(const char* op, const Tensor<T>& g, const Tensor<T>& x, con
 // A unary op on the GPU: out = f(x; alpha), backward dx = g * f'(x, out; alpha) in one kernel.
 inline Tensor<float> gpu_unary(const char* name, cuda::Unary code, double alpha, const Tensor<float>& x) {
   Tensor<float> out = gpu::unary(code, alpha, x);
-  record<float>(name, out, {&x}, [name, code, alpha, sx = SavedTensor<float>(x), so = SavedTensor<float>(out)](const Tensor<float>& g) {
-    return Grads<float>{gpu::unary_backward(code, alpha, g, sx.get(name), so.get(name))};
+  // the derivative of these needs only y; of the others only x: save (and read) just that one
+  using U = cuda::Unary;
+  const bool needs_y = code == U::exp || code == U::sqrt || code == U::rsqrt || code == U::tanh || code == U::sigmoid;
+  const Tensor<float>& keep = needs_y ? out : x;
+  record<float>(name, out, {&x}, [name, code, alpha, needs_y, sk = SavedTensor<float>(keep)](const Tensor<float>& g) {
+    const Tensor<float>& k = sk.get(name);
+    return Grads<float>{needs_y ? gpu::unary_backward(code, alpha, g, k, k) : gpu::unary_backward_x(code, alpha, g, k)};
   });
   return out;
 }

@@ -100,6 +100,15 @@ inline TF unary_backward(cuda::Unary op, double alpha, const TF& g, const TF& x,
   return out;
 }
 
+/// dx = g * f'(x; alpha) for the unary ops whose derivative needs only x (reads g and x).
+inline TF unary_backward_x(cuda::Unary op, double alpha, const TF& g, const TF& x) {
+  TF out = TF::empty(x.shape(), x.device());
+  Shape gs = broadcast_strides(g.shape(), g.strides(), x.shape());
+  LOOM_GPU_ONLY(cuda::unary_backward_x_f32(op, float(alpha), out.data(), g.data(), x.data(),
+                                           detail::cuda_layout<3>(x.shape(), {out.strides(), gs, x.strides()}), dev(x)));
+  return out;
+}
+
 /// out = f(a, b) with broadcasting.
 inline TF binary(cuda::Binary op, const TF& a, const TF& b, const char* name) {
   Shape s = broadcast_shapes(a.shape(), b.shape(), name);

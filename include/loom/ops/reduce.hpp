@@ -248,6 +248,11 @@ template <class T>
 Tensor<T> sum_to_shape(const Tensor<T>& grad, const Shape& shape) {
   if (grad.shape() == shape) return grad;
   Tensor<T> r = grad;
+  if (grad.device().is_cuda() && grad.dim() > shape.size() + 1) {  // one reduction over all the leading dimensions
+    Shape flat{-1};
+    for (int d = grad.dim() - shape.size(); d < grad.dim(); ++d) flat.push_back(grad.size(d));
+    if (grad.is_contiguous()) r = sum(grad.view(flat), 0);
+  }
   while (r.dim() > shape.size()) r = sum(r, 0);  // leading dimensions that broadcasting added
   for (int d = 0; d < shape.size(); ++d)
     if (shape[d] == 1 && r.size(d) != 1) r = sum(r, d, true);  // dimensions stretched from 1

@@ -101,6 +101,8 @@ void unary_f32(Unary op, float alpha, float* out, const float* x, const Layout& 
 /// dx = g * f'(x, y; alpha) for the unary op (y = f(x)); L holds (dx, g, x, y).
 void unary_backward_f32(Unary op, float alpha, float* dx, const float* g, const float* x, const float* y,
                         const Layout& L, int device);
+/// dx = g * f'(x; alpha) for ops whose derivative needs only x; L holds (dx, g, x).
+void unary_backward_x_f32(Unary op, float alpha, float* dx, const float* g, const float* x, const Layout& L, int device);
 /// out = f(a, b); L holds (out, a, b) with broadcast strides (0 along stretched dimensions).
 void binary_f32(Binary op, float* out, const float* a, const float* b, const Layout& L, int device);
 /// out = f(g, a, b) for the binary ops' gradients; L holds (out, g, a, b).

@@ -115,6 +115,10 @@ struct UnaryGradF {  // inputs (g, x, y)
   Unary op; float a;
   __device__ float operator()(const float (&v)[3]) const { return v[0] * unary_grad_fn(op, v[1], v[2], a); }
 };
+struct UnaryGradXF {  // inputs (g, x): derivatives that need no y
+  Unary op; float a;
+  __device__ float operator()(const float (&v)[2]) const { return v[0] * unary_grad_fn(op, v[1], 0.0f, a); }
+};
 struct BinaryF {
   Binary op;
   __device__ float operator()(const float (&v)[2]) const { return binary_fn(op, v[0], v[1]); }
@@ -326,6 +330,11 @@ void unary_f32(Unary op, float alpha, float* out, const float* x, const Layout& 
 void unary_backward_f32(Unary op, float alpha, float* dx, const float* g, const float* x, const float* y,
                         const Layout& L, int device) {
   detail::launch_map<3>(dx, {{g, x, y}}, detail::UnaryGradF{op, alpha}, L, device);
+}
+
+void unary_backward_x_f32(Unary op, float alpha, float* dx, const float* g, const float* x, const Layout& L,
+                          int device) {
+  detail::launch_map<2>(dx, {{g, x}}, detail::UnaryGradXF{op, alpha}, L, device);
 }
 
 void binary_f32(Binary op, float* out, const float* a, const float* b, const Layout& L, int device) {

@@ -3,6 +3,8 @@
 // workspace). Row-major C = A @ B is the column-major C^T = B^T @ A^T, so every call passes B
 // first and reads each matrix with its row length as the leading dimension.
 
+#include <cstring>
+
 #include "loom/backend/cuda/common.cuh"
 
 namespace loom::cuda {
@@ -27,6 +29,41 @@ inline cublasHandle_t cublas_handle(int device) {
 }
 
 }  // namespace detail
+
+namespace detail {
+// A device vector of at least n ones (grown on demand, kept for the program's life).
+inline const float* ones(int64_t n, int device) {
+  static std::mutex mu;
+  static std::vector<std::pair<float*, int64_t>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  if (int(cache.size()) <= device) cache.resize(device + 1, {nullptr, 0});
+  auto& [p, have] = cache[device];
+  if (have < n) {
+    cudaStream_t s = use(device);
+    LOOM_CUDA_CHECK(cudaStreamSynchronize(s));  // kernels queued may still read the old vector
+    if (p) LOOM_CUDA_CHECK(cudaFree(p));
+    p = nullptr, have = 0;
+    LOOM_CUDA_CHECK(cudaMalloc(&p, size_t(n) * sizeof(float)));
+    Layout L;
+    L.ndim = 1, L.size[0] = n, L.stride[0][0] = 1;
+    const float one = 1.0f;
+    uint32_t bits;
+    std::memcpy(&bits, &one, 4);
+    fill(p, 4, bits, L, device);
+    have = n;
+  }
+  return p;
+}
+}  // namespace detail
+
+void column_sum_gemv(float* out, const float* in, int64_t R, int64_t inner, float alpha, int device) {
+  detail::use(device);
+  const float* x = detail::ones(R, device);
+  const float zero = 0.0f;
+  // in (R, inner) row-major is the column-major (inner x R) matrix A: out = alpha * A @ ones(R)
+  LOOM_CUDA_CHECK(cublasSgemv(detail::cublas_handle(device), CUBLAS_OP_N, int(inner), int(R), &alpha, in, int(inner), x,
+                              1, &zero, out, 1));
+}
 
 void gemm(bool bf16, GemmOperand a, GemmOperand b, float* c, int64_t ldc, int64_t c_batch_stride, int64_t M,
           int64_t N, int64_t K, int64_t batch, float beta, int device) {

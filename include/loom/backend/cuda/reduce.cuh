@@ -122,8 +122,16 @@ struct Scratch {
 
 }  // namespace detail
 
+// Defined in matmul.cuh: out (inner) = alpha * sum over R rows of in (R, inner), by cuBLAS gemv.
+void column_sum_gemv(float* out, const float* in, int64_t R, int64_t inner, float alpha, int device);
+
 void reduce_f32(Reduce op, float* out, const float* in, int64_t outer, int64_t R, int64_t inner, int device) {
   if (outer * inner == 0) return;
+  if (outer == 1 && inner > 1 && R > 1 && R < INT32_MAX && inner < INT32_MAX && (op == Reduce::sum || op == Reduce::mean)) {
+    // The sum of many rows (a bias gradient): a matrix-vector product with ones, in fp32 with
+    // cuBLAS's fixed blocking (deterministic), at memory speed.
+    return column_sum_gemv(out, in, R, inner, op == Reduce::mean ? float(1.0 / double(R)) : 1.0f, device);
+  }
   cudaStream_t s = detail::use(device);
   if (R == 0) {  // an empty reduction: the identity (sum 0, mean NaN, max -inf, min +inf)
     float v = op == Reduce::sum ? 0.0f : op == Reduce::mean ? NAN : op == Reduce::max ? -INFINITY : INFINITY;
