@@ -411,7 +411,7 @@ TEST_CASE("Training on the GPU follows the CPU step by step") {
     if (step == 0) first = lc.item();
     last_c = lc.item(), last_g = lg.item();
   }
-  std::printf("parity %-28s loss %.5f -> cpu %.5f dev_gpu %.5f\n", "gpt 10 training steps", first, last_c, last_g);
+  std::printf("parity %-28s loss %.5f -> cpu %.5f gpu %.5f\n", "gpt 10 training steps", first, last_c, last_g);
   CHECK(last_g < first - 0.5);  // it learns (one batch, memorised)
   CHECK(std::abs(last_g - last_c) <= 1e-3 * last_c);
 }

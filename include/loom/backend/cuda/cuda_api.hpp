@@ -186,7 +186,7 @@ void attention_forward_f32(float* out, AttnStrides so, float* lse, const float* 
 void attention_backward_f32(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                             const float* v, const float* out, const float* lse, int64_t B, int64_t NH, int64_t Tq,
                             int64_t Tk, int64_t HS, int device);
-/// Causal flash attention on bf16 tensor cores (WMMA, fp32 accumulation). q, k, v, dout are
+/// Causal flash attention on bf16 tensor cores (mma.sync, fp32 accumulation). q, k, v, dout are
 /// contiguous bf16 (B, NH, T, HS) with Tq == Tk == T and HS == 64; out, lse, dq, dk, dv as in
 /// the fp32 path (float). Returns false, doing nothing, for shapes it does not handle.
 bool attention_forward_bf16(float* out, float* lse, const void* q, const void* k, const void* v, int64_t B,
