@@ -255,11 +255,16 @@ Tensor<T> unary_grad(const char* op, const Tensor<T>& g, const Tensor<T>& x, con
 }
 
 // A unary op on the GPU: out = f(x; alpha), backward dx = g * f'(x, out; alpha) in one kernel.
+// True when the derivative of the unary op is written in terms of its output y (exp, sqrt,
+// rsqrt, tanh, sigmoid); the others need only the input x. Backward saves just that one.
+inline bool grad_needs_output(cuda::Unary code) {
+  using U = cuda::Unary;
+  return code == U::exp || code == U::sqrt || code == U::rsqrt || code == U::tanh || code == U::sigmoid;
+}
+
 inline Tensor<float> gpu_unary(const char* name, cuda::Unary code, double alpha, const Tensor<float>& x) {
   Tensor<float> out = gpu::unary(code, alpha, x);
-  // the derivative of these needs only y; of the others only x: save (and read) just that one
-  using U = cuda::Unary;
-  const bool needs_y = code == U::exp || code == U::sqrt || code == U::rsqrt || code == U::tanh || code == U::sigmoid;
+  const bool needs_y = grad_needs_output(code);
   const Tensor<float>& keep = needs_y ? out : x;
   record<float>(name, out, {&x}, [name, code, alpha, needs_y, sk = SavedTensor<float>(keep)](const Tensor<float>& g) {
     const Tensor<float>& k = sk.get(name);
@@ -274,8 +279,11 @@ template <class T, class F, class D>
 Tensor<T> unary_with_grad(const char* op, const Tensor<T>& x, F f, D dfdx, cuda::Unary code, double alpha = 0) {
   if constexpr (gpu_type<T>) if (on_cuda<T>(op, x)) return gpu_unary(op, code, alpha, x);
   auto out = unary_op<T>(op, x, f);
-  record<T>(op, out, {&x}, [op, sx = SavedTensor<T>(x), so = SavedTensor<T>(out), dfdx](const Tensor<T>& g) {
-    return Grads<T>{unary_grad(op, g, sx.get(op), so.get(op), dfdx)};
+  // Save one tensor: y when dfdx reads y, else x. It is passed as both arguments; dfdx reads
+  // only the one it needs (exp's uses y, gelu's uses x, ...).
+  record<T>(op, out, {&x}, [op, sk = SavedTensor<T>(grad_needs_output(code) ? out : x), dfdx](const Tensor<T>& g) {
+    const Tensor<T>& k = sk.get(op);
+    return Grads<T>{unary_grad(op, g, k, k, dfdx)};
   });
   return out;
 }

@@ -73,7 +73,9 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T
     Tensor<T> w = weight.defined() ? weight.contiguous() : weight, b = bias.defined() ? bias.contiguous() : bias;
     Tensor<T> out = Tensor<T>::empty(x.shape());
     int64_t N = C > 0 ? in.numel() / C : 0;
-    Tensor<T> mean = Tensor<T>::empty({N}), rstd = Tensor<T>::empty({N});
+    // mean and rstd are kept for the backward only when there will be one
+    const bool grad = GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
+    Tensor<T> mean = grad ? Tensor<T>::empty({N}) : Tensor<T>(), rstd = grad ? Tensor<T>::empty({N}) : Tensor<T>();
     if (C > 0) cpu::layer_norm_forward<T>(out.data(), mean.data(), rstd.data(), in.data(), w.data(), b.data(), N, C, eps);
     // backward: one fused pass gives dx, dweight and dbias (see cpu::layer_norm_backward)
     Tensor<T> none;
