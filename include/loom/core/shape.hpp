@@ -135,4 +135,31 @@ inline Shape broadcast_strides(const Shape& s, const Shape& st, const Shape& tar
   return out;
 }
 
+namespace detail {
+/// A reduction of a contiguous tensor over one axis seen as (outer, R, inner), and the result's
+/// shape. `all` reduces every element (outer = inner = 1).
+struct ReduceGeometry {
+  int64_t outer = 1, R = 1, inner = 1;
+  Shape out_shape;
+};
+inline ReduceGeometry reduce_geometry(const Shape& in, int64_t axis, bool all, bool keepdim, const char* op) {
+  ReduceGeometry g;
+  g.R = numel_of(in);
+  if (!all) {
+    int a = wrap_axis(axis, in.size(), op);
+    if (in.size() > 0) {
+      g.R = in[a];
+      for (int d = 0; d < a; ++d) g.outer *= in[d];
+      for (int d = a + 1; d < in.size(); ++d) g.inner *= in[d];
+      g.out_shape = in;
+      if (keepdim) g.out_shape[a] = 1; else g.out_shape.erase(a);
+    }
+  } else if (keepdim) {
+    g.out_shape = in;
+    for (int64_t& d : g.out_shape) d = 1;
+  }
+  return g;
+}
+}  // namespace detail
+
 }  // namespace loom

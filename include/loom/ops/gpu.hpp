@@ -135,21 +135,9 @@ inline TF binary_backward(cuda::BinaryGrad op, const TF& g, const TF& a, const T
 /// Sum or mean of x over one axis (all axes when `all`), as reduce() on the CPU does.
 inline TF reduce(cuda::Reduce op, const TF& x, int64_t axis, bool all, bool keepdim, const char* name) {
   TF c = x.contiguous();
-  int64_t outer = 1, R = c.numel(), inner = 1;
-  Shape out_shape;
-  if (!all) {
-    int a = wrap_axis(axis, x.dim(), name);
-    if (x.dim() > 0) {
-      R = x.shape()[a];
-      for (int d = 0; d < a; ++d) outer *= x.shape()[d];
-      for (int d = a + 1; d < x.dim(); ++d) inner *= x.shape()[d];
-      out_shape = x.shape();
-      if (keepdim) out_shape[a] = 1; else out_shape.erase(a);
-    }
-  } else if (keepdim) {
-    out_shape = x.shape();
-    for (int64_t& d : out_shape) d = 1;
-  }
+  const detail::ReduceGeometry geo = detail::reduce_geometry(x.shape(), axis, all, keepdim, name);
+  const int64_t outer = geo.outer, R = geo.R, inner = geo.inner;
+  const Shape& out_shape = geo.out_shape;
   TF out = TF::empty(out_shape, x.device());
   LOOM_GPU_ONLY(cuda::reduce_f32(op, out.data(), c.data(), outer, R, inner, dev(x)));
   return out;

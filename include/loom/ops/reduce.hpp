@@ -32,21 +32,9 @@ Tensor<TO> reduce(const char* op, const Tensor<T>& x, int64_t axis, bool all, bo
                   Merge merge, Fin finalize) {
   check_cpu(op, x);
   Tensor<T> c = x.contiguous();
-  int64_t outer = 1, R = c.numel(), inner = 1;
-  Shape out_shape;
-  if (!all) {
-    int a = wrap_axis(axis, x.dim(), op);
-    if (x.dim() > 0) {
-      outer = 1, inner = 1, R = x.shape()[a];
-      for (int d = 0; d < a; ++d) outer *= x.shape()[d];
-      for (int d = a + 1; d < x.dim(); ++d) inner *= x.shape()[d];
-      out_shape = x.shape();
-      if (keepdim) out_shape[a] = 1; else out_shape.erase(a);
-    }
-  } else if (keepdim) {
-    out_shape = x.shape();
-    for (int64_t& d : out_shape) d = 1;
-  }
+  const ReduceGeometry geo = reduce_geometry(x.shape(), axis, all, keepdim, op);
+  const int64_t outer = geo.outer, R = geo.R, inner = geo.inner;
+  const Shape& out_shape = geo.out_shape;
   Tensor<TO> out = Tensor<TO>::empty(out_shape);
   TO* o = out.data();
   cpu::reduce_axis<Acc>(c.data(), outer, R, inner, init, step, merge,

@@ -207,20 +207,27 @@ __global__ void __launch_bounds__(attn_tile) attention_dq_kernel(float* dq, cons
 struct HeadPtrs {
   void* p[3];
 };
+// For element e of a (B, T, P, NH, HS) tensor: its part p and its offset in that part's
+// (B, NH, T, HS) tensor.
+__device__ inline int64_t head_offset(int64_t e, int P, uint32_t T, uint32_t NH, uint32_t HS, int& p) {
+  const uint32_t d = uint32_t(e % HS);
+  int64_t r = e / HS;
+  const uint32_t h = uint32_t(r % NH);
+  r /= NH;
+  p = int(r % P);
+  const int64_t bt = r / P, b = bt / T, t = bt % T;
+  return ((b * NH + h) * T + t) * HS + d;
+}
 __global__ void split_heads_bf16_kernel(HeadPtrs out, const float* in, int P, uint32_t T, uint32_t NH, uint32_t HS,
                                         int64_t n8) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n8; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t e = i * 8;  // element index in (B, T, P, NH, HS)
-    const uint32_t d = uint32_t(e % HS);
-    int64_t r = e / HS;
-    const uint32_t h = uint32_t(r % NH);
-    r /= NH;
-    const int p = int(r % P);
-    const int64_t bt = r / P, b = bt / T, t = bt % T;
+    int p;
+    const int64_t to = head_offset(e, P, T, NH, HS, p);
     const float4 x0 = reinterpret_cast<const float4*>(in + e)[0], x1 = reinterpret_cast<const float4*>(in + e)[1];
     __nv_bfloat162 v[4] = {__floats2bfloat162_rn(x0.x, x0.y), __floats2bfloat162_rn(x0.z, x0.w),
                            __floats2bfloat162_rn(x1.x, x1.y), __floats2bfloat162_rn(x1.z, x1.w)};
-    __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(out.p[p]) + ((b * NH + h) * T + t) * HS + d;
+    __nv_bfloat16* dst = static_cast<__nv_bfloat16*>(out.p[p]) + to;
     *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(v);
   }
 }
@@ -228,13 +235,9 @@ __global__ void merge_heads_f32_kernel(float* out, HeadPtrs in, int P, uint32_t 
                                        int64_t n4) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t e = i * 4;  // element index in (B, T, P, NH, HS)
-    const uint32_t d = uint32_t(e % HS);
-    int64_t r = e / HS;
-    const uint32_t h = uint32_t(r % NH);
-    r /= NH;
-    const int p = int(r % P);
-    const int64_t bt = r / P, b = bt / T, t = bt % T;
-    const float* src = static_cast<const float*>(in.p[p]) + ((b * NH + h) * T + t) * HS + d;
+    int p;
+    const int64_t from = head_offset(e, P, T, NH, HS, p);
+    const float* src = static_cast<const float*>(in.p[p]) + from;
     reinterpret_cast<float4*>(out)[i] = *reinterpret_cast<const float4*>(src);
   }
 }

@@ -133,6 +133,26 @@ struct Inputs {
   const float* p[NIn];
 };
 
+// f applied lane by lane to NIn float4 values.
+template <int NIn, class F>
+__device__ inline float4 apply4(const F& f, const float4 (&x)[NIn]) {
+  float v[NIn];
+  float4 r;
+#pragma unroll
+  for (int k = 0; k < NIn; ++k) v[k] = x[k].x;
+  r.x = f(v);
+#pragma unroll
+  for (int k = 0; k < NIn; ++k) v[k] = x[k].y;
+  r.y = f(v);
+#pragma unroll
+  for (int k = 0; k < NIn; ++k) v[k] = x[k].z;
+  r.z = f(v);
+#pragma unroll
+  for (int k = 0; k < NIn; ++k) v[k] = x[k].w;
+  r.w = f(v);
+  return r;
+}
+
 // out[off0] = f(in_k[off_k+1]) over any strided layout.
 template <int NIn, class F>
 __global__ void map_strided_kernel(float* out, Inputs<NIn> in, F f, Layout L, int64_t n) {
@@ -155,20 +175,7 @@ __global__ void map_vec4_kernel(float* out, Inputs<NIn> in, F f, int64_t n) {
     float4 x[NIn];
 #pragma unroll
     for (int k = 0; k < NIn; ++k) x[k] = reinterpret_cast<const float4*>(in.p[k])[i];
-    float4 r;
-    float v[NIn];
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].x;
-    r.x = f(v);
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].y;
-    r.y = f(v);
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].z;
-    r.z = f(v);
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].w;
-    r.w = f(v);
+    const float4 r = apply4(f, x);
     reinterpret_cast<float4*>(out)[i] = r;
   }
   for (int64_t i = 4 * n4 + tid; i < n; i += step) {
@@ -189,20 +196,7 @@ __global__ void map_rows_vec4_kernel(float* out, Inputs<NIn> in, F f, Layout L, 
     float4 x[NIn];
 #pragma unroll
     for (int k = 0; k < NIn; ++k) x[k] = *reinterpret_cast<const float4*>(in.p[k] + int64_t(row) * L.stride[k + 1][0] + col);
-    float4 r;
-    float v[NIn];
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].x;
-    r.x = f(v);
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].y;
-    r.y = f(v);
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].z;
-    r.z = f(v);
-#pragma unroll
-    for (int k = 0; k < NIn; ++k) v[k] = x[k].w;
-    r.w = f(v);
+    const float4 r = apply4(f, x);
     *reinterpret_cast<float4*>(out + int64_t(row) * L.stride[0][0] + col) = r;
   }
 }

@@ -37,31 +37,19 @@ inline int take_error_flag(int device) {
   return h;
 }
 
-// out[n, :] = w[idx[n], :]  (a bad index writes zeros and sets the flag)
-__global__ void embedding_forward_kernel(float* out, const int64_t* idx, const float* w, int64_t N, int64_t C,
-                                         int64_t V, int* flag) {
+// out[n, :] = w[idx[n], :] for rows of C elements of type E (float, or float4 when the rows
+// allow 16-byte loads). A bad index writes zeros and sets the flag.
+template <class E>
+__global__ void embedding_forward_kernel(E* out, const int64_t* idx, const E* w, int64_t N, int64_t C, int64_t V,
+                                         int* flag) {
   const int64_t total = N * C;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t n = i / C, c = i - n * C, t = idx[n];
     if (t < 0 || t >= V) {
-      out[i] = 0.0f;
+      out[i] = E{};
       if (c == 0) atomicCAS(flag, 0, int(n + 1 < INT32_MAX ? n + 1 : INT32_MAX));
     } else {
       out[i] = w[t * C + c];
-    }
-  }
-}
-
-__global__ void embedding_forward_vec4_kernel(float4* out, const int64_t* idx, const float4* w, int64_t N, int64_t C4,
-                                              int64_t V, int* flag) {
-  const int64_t total = N * C4;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t n = i / C4, c = i - n * C4, t = idx[n];
-    if (t < 0 || t >= V) {
-      out[i] = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (c == 0) atomicCAS(flag, 0, int(n + 1 < INT32_MAX ? n + 1 : INT32_MAX));
-    } else {
-      out[i] = w[t * C4 + c];
     }
   }
 }
@@ -87,10 +75,10 @@ void embedding_forward_f32(float* out, const int64_t* idx, const float* w, int64
   cudaStream_t s = detail::use(device);
   int* flag = detail::error_flag(device);
   if (C % 4 == 0 && detail::aligned16(out) && detail::aligned16(w)) {
-    detail::embedding_forward_vec4_kernel<<<detail::grid_for(N * C / 4, 256, device), 256, 0, s>>>(
+    detail::embedding_forward_kernel<float4><<<detail::grid_for(N * C / 4, 256, device), 256, 0, s>>>(
         reinterpret_cast<float4*>(out), idx, reinterpret_cast<const float4*>(w), N, C / 4, V, flag);
   } else {
-    detail::embedding_forward_kernel<<<detail::grid_for(N * C, 256, device), 256, 0, s>>>(out, idx, w, N, C, V, flag);
+    detail::embedding_forward_kernel<float><<<detail::grid_for(N * C, 256, device), 256, 0, s>>>(out, idx, w, N, C, V, flag);
   }
   LOOM_CUDA_CHECK_LAUNCH();
   if (int bad = detail::take_error_flag(device)) {
