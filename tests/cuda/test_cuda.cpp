@@ -236,6 +236,65 @@ TEST_CASE("LayerNorm matches the CPU with and without weight and bias") {
 
 // --- Embedding, cross-entropy, matmul ------------------------------------------------------------
 
+// --- RMSNorm, SiLU, SwiGLU ------------------------------------------------------------------------
+// (For tests/cuda/test_cuda.cpp: paste after the "LayerNorm matches the CPU ..." test case. Uses the
+// file's own check_op, rnd and tolerance 1e-5.)
+
+TEST_CASE("RMSNorm matches the CPU with and without weight") {
+  // C = 768: the float4 register path (C % 4 == 0, C <= 1024); 1, 7, 130: scalar loads and the
+  // general backward (C % 4 != 0); 1280, 5000: wider than the register path. N = 3 * 37 rows (odd).
+  for (int64_t C : {1, 7, 130, 768, 1280, 5000}) {
+    // With C == 1 a row is x / sqrt(x^2 + eps): dx is eps / (x^2 + eps) times the scale of dout,
+    // i.e. ~1e-6 of it at the default eps, where a float dx is only cancellation noise. eps = 1
+    // keeps dx O(1) there, so the comparison means something; other widths use the default.
+    const double eps = C == 1 ? 1.0 : 1e-6;
+    auto x = rnd({3, 37, C}, 70, -3, 3), w = rnd({C}, 71, 0.5, 1.5);
+    check_op("rms_norm C=" + std::to_string(C), {x, w}, [eps](auto& a, Device) { return rms_norm(a[0], a[1], eps); });
+    check_op("rms_norm C=" + std::to_string(C) + " no weight", {x}, [eps](auto& a, Device) {
+      using T = typename std::decay_t<decltype(a[0])>::value_type;
+      return rms_norm(a[0], Tensor<T>(), eps);
+    });
+  }
+  // Many rows: every warp of the register path visits several rows before its partial dweight
+  // row is written, and the partials of ~2000 warps are added in order.
+  auto many = rnd({4999, 256}, 72, -3, 3), w = rnd({256}, 73, 0.5, 1.5);
+  check_op("rms_norm 4999 rows C=256", {many, w}, [](auto& a, Device) { return rms_norm(a[0], a[1]); });
+  // A transposed (non-contiguous) input; a contiguous view 4 bytes off alignment (C % 4 == 0 but
+  // no float4 loads); a forward without autograd (rstd need not be kept).
+  check_op("rms_norm of a transposed view", {rnd({96, 45}, 74, -3, 3), rnd({96}, 75, 0.5, 1.5)},
+           [](auto& a, Device) { return rms_norm(a[0].t(), a[1]); });
+  check_op("rms_norm of a misaligned view", {rnd({33 * 768 + 1}, 76, -3, 3), rnd({768}, 73, 0.5, 1.5)},
+           [](auto& a, Device) { return rms_norm(a[0].slice(0, 1, 33 * 768 + 1).reshape({33, 768}), a[1]); });
+  check_op("rms_norm without grad", {rnd({33, 768}, 77, -3, 3), rnd({768}, 78, 0.5, 1.5)},
+           [](auto& a, Device) { return rms_norm(a[0], a[1]); }, 1e-5, false);
+  // Repeated runs give the same bits (no atomics in the weight gradient).
+  auto xg = many.to(dev_gpu).requires_grad_(), wg = w.to(dev_gpu).requires_grad_();
+  auto r = rnd({4999, 256}, 79).to(dev_gpu);
+  sum(rms_norm(xg, wg) * r).backward();
+  auto first = wg.grad().to(Device::cpu()).to_vector();
+  wg.zero_grad();
+  sum(rms_norm(xg, wg) * r).backward();
+  CHECK(wg.grad().to(Device::cpu()).to_vector() == first);
+}
+
+TEST_CASE("SiLU and SwiGLU match the CPU forward and backward with broadcasting") {
+  auto x = rnd({37, 129}, 80, -8, 8);
+  check_op("silu", {x}, [](auto& a, Device) { return silu(a[0]); });
+  check_op("silu of a transposed view", {x}, [](auto& a, Device) { return silu(a[0].t()); });
+  check_op("silu at +-100", {from_vector<float>({-100.0f, -30.0f, 0.0f, 30.0f, 100.0f})},
+           [](auto& a, Device) { return silu(a[0]); });
+  auto gate = rnd({45, 96}, 81, -6, 6), up = rnd({45, 96}, 82);
+  check_op("swiglu same shape", {gate, up}, [](auto& a, Device) { return swiglu(a[0], a[1]); });
+  check_op("swiglu (45x96) up (96)", {gate, rnd({96}, 83)}, [](auto& a, Device) { return swiglu(a[0], a[1]); });
+  check_op("swiglu (5x1x67) up (3x67)", {rnd({5, 1, 67}, 84, -6, 6), rnd({3, 67}, 85)},
+           [](auto& a, Device) { return swiglu(a[0], a[1]); });
+  check_op("swiglu gate (67) up (5x3x67)", {rnd({67}, 86, -6, 6), rnd({5, 3, 67}, 87)},
+           [](auto& a, Device) { return swiglu(a[0], a[1]); });
+  check_op("swiglu of column views", {rnd({40, 2 * 96}, 88, -6, 6)}, [](auto& a, Device) {
+    return swiglu(a[0].slice(-1, 0, 96), a[0].slice(-1, 96, 2 * 96));  // a fused gate/up projection, split
+  });
+}
+
 TEST_CASE("Embedding gathers rows and its backward adds repeated indices deterministically") {
   auto w = rnd({50, 36}, 18);
   auto idx = from_vector<int64_t>({3, 7, 3, 49, 0, 3, 7, 12, 3}, {3, 3});

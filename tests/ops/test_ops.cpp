@@ -451,7 +451,7 @@ TEST_CASE("embedding gathers rows and checks indices") {
   CHECK(embedding(w.t().t(), from_vector<int32_t>({2})).to_vector() == std::vector<float>{6, 7, 8});
   CHECK(embedding(w, empty<int64_t>({0})).shape() == Shape{0, 3});
   CHECK_THROWS_WITH(embedding(w, from_vector<int64_t>({1, 4})),
-                    LOOM_CONTAINS("embedding: index 4 at position 1 is out of range [0, 4)"));
+                    LOOM_CONTAINS("embedding: index 4 at position 1 is out of range for a table of 4 rows"));
   CHECK_THROWS_AS(embedding(w, from_vector<int32_t>({-1})), index_error);
   CHECK_THROWS_AS(embedding(arange<float>(0, 3), idx), shape_error);
 }
@@ -492,7 +492,7 @@ TEST_CASE("cross_entropy with ignore_index against a double reference") {
   CHECK(cross_entropy(huge, from_vector<int64_t>({1})).item() == Approx(1e4f));
   CHECK_THROWS_WITH(cross_entropy(logits, targets.slice(1, 0, 3)), LOOM_CONTAINS("need targets of shape [2, 7]"));
   CHECK_THROWS_WITH(cross_entropy(logits.select(0, 0), from_vector<int64_t>({0, 1, 2, 3, 4, 5, 11})),
-                    LOOM_CONTAINS("cross_entropy: target 11 at position 6 is out of range [0, 11)"));
+                    LOOM_CONTAINS("cross_entropy: target 11 at position 6 is out of range for 11 classes"));
 }
 
 TEST_CASE("Ops reject undefined tensors and say so") {

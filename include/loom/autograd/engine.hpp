@@ -15,66 +15,55 @@
 
 #include <chrono>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
-#include "loom/core/tensor.hpp"
-#include "loom/ops/reduce.hpp"
+#include "loom/autograd/grad_mode.hpp"
+#include "loom/autograd/node.hpp"
+#include "loom/backend/kernels.hpp"
+#include "loom/core/error.hpp"
 
-namespace loom {
+// A template over Tensor<T>, which is only declared here: core/tensor.hpp includes this file and
+// its backward() calls autograd::backward, instantiated once Tensor<T> is complete.
 
-namespace gpu {
-// Defined in ops/gpu.hpp (which includes this file's includer, so it may not be read yet).
-inline Tensor<float> binary(cuda::Binary op, const Tensor<float>& a, const Tensor<float>& b, const char* name);
-}  // namespace gpu
+namespace loom::autograd {
 
 namespace detail {
-
-/// a + b for two gradients of the same shape, as a new contiguous tensor.
+/// a + b for two gradients of the same shape and device, as a new contiguous tensor.
 template <class T>
 Tensor<T> add_grads(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (std::is_same_v<T, float>)
-    if (on_cuda<T>("backward (adding gradients)", a, b)) return gpu::binary(cuda::Binary::add, a, b, "backward");
-  Tensor<T> out = Tensor<T>::empty(a.shape());
-  if (a.is_contiguous() && b.is_contiguous()) {  // the common case: a plain vectorisable loop
-    T* o = out.data();
-    const T *x = a.data(), *y = b.data();
-    parallel_for(0, a.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) o[i] = convert<T>(compute_t<T>(x[i]) + compute_t<T>(y[i]));
-    });
-    return out;
-  }
-  StridedLayout<3> L(a.shape(), {out.strides(), a.strides(), b.strides()});
-  T* o = out.data();
-  const T *x = a.data(), *y = b.data();
-  strided_for(L, [&](const int64_t* off, int64_t n, const int64_t* st) {
-    for (int64_t i = 0; i < n; ++i)
-      o[off[0] + i * st[0]] = convert<T>(compute_t<T>(x[off[1] + i * st[1]]) + compute_t<T>(y[off[2] + i * st[2]]));
-  });
+  Tensor<T> out = Tensor<T>::empty(a.shape(), a.device());
+  kernel::binary(a.device(), BinaryOp::add, out.data(), a.data(), b.data(), a.shape(),
+                 {out.strides(), a.strides(), b.strides()});
   return out;
 }
-
 }  // namespace detail
 
+/// Back-propagates from `root` (what Tensor::backward() calls): accumulates d(root)/d(leaf) *
+/// grad into every leaf's grad(); grad may be undefined for a one-element root (then 1).
 template <class T>
-void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
-  LOOM_CHECK(requires_grad(), value_error,
+void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
+  LOOM_CHECK(root.requires_grad(), value_error,
              "backward: this tensor does not require grad (no input of the ops that made it called "
              "requires_grad_(), or it was computed under NoGradGuard)");
   Tensor<T> root_grad = grad;
   if (!root_grad.defined()) {
-    LOOM_CHECK(numel() == 1, shape_error, "backward: a gradient can be implied only for a one-element output; "
-               "this one has shape ", shape(), ", so pass backward(grad) with a gradient of that shape");
-    root_grad = full<T>(shape(), T(1.0f), device());
+    LOOM_CHECK(root.numel() == 1, shape_error, "backward: a gradient can be implied only for a one-element output; "
+               "this one has shape ", root.shape(), ", so pass backward(grad) with a gradient of that shape");
+    root_grad = Tensor<T>::empty(root.shape(), root.device());
+    root_grad.fill_(T(1.0f));
   }
-  LOOM_CHECK(root_grad.shape() == shape(), shape_error, "backward: gradient of shape ", root_grad.shape(),
-             " given for a tensor of shape ", shape());
+  LOOM_CHECK(root_grad.shape() == root.shape(), shape_error, "backward: gradient of shape ", root_grad.shape(),
+             " given for a tensor of shape ", root.shape());
+  LOOM_CHECK(root_grad.device() == root.device(), device_error, "backward: gradient on ", root_grad.device(),
+             " given for a tensor on ", root.device());
   NoGradGuard no_grad;  // backward computations are not themselves recorded
 
   auto accumulate_leaf = [](AutogradMeta<T>& meta, const Tensor<T>& g) {
     meta.grad = meta.grad.defined() ? detail::add_grads(meta.grad, g) : g.clone();
   };
-  if (is_leaf()) {
-    accumulate_leaf(*autograd_meta(), root_grad);
+  if (root.is_leaf()) {
+    accumulate_leaf(*root.autograd_meta(), root_grad);
     return;
   }
 
@@ -83,8 +72,8 @@ void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
   std::unordered_map<Node<T>*, Tensor<T>> pending;
   {
     std::unordered_map<Node<T>*, bool> seen;
-    std::vector<std::pair<Node<T>*, size_t>> stack{{grad_fn().get(), 0}};
-    seen[grad_fn().get()] = true;
+    std::vector<std::pair<Node<T>*, size_t>> stack{{root.grad_fn().get(), 0}};
+    seen[root.grad_fn().get()] = true;
     while (!stack.empty()) {
       auto& [node, i] = stack.back();
       if (i < node->next.size()) {
@@ -99,7 +88,7 @@ void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
       }
     }
   }
-  pending[grad_fn().get()] = root_grad;
+  pending[root.grad_fn().get()] = root_grad;
 
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node<T>* node = *it;
@@ -110,7 +99,7 @@ void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
     LOOM_CHECK(!node->released, value_error, "backward: the graph through '", node->name,
                "' was already freed by an earlier backward(); pass retain_graph=true to the first "
                "backward() to go through the graph twice");
-    auto& prof = autograd::backward_profile();
+    auto& prof = backward_profile();
     if (prof.enabled && prof.sync) prof.sync();
     auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     std::vector<Tensor<T>> dx = node->backward(g);
@@ -141,4 +130,4 @@ void Tensor<T>::backward(const Tensor<T>& grad, bool retain_graph) const {
   }
 }
 
-}  // namespace loom
+}  // namespace loom::autograd

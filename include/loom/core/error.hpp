@@ -46,6 +46,11 @@ std::string concat(const Args&... args) {
 }
 }  // namespace detail
 
+/// The message of the error raised when CUDA is asked for in a CPU-only build.
+inline const char* no_cuda_message() {
+  return "loom was built without CUDA; reconfigure with -DLOOM_CUDA=ON and link loom::cuda";
+}
+
 }  // namespace loom
 
 /// Throws loom::ERR with the streamed message when COND is false. Always on, in every build.

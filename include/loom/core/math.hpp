@@ -34,4 +34,17 @@ LOOM_HOST_DEVICE T sigmoid(T x) {
   return e / (T(1) + e);
 }
 
+/// SiLU (swish): x * sigmoid(x), the activation of Llama's SwiGLU MLP.
+template <class T>
+LOOM_HOST_DEVICE T silu(T x) {
+  return x * sigmoid(x);
+}
+
+/// d silu(x) / dx = s (1 + x (1 - s)) with s = sigmoid(x).
+template <class T>
+LOOM_HOST_DEVICE T silu_grad(T x) {
+  T s = sigmoid(x);
+  return s * (T(1) + x * (T(1) - s));
+}
+
 }  // namespace loom::math

@@ -20,11 +20,6 @@ namespace loom {
 /// Alignment of CPU buffers in bytes (a cache line; enough for AVX-512 loads).
 inline constexpr std::size_t storage_alignment = CpuAllocator::alignment;
 
-/// The message of the error raised when CUDA is asked for in a CPU-only build.
-inline const char* no_cuda_message() {
-  return "loom was built without CUDA; reconfigure with -DLOOM_CUDA=ON and link loom::cuda";
-}
-
 /// A buffer of bytes on one device. Tensors hold it through a shared_ptr; views share it.
 class Storage {
  public:

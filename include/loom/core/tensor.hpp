@@ -19,8 +19,11 @@
 #include <type_traits>
 #include <vector>
 
+#include "loom/autograd/engine.hpp"
 #include "loom/autograd/grad_mode.hpp"
 #include "loom/autograd/node.hpp"
+#include "loom/autograd/record.hpp"
+#include "loom/backend/kernels.hpp"
 #include "loom/core/device.hpp"
 #include "loom/core/dtype.hpp"
 #include "loom/core/error.hpp"
@@ -34,27 +37,8 @@ namespace loom {
 template <class T> class Tensor;
 
 namespace detail {
-/// The CUDA kernels' copy of a StridedLayout over `shape` for N operands' strides.
-template <int N>
-cuda::Layout cuda_layout(const Shape& shape, const std::array<Shape, N>& strides) {
-  static_assert(N <= 4, "cuda::Layout holds at most 4 operands");
-  static_assert(max_dims == cuda::layout_dims, "cuda::Layout and Shape disagree on the rank limit");
-  StridedLayout<N> L(shape, strides);
-  cuda::Layout out;
-  out.ndim = L.ndim;
-  for (int d = 0; d < L.ndim; ++d) {
-    out.size[d] = L.size[d];
-    for (int k = 0; k < N; ++k) out.stride[k][d] = L.stride[k][d];
-  }
-  return out;
-}
-
-/// Records `out = op(inputs)` in the autograd graph when grad mode is on and an input requires
-/// grad. `backward(grad_out)` returns one gradient per input (an undefined Tensor for none).
-template <class T, class F>
-void record(const char* name, Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, F&& backward);
-
-/// Sums a broadcast gradient back to `shape` (over leading and stretched dimensions).
+/// Sums a broadcast gradient back to `shape` (over leading and stretched dimensions), on the
+/// gradient's device. For gradients inside backward functions: it records nothing.
 template <class T>
 Tensor<T> sum_to_shape(const Tensor<T>& grad, const Shape& shape);
 
@@ -376,8 +360,10 @@ class Tensor {
   Tensor detach() const { return Tensor(storage_, shape_, strides_, offset_); }
   /// Back-propagates from this tensor: accumulates d(this)/d(leaf) * grad into every leaf's grad().
   /// `grad` may be omitted for a one-element tensor (it is then 1). The graph is freed unless
-  /// retain_graph is true. Defined in autograd/engine.hpp.
-  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const;
+  /// retain_graph is true. The engine is autograd/engine.hpp.
+  void backward(const Tensor& grad = Tensor(), bool retain_graph = false) const {
+    autograd::backward(*this, grad, retain_graph);
+  }
   /// The autograd state (internal: used by the engine and by ops that record nodes).
   const std::shared_ptr<AutogradMeta<T>>& autograd_meta() const { return meta_; }
   /// Replaces the autograd state (internal).
@@ -567,31 +553,6 @@ class Tensor {
   std::shared_ptr<AutogradMeta<T>> meta_;  // null until the tensor takes part in autograd
 };
 
-// --- Recording ops in the graph ----------------------------------------------------------------
-
-/// A tensor kept for backward, without its autograd state (no reference cycles), with the
-/// storage version it had when saved, so that a later in-place change is caught.
-template <class T>
-class SavedTensor {
- public:
-  SavedTensor() = default;
-  /// Saves `t` (shares its storage; copies nothing).
-  explicit SavedTensor(const Tensor<T>& t)
-      : data_(t.detach()), version_(t.storage() ? t.storage()->version() : 0) {}
-  /// The saved tensor; throws when it was modified in place since it was saved.
-  const Tensor<T>& get(const char* op) const {
-    uint64_t now = data_.storage() ? data_.storage()->version() : 0;
-    LOOM_CHECK(now == version_, value_error, "backward of ", op, ": a tensor saved for the gradient (shape ",
-               data_.shape(), ") was modified in place after it was saved (version ", now, ", expected ",
-               version_, "); clone() it before modifying it");
-    return data_;
-  }
-
- private:
-  Tensor<T> data_;
-  uint64_t version_ = 0;
-};
-
 namespace detail {
 
 /// The device of the op's inputs; throws unless every tensor is defined and all are on one device.
@@ -633,28 +594,37 @@ bool on_cuda(const char* op, const Tensor<Ts>&... ts) {
   return true;
 }
 
-template <class T, class F>
-void record(const char* name, Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, F&& backward) {
-  if (!GradMode::is_enabled()) return;
-  bool any = false;
-  for (const Tensor<T>* t : inputs) any = any || t->requires_grad();
-  if (!any) return;
-  auto node = std::make_shared<Node<T>>();
-  node->name = name;
-  node->next.reserve(inputs.size());
-  for (const Tensor<T>* t : inputs) {
-    Edge<T> e;
-    if (t->requires_grad()) {
-      if (t->is_leaf()) e.leaf = t->autograd_meta(); else e.fn = t->grad_fn();
-    }
-    e.shape = t->shape();
-    node->next.push_back(std::move(e));
+/// The device of an op's inputs for an op that has kernels on every device: throws unless all
+/// are defined and on one device, and, on a GPU, unless T is float (the GPU kernels' type).
+template <class T, class... Ts>
+Device op_device(const char* op, const Tensor<Ts>&... ts) {
+  Device d = same_device(op, ts...);
+  if (d.is_cuda()) (void)on_cuda<T>(op, ts...);
+  return d;
+}
+
+template <class T>
+Tensor<T> sum_to_shape(const Tensor<T>& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  const Device dev = grad.device();
+  Tensor<T> r = grad.contiguous();
+  const int lead = grad.dim() - int(shape.size());
+  LOOM_CHECK(lead >= 0, shape_error, "sum_to_shape: gradient ", grad.shape(), " has fewer dimensions than ", shape);
+  if (lead > 0) {  // the leading dimensions that broadcasting added: one reduction over all of them
+    Shape tail(std::vector<int64_t>(grad.shape().begin() + lead, grad.shape().end()));
+    Tensor<T> out = Tensor<T>::empty(tail, dev);
+    const int64_t inner = numel_of(tail);
+    kernel::sum(dev, false, out.data(), r.data(), 1, inner ? r.numel() / inner : 0, inner);
+    r = out;
   }
-  node->backward = std::forward<F>(backward);
-  auto meta = std::make_shared<AutogradMeta<T>>();
-  meta->requires_grad = true;
-  meta->grad_fn = std::move(node);
-  out.set_autograd_meta(std::move(meta));
+  for (int d = 0; d < int(shape.size()); ++d) {
+    if (shape[d] != 1 || r.size(d) == 1) continue;  // dimensions stretched from 1: sum, keeping them
+    const ReduceGeometry geo = reduce_geometry(r.shape(), d, false, true, "sum_to_shape");
+    Tensor<T> out = Tensor<T>::empty(geo.out_shape, dev);
+    kernel::sum(dev, false, out.data(), r.data(), geo.outer, geo.R, geo.inner);
+    r = out;
+  }
+  return r;
 }
 
 }  // namespace detail
@@ -862,8 +832,3 @@ std::ostream& operator<<(std::ostream& os, const Tensor<T>& t) {
 }
 
 }  // namespace loom
-
-// The backward engine and the reductions that view gradients use (sum_to_shape), included here
-// so that tensor.hpp alone is complete. They include this header back; #pragma once makes that
-// a no-op, and the class above is already complete when they are read.
-#include "loom/autograd/engine.hpp"

@@ -1,6 +1,6 @@
 #pragma once
 /// @file layers.hpp
-/// The basic layers: Linear, Embedding, LayerNorm, Dropout.
+/// The basic layers: Linear, Embedding, LayerNorm, RMSNorm, SwiGLU, Dropout.
 
 #include <cmath>
 
@@ -67,6 +67,38 @@ class LayerNorm : public Module {
   }
   /// x (..., dim) -> (..., dim).
   Tensor<float> operator()(const Tensor<float>& x) const { return layer_norm(x, weight, bias, eps); }
+};
+
+/// RMSNorm over the last dimension with a learned scale (Llama's norm: no mean, no shift).
+class RMSNorm : public Module {
+ public:
+  Tensor<float> weight;  ///< (dim), initialised to 1
+  double eps;
+
+  /// An RMSNorm of width `dim`.
+  explicit RMSNorm(int64_t dim, double eps_ = 1e-6) : eps(eps_) {
+    weight = ones<float>({dim});
+    register_parameter("weight", weight);
+  }
+  /// x (..., dim) -> (..., dim).
+  Tensor<float> operator()(const Tensor<float>& x) const { return rms_norm(x, weight, eps); }
+};
+
+/// Llama's MLP: down_proj(silu(gate_proj(x)) * up_proj(x)), three Linear layers without bias
+/// (parameter names as Hugging Face's LlamaMLP).
+class SwiGLU : public Module {
+ public:
+  Linear gate_proj, up_proj, down_proj;
+
+  /// dim -> hidden (gate and up) -> dim.
+  SwiGLU(int64_t dim, int64_t hidden, Generator& gen)
+      : gate_proj(dim, hidden, false, gen), up_proj(dim, hidden, false, gen), down_proj(hidden, dim, false, gen) {
+    register_module("gate_proj", gate_proj);
+    register_module("up_proj", up_proj);
+    register_module("down_proj", down_proj);
+  }
+  /// x (..., dim) -> (..., dim).
+  Tensor<float> operator()(const Tensor<float>& x) const { return down_proj(swiglu(gate_proj(x), up_proj(x))); }
 };
 
 /// Dropout with probability p in training mode; the identity in eval mode.

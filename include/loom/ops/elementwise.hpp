@@ -2,35 +2,44 @@
 /// @file elementwise.hpp
 /// Elementwise ops with NumPy broadcasting: arithmetic, math functions, activations,
 /// comparisons, where and masked_fill, and the arithmetic operators.
+///
+/// The arithmetic ops and activations are written once, for every device: each names a map of
+/// backend/op_codes.hpp, and the seam (backend/kernels.hpp) runs that map's CPU or CUDA kernel.
+/// The comparisons, where and masked_fill run on the CPU only (device_error elsewhere).
 
 #include <cmath>
 #include <type_traits>
 #include <vector>
 
-#include "loom/backend/cpu/elementwise.hpp"
-#include "loom/core/math.hpp"
-#include "loom/ops/common.hpp"
-#include "loom/ops/gpu.hpp"
-#include "loom/ops/reduce.hpp"
+#include "loom/core/tensor.hpp"
 
 namespace loom {
 
 /// Which GELU formula to use (PyTorch's `approximate` argument).
 enum class GeluApprox { none, tanh };
 
+/// The gradients a backward function returns, one per input.
+template <class T> using Grads = std::vector<Tensor<T>>;
+
 namespace detail {
 
-// out(shape of x) = f(x)
+template <class T>
+void require_floating(const char*) {
+  static_assert(is_floating_v<T>, "this op needs a floating element type (float, double, bf16, half)");
+}
+
+// --- CPU-only maps with a lambda (masks, comparisons) ---------------------------------------------
+
+// out(shape of x) = f(x), on the CPU.
 template <class TO, class T, class F>
 Tensor<TO> unary_op(const char* op, const Tensor<T>& x, F f) {
   check_cpu(op, x);
   Tensor<TO> out = Tensor<TO>::empty(x.shape());
-  StridedLayout<2> L(x.shape(), {out.strides(), x.strides()});
-  cpu::map_unary(out.data(), x.data(), L, f);
+  cpu::map_unary(out.data(), x.data(), StridedLayout<2>(x.shape(), {out.strides(), x.strides()}), f);
   return out;
 }
 
-// out(broadcast shape) = f(a, b)
+// out(broadcast shape) = f(a, b), on the CPU.
 template <class TO, class TA, class TB, class F>
 Tensor<TO> binary_op(const char* op, const Tensor<TA>& a, const Tensor<TB>& b, F f) {
   check_cpu(op, a, b);
@@ -42,41 +51,75 @@ Tensor<TO> binary_op(const char* op, const Tensor<TA>& a, const Tensor<TB>& b, F
   return out;
 }
 
-// The unary math functors: a scalar form, and an Eigen array form for contiguous float/double.
-#define LOOM_UNARY_FUNCTOR(Name, scalar_expr, array_expr)            \
-  struct Name {                                                      \
-    static constexpr bool vectorized = true;                         \
-    template <class X> X operator()(X x) const { return scalar_expr; } \
-    template <class A> auto array(const A& x) const {                \
-      using S = typename A::Scalar; (void)sizeof(S);                 \
-      return array_expr;                                             \
-    }                                                                \
-  };
-LOOM_UNARY_FUNCTOR(NegFn, -x, -x)
-LOOM_UNARY_FUNCTOR(ExpFn, std::exp(x), x.exp())
-LOOM_UNARY_FUNCTOR(LogFn, std::log(x), x.log())
-LOOM_UNARY_FUNCTOR(SqrtFn, std::sqrt(x), x.sqrt())
-LOOM_UNARY_FUNCTOR(RsqrtFn, X(1) / std::sqrt(x), x.rsqrt())
-LOOM_UNARY_FUNCTOR(TanhFn, std::tanh(x), x.tanh())
-LOOM_UNARY_FUNCTOR(AbsFn, std::abs(x), x.abs())
-LOOM_UNARY_FUNCTOR(ReluFn, x > X(0) ? x : X(0), x.max(S(0)))
-LOOM_UNARY_FUNCTOR(SigmoidFn, math::sigmoid(x), (S(1) + (-x).exp()).inverse())
-LOOM_UNARY_FUNCTOR(GeluTanhFn, math::gelu_tanh(x),
-                   S(0.5) * x * (S(1) + (S(math::sqrt_2_over_pi) * (x + S(0.044715) * x.cube())).tanh()))
-#undef LOOM_UNARY_FUNCTOR
+// --- The maps of op_codes.hpp, on any device ------------------------------------------------------
 
-struct GeluErfFn {
-  template <class X> X operator()(X x) const { return math::gelu_erf(x); }
-};
-
+// out = f(x; alpha) for the unary map `code` (no autograd).
 template <class T>
-void require_floating(const char*) {
-  static_assert(is_floating_v<T>, "this op needs a floating element type (float, double, bf16, half)");
+Tensor<T> map(const char* op, UnaryOp code, double alpha, const Tensor<T>& x) {
+  const Device d = op_device<T>(op, x);
+  Tensor<T> out = Tensor<T>::empty(x.shape(), d);
+  kernel::unary(d, code, alpha, out.data(), x.data(), x.shape(), {out.strides(), x.strides()});
+  return out;
 }
 
-/// True for the element type the GPU computes in (float): ops try their CUDA path only then.
+// out = f(x; alpha), with the backward dx = g * f'(s): s is the one tensor kept, y = out for the
+// maps whose derivative is written in y (exp, tanh, ...), else x.
 template <class T>
-inline constexpr bool gpu_type = std::is_same_v<T, float>;
+Tensor<T> map_with_grad(const char* op, UnaryOp code, double alpha, const Tensor<T>& x) {
+  Tensor<T> out = map(op, code, alpha, x);
+  record<T>(op, out, {&x}, [op, code, alpha, sk = SavedTensor<T>(grad_needs_output(code) ? out : x)](const Tensor<T>& g) {
+    const Tensor<T>& s = sk.get(op);
+    Tensor<T> dx = Tensor<T>::empty(s.shape(), s.device());
+    kernel::unary_backward(s.device(), code, alpha, dx.data(), g.data(), s.data(), s.shape(),
+                           {dx.strides(), broadcast_strides(g.shape(), g.strides(), s.shape()), s.strides()});
+    return Grads<T>{dx};
+  });
+  return out;
+}
+
+// out = f(x; alpha) whose derivative is the constant k: the backward dx = k g keeps nothing.
+template <class T>
+Tensor<T> map_const_grad(const char* op, UnaryOp code, double alpha, const Tensor<T>& x, double k) {
+  Tensor<T> out = map(op, code, alpha, x);
+  record<T>(op, out, {&x}, [op, k](const Tensor<T>& g) {
+    return Grads<T>{k == 1.0 ? g : map(op, UnaryOp::mul_scalar, k, g)};
+  });
+  return out;
+}
+
+// out (broadcast shape) = f(a, b) for the binary map `code` (no autograd).
+template <class T>
+Tensor<T> map2(const char* op, BinaryOp code, const Tensor<T>& a, const Tensor<T>& b) {
+  const Device d = op_device<T>(op, a, b);
+  Shape s = broadcast_shapes(a.shape(), b.shape(), op);
+  Tensor<T> out = Tensor<T>::empty(s, d);
+  kernel::binary(d, code, out.data(), a.data(), b.data(), s,
+                 {out.strides(), broadcast_strides(a.shape(), a.strides(), s), broadcast_strides(b.shape(), b.strides(), s)});
+  return out;
+}
+
+// f(g, a, b) for the gradient map `code`, with a and b broadcast to g's shape, summed back to `shape`.
+template <class T>
+Tensor<T> grad_map(BinaryGradOp code, const Tensor<T>& g, const Tensor<T>& a, const Tensor<T>& b, const Shape& shape) {
+  const Shape& s = g.shape();
+  Tensor<T> out = Tensor<T>::empty(s, g.device());
+  kernel::binary_backward(g.device(), code, out.data(), g.data(), a.data(), b.data(), s,
+                          {out.strides(), g.strides(), broadcast_strides(a.shape(), a.strides(), s),
+                           broadcast_strides(b.shape(), b.strides(), s)});
+  return sum_to_shape(out, shape);
+}
+
+// out = f(a, b) with the backward da = ga(g, a, b), db = gb(g, a, b) (a and b kept).
+template <class T>
+Tensor<T> map2_with_grad(const char* op, BinaryOp code, BinaryGradOp ga, BinaryGradOp gb, const Tensor<T>& a,
+                         const Tensor<T>& b) {
+  Tensor<T> out = map2(op, code, a, b);
+  record<T>(op, out, {&a, &b}, [op, ga, gb, sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
+    const Tensor<T>&x = sa.get(op), &y = sb.get(op);
+    return Grads<T>{grad_map(ga, g, x, y, x.shape()), grad_map(gb, g, x, y, y.shape())};
+  });
+  return out;
+}
 
 }  // namespace detail
 
@@ -84,55 +127,12 @@ inline constexpr bool gpu_type = std::is_same_v<T, float>;
 // detail::record(...) registers the backward closure, which receives dL/dout (`g`) and returns
 // dL/dinput for each input. Gradients of broadcast inputs are summed back to their shapes.
 
-template <class T> using Grads = std::vector<Tensor<T>>;
-
-namespace detail {
-// g * f(a, b), with a and b broadcast to g's shape, summed back to `shape`.
-template <class T, class F>
-Tensor<T> grad_of(const char* op, const Tensor<T>& g, const Tensor<T>& a, const Tensor<T>& b, const Shape& shape, F f) {
-  Shape s = g.shape();
-  Tensor<T> out = Tensor<T>::empty(s);
-  StridedLayout<4> L(s, {out.strides(), g.strides(), broadcast_strides(a.shape(), a.strides(), s),
-                         broadcast_strides(b.shape(), b.strides(), s)});
-  (void)op;
-  cpu::map_ternary(out.data(), g.data(), a.data(), b.data(), L, f);
-  return sum_to_shape(out, shape);
-}
-}  // namespace detail
-
-namespace detail {
-// A binary op on the GPU: forward out = f(a, b), backward through the gradient maps ga and gb
-// (each then summed back to its input's shape). Add and sub save nothing; the rest save a and b.
-inline Tensor<float> gpu_binary(const char* name, cuda::Binary op, const Tensor<float>& a, const Tensor<float>& b) {
-  Tensor<float> out = gpu::binary(op, a, b, name);
-  using G = cuda::BinaryGrad;
-  if (op == cuda::Binary::add || op == cuda::Binary::sub) {
-    record<float>(name, out, {&a, &b}, [sa = a.shape(), sb = b.shape(), op](const Tensor<float>& g) {
-      Tensor<float> db = sum_to_shape(g, sb);
-      return Grads<float>{sum_to_shape(g, sa), op == cuda::Binary::add ? db : gpu::unary(cuda::Unary::neg, 0, db)};
-    });
-    return out;
-  }
-  G ga = op == cuda::Binary::mul ? G::g_times_b : op == cuda::Binary::div ? G::g_over_b : op == cuda::Binary::pow ? G::pow_da
-       : op == cuda::Binary::maximum ? G::max_da : G::min_da;
-  G gb = op == cuda::Binary::mul ? G::g_times_a : op == cuda::Binary::div ? G::div_db : op == cuda::Binary::pow ? G::pow_db
-       : op == cuda::Binary::maximum ? G::max_db : G::min_db;
-  record<float>(name, out, {&a, &b}, [name, ga, gb, sa = SavedTensor<float>(a), sb = SavedTensor<float>(b)](const Tensor<float>& g) {
-    const Tensor<float>&x = sa.get(name), &y = sb.get(name);
-    return Grads<float>{sum_to_shape(gpu::binary_backward(ga, g, x, y), x.shape()),
-                        sum_to_shape(gpu::binary_backward(gb, g, x, y), y.shape())};
-  });
-  return out;
-}
-}  // namespace detail
-
 // --- Binary arithmetic (broadcasting) ---------------------------------------------------------
 
 /// a + b, broadcast.
 template <class T>
 Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("add", a, b)) return detail::gpu_binary("add", cuda::Binary::add, a, b);
-  auto out = detail::binary_op<T>("add", a, b, [](auto x, auto y) { return x + y; });
+  Tensor<T> out = detail::map2("add", BinaryOp::add, a, b);
   // backward: da = g, db = g
   detail::record<T>("add", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g) {
     return Grads<T>{detail::sum_to_shape(g, sa), detail::sum_to_shape(g, sb)};
@@ -142,299 +142,101 @@ Tensor<T> add(const Tensor<T>& a, const Tensor<T>& b) {
 /// a - b, broadcast.
 template <class T>
 Tensor<T> sub(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("sub", a, b)) return detail::gpu_binary("sub", cuda::Binary::sub, a, b);
-  auto out = detail::binary_op<T>("sub", a, b, [](auto x, auto y) { return x - y; });
+  Tensor<T> out = detail::map2("sub", BinaryOp::sub, a, b);
   // backward: da = g, db = -g
   detail::record<T>("sub", out, {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor<T>& g) {
-    return Grads<T>{detail::sum_to_shape(g, sa), neg(detail::sum_to_shape(g, sb))};
+    return Grads<T>{detail::sum_to_shape(g, sa), detail::map("sub", UnaryOp::neg, 0, detail::sum_to_shape(g, sb))};
   });
   return out;
 }
-/// a * b, broadcast.
+/// a * b, broadcast. Backward: da = g * b, db = g * a.
 template <class T>
 Tensor<T> mul(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("mul", a, b)) return detail::gpu_binary("mul", cuda::Binary::mul, a, b);
-  auto out = detail::binary_op<T>("mul", a, b, [](auto x, auto y) { return x * y; });
-  // backward: da = g * b, db = g * a
-  detail::record<T>("mul", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
-    const Tensor<T>&x = sa.get("mul"), &y = sb.get("mul");
-    auto da = detail::grad_of("mul", g, x, y, x.shape(), [](auto gv, auto, auto yv) { return gv * yv; });
-    auto db = detail::grad_of("mul", g, x, y, y.shape(), [](auto gv, auto xv, auto) { return gv * xv; });
-    return Grads<T>{da, db};
-  });
-  return out;
+  return detail::map2_with_grad("mul", BinaryOp::mul, BinaryGradOp::g_times_b, BinaryGradOp::g_times_a, a, b);
 }
-/// a / b, broadcast (C++ integer division for integer types).
+/// a / b, broadcast (C++ integer division for integer types). Backward: da = g / b, db = -g a / b^2.
 template <class T>
 Tensor<T> div(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("div", a, b)) return detail::gpu_binary("div", cuda::Binary::div, a, b);
-  auto out = detail::binary_op<T>("div", a, b, [](auto x, auto y) { return x / y; });
-  // backward: da = g / b, db = -g a / b^2
-  detail::record<T>("div", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
-    const Tensor<T>&x = sa.get("div"), &y = sb.get("div");
-    auto da = detail::grad_of("div", g, x, y, x.shape(), [](auto gv, auto, auto yv) { return gv / yv; });
-    auto db = detail::grad_of("div", g, x, y, y.shape(), [](auto gv, auto xv, auto yv) { return -gv * xv / (yv * yv); });
-    return Grads<T>{da, db};
-  });
-  return out;
+  return detail::map2_with_grad("div", BinaryOp::div, BinaryGradOp::g_over_b, BinaryGradOp::div_db, a, b);
 }
-/// a ^ b elementwise, broadcast.
+/// a ^ b elementwise, broadcast. Backward: da = g b a^(b-1), db = g a^b log(a).
 template <class T>
 Tensor<T> pow(const Tensor<T>& a, const Tensor<T>& b) {
   detail::require_floating<T>("pow");
-  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("pow", a, b)) return detail::gpu_binary("pow", cuda::Binary::pow, a, b);
-  auto out = detail::binary_op<T>("pow", a, b, [](auto x, auto y) { return std::pow(x, y); });
-  // backward: da = g b a^(b-1), db = g a^b log(a)
-  detail::record<T>("pow", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
-    const Tensor<T>&x = sa.get("pow"), &y = sb.get("pow");
-    auto da = detail::grad_of("pow", g, x, y, x.shape(),
-                              [](auto gv, auto xv, auto yv) { return gv * yv * std::pow(xv, yv - decltype(yv)(1)); });
-    auto db = detail::grad_of("pow", g, x, y, y.shape(),
-                              [](auto gv, auto xv, auto yv) { return gv * std::pow(xv, yv) * std::log(xv); });
-    return Grads<T>{da, db};
-  });
-  return out;
+  return detail::map2_with_grad("pow", BinaryOp::pow, BinaryGradOp::pow_da, BinaryGradOp::pow_db, a, b);
 }
 /// The larger of a and b elementwise, broadcast (NaN if either is NaN).
 /// Gradient: to the larger input; split evenly on ties.
 template <class T>
 Tensor<T> maximum(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("maximum", a, b)) return detail::gpu_binary("maximum", cuda::Binary::maximum, a, b);
-  auto out = detail::binary_op<T>("maximum", a, b, [](auto x, auto y) { return (x != x || x > y) ? x : y; });
-  detail::record<T>("maximum", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
-    const Tensor<T>&x = sa.get("maximum"), &y = sb.get("maximum");
-    auto share = [](auto gv, auto mine, auto other) {
-      return mine > other ? gv : (mine == other ? gv / decltype(gv)(2) : decltype(gv)(0));
-    };
-    auto da = detail::grad_of("maximum", g, x, y, x.shape(), share);
-    auto db = detail::grad_of("maximum", g, x, y, y.shape(), [share](auto gv, auto xv, auto yv) { return share(gv, yv, xv); });
-    return Grads<T>{da, db};
-  });
-  return out;
+  return detail::map2_with_grad("maximum", BinaryOp::maximum, BinaryGradOp::max_da, BinaryGradOp::max_db, a, b);
 }
 /// The smaller of a and b elementwise, broadcast (NaN if either is NaN).
 /// Gradient: to the smaller input; split evenly on ties.
 template <class T>
 Tensor<T> minimum(const Tensor<T>& a, const Tensor<T>& b) {
-  if constexpr (detail::gpu_type<T>) if (detail::on_cuda<T>("minimum", a, b)) return detail::gpu_binary("minimum", cuda::Binary::minimum, a, b);
-  auto out = detail::binary_op<T>("minimum", a, b, [](auto x, auto y) { return (x != x || x < y) ? x : y; });
-  detail::record<T>("minimum", out, {&a, &b}, [sa = SavedTensor<T>(a), sb = SavedTensor<T>(b)](const Tensor<T>& g) {
-    const Tensor<T>&x = sa.get("minimum"), &y = sb.get("minimum");
-    auto share = [](auto gv, auto mine, auto other) {
-      return mine < other ? gv : (mine == other ? gv / decltype(gv)(2) : decltype(gv)(0));
-    };
-    auto da = detail::grad_of("minimum", g, x, y, x.shape(), share);
-    auto db = detail::grad_of("minimum", g, x, y, y.shape(), [share](auto gv, auto xv, auto yv) { return share(gv, yv, xv); });
-    return Grads<T>{da, db};
-  });
-  return out;
+  return detail::map2_with_grad("minimum", BinaryOp::minimum, BinaryGradOp::min_da, BinaryGradOp::min_db, a, b);
 }
 
 // --- Unary math and activations -----------------------------------------------------------
+// The derivative of each map is written next to its formula, in backend/cpu/elementwise.hpp
+// (and the same in backend/cuda/elementwise.cuh).
 
-namespace detail {
-template <class D, class = void> struct has_array_grad : std::false_type {};
-template <class D> struct has_array_grad<D, std::void_t<decltype(D::vectorized)>> : std::true_type {};
-
-// dx = g * dfdx(x, y) elementwise. When everything is contiguous float/double and the derivative
-// has an Eigen array form, one vectorised pass; otherwise the strided scalar loop.
-template <class T, class D>
-Tensor<T> unary_grad(const char* op, const Tensor<T>& g, const Tensor<T>& x, const Tensor<T>& y, D dfdx) {
-  if constexpr (has_array_grad<D>::value && (std::is_same_v<T, float> || std::is_same_v<T, double>)) {
-    if (g.shape() == x.shape() && g.is_contiguous() && x.is_contiguous() && y.is_contiguous()) {
-      using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-      Tensor<T> dx = Tensor<T>::empty(x.shape());
-      parallel_for(0, x.numel(), parallel_grain, [&](int64_t lo, int64_t hi) {
-        Eigen::Map<const Arr> gv(g.data() + lo, hi - lo), xv(x.data() + lo, hi - lo), yv(y.data() + lo, hi - lo);
-        Eigen::Map<Arr>(dx.data() + lo, hi - lo) = gv * dfdx.array(xv, yv);
-      });
-      return dx;
-    }
-  }
-  return grad_of(op, g, x, y, x.shape(), [dfdx](auto gv, auto a, auto b) { return gv * dfdx(a, b); });
-}
-
-// A unary op on the GPU: out = f(x; alpha), backward dx = g * f'(x, out; alpha) in one kernel.
-// True when the derivative of the unary op is written in terms of its output y (exp, sqrt,
-// rsqrt, tanh, sigmoid); the others need only the input x. Backward saves just that one.
-inline bool grad_needs_output(cuda::Unary code) {
-  using U = cuda::Unary;
-  return code == U::exp || code == U::sqrt || code == U::rsqrt || code == U::tanh || code == U::sigmoid;
-}
-
-inline Tensor<float> gpu_unary(const char* name, cuda::Unary code, double alpha, const Tensor<float>& x) {
-  Tensor<float> out = gpu::unary(code, alpha, x);
-  const bool needs_y = grad_needs_output(code);
-  const Tensor<float>& keep = needs_y ? out : x;
-  record<float>(name, out, {&x}, [name, code, alpha, needs_y, sk = SavedTensor<float>(keep)](const Tensor<float>& g) {
-    const Tensor<float>& k = sk.get(name);
-    return Grads<float>{needs_y ? gpu::unary_backward(code, alpha, g, k, k) : gpu::unary_backward_x(code, alpha, g, k)};
-  });
-  return out;
-}
-
-// out = f(x) with backward dx = g * dfdx(x, out), computed in one pass over (g, x, out). On the
-// GPU the same op runs as the kernel `code` (with its scalar alpha).
-template <class T, class F, class D>
-Tensor<T> unary_with_grad(const char* op, const Tensor<T>& x, F f, D dfdx, cuda::Unary code, double alpha = 0) {
-  if constexpr (gpu_type<T>) if (on_cuda<T>(op, x)) return gpu_unary(op, code, alpha, x);
-  auto out = unary_op<T>(op, x, f);
-  // Save one tensor: y when dfdx reads y, else x. It is passed as both arguments; dfdx reads
-  // only the one it needs (exp's uses y, gelu's uses x, ...).
-  record<T>(op, out, {&x}, [op, sk = SavedTensor<T>(grad_needs_output(code) ? out : x), dfdx](const Tensor<T>& g) {
-    const Tensor<T>& k = sk.get(op);
-    return Grads<T>{unary_grad(op, g, k, k, dfdx)};
-  });
-  return out;
-}
-
-// Derivatives with an Eigen array form (x: input, y: output).
-struct ExpGrad {
-  static constexpr bool vectorized = true;
-  template <class C> C operator()(C, C y) const { return y; }
-  template <class A, class B> auto array(const A&, const B& y) const { return y; }
-};
-struct TanhGrad {
-  static constexpr bool vectorized = true;
-  template <class C> C operator()(C, C y) const { return C(1) - y * y; }
-  template <class A, class B> auto array(const A&, const B& y) const { return 1 - y.square(); }
-};
-struct SigmoidGrad {
-  static constexpr bool vectorized = true;
-  template <class C> C operator()(C, C y) const { return y * (C(1) - y); }
-  template <class A, class B> auto array(const A&, const B& y) const { return y * (1 - y); }
-};
-struct ReluGrad {
-  static constexpr bool vectorized = true;
-  template <class C> C operator()(C x, C) const { return C(x > C(0)); }
-  template <class A, class B> auto array(const A& x, const B&) const {
-    using S = typename A::Scalar;
-    return (x > S(0)).template cast<S>();
-  }
-};
-// d/dx 0.5 x (1 + tanh u), u = k (x + c x^3):  0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2)
-struct GeluTanhGrad {
-  static constexpr bool vectorized = true;
-  template <class C> C operator()(C v, C) const {
-    const C k = C(math::sqrt_2_over_pi), c = C(0.044715);
-    C t = std::tanh(k * (v + c * v * v * v));
-    return C(0.5) * (C(1) + t) + C(0.5) * v * (C(1) - t * t) * k * (C(1) + C(3) * c * v * v);
-  }
-  template <class A, class B> auto array(const A& x, const B&) const {
-    using S = typename A::Scalar;
-    const S k = S(math::sqrt_2_over_pi), c = S(0.044715);
-    auto t = (k * (x + c * x.cube())).tanh().eval();
-    return (S(0.5) * (1 + t) + S(0.5) * x * (1 - t.square()) * k * (1 + S(3) * c * x.square())).eval();
-  }
-};
-
-// out = f(x) with backward dx = g * k for a constant k (nothing saved); on the GPU the kernel
-// `code` with its scalar alpha.
-template <class T, class F>
-Tensor<T> unary_const_grad(const char* op, const Tensor<T>& x, F f, double k, cuda::Unary code, double alpha) {
-  if constexpr (gpu_type<T>) {
-    if (on_cuda<T>(op, x)) {
-      Tensor<float> out = gpu::unary(code, alpha, x);
-      record<float>(op, out, {&x}, [k](const Tensor<float>& g) {
-        return Grads<float>{k == 1.0 ? g : gpu::unary(cuda::Unary::mul_scalar, k, g)};
-      });
-      return out;
-    }
-  }
-  auto out = unary_op<T>(op, x, f);
-  record<T>(op, out, {&x}, [k](const Tensor<T>& g) {
-    using C = compute_t<T>;
-    C kc = C(k);
-    return Grads<T>{k == 1.0 ? g : unary_op<T>("mul", g, [kc](C v) { return v * kc; })};
-  });
-  return out;
-}
-}  // namespace detail
-
-/// x ^ exponent elementwise.
+/// x ^ exponent elementwise (gradient exponent x^(exponent-1)).
 template <class T>
 Tensor<T> pow(const Tensor<T>& x, double exponent) {
   detail::require_floating<T>("pow");
-  using C = compute_t<T>;
-  C e = C(exponent);
-  if (exponent == 2.0) {
-    return detail::unary_with_grad("pow", x, [](C v) { return v * v; }, [](C v, C) { return C(2) * v; },
-                                   cuda::Unary::pow_scalar, 2.0);
-  }
-  return detail::unary_with_grad("pow", x, [e](C v) { return std::pow(v, e); },
-                                 [e](C v, C) { return e * std::pow(v, e - C(1)); }, cuda::Unary::pow_scalar, exponent);
+  return detail::map_with_grad("pow", UnaryOp::pow_scalar, double(compute_t<T>(exponent)), x);
 }
-
-/// -x.
-template <class T> Tensor<T> neg(const Tensor<T>& x) {
-  if constexpr (detail::gpu_type<T>)
-    if (detail::on_cuda<T>("neg", x)) return detail::unary_const_grad<T>("neg", x, detail::NegFn{}, -1.0, cuda::Unary::neg, 0);
-  auto out = detail::unary_op<T>("neg", x, detail::NegFn{});
-  detail::record<T>("neg", out, {&x}, [](const Tensor<T>& g) { return Grads<T>{neg(g)}; });  // dx = -g
-  return out;
-}
+/// -x (gradient -1).
+template <class T> Tensor<T> neg(const Tensor<T>& x) { return detail::map_const_grad("neg", UnaryOp::neg, 0, x, -1.0); }
 /// |x| (gradient sign(x), 0 at 0).
-template <class T> Tensor<T> abs(const Tensor<T>& x) {
-  using C = compute_t<T>;
-  return detail::unary_with_grad("abs", x, detail::AbsFn{}, [](C v, C) { return C(v > C(0)) - C(v < C(0)); }, cuda::Unary::abs);
-}
+template <class T> Tensor<T> abs(const Tensor<T>& x) { return detail::map_with_grad("abs", UnaryOp::abs, 0, x); }
 /// e^x (gradient e^x).
 template <class T> Tensor<T> exp(const Tensor<T>& x) {
   detail::require_floating<T>("exp");
-  using C = compute_t<T>;
-  (void)sizeof(C);
-  return detail::unary_with_grad("exp", x, detail::ExpFn{}, detail::ExpGrad{}, cuda::Unary::exp);
+  return detail::map_with_grad("exp", UnaryOp::exp, 0, x);
 }
 /// Natural logarithm (gradient 1/x).
 template <class T> Tensor<T> log(const Tensor<T>& x) {
   detail::require_floating<T>("log");
-  using C = compute_t<T>;
-  return detail::unary_with_grad("log", x, detail::LogFn{}, [](C v, C) { return C(1) / v; }, cuda::Unary::log);
+  return detail::map_with_grad("log", UnaryOp::log, 0, x);
 }
 /// Square root (gradient 1 / (2 sqrt(x))).
 template <class T> Tensor<T> sqrt(const Tensor<T>& x) {
   detail::require_floating<T>("sqrt");
-  using C = compute_t<T>;
-  return detail::unary_with_grad("sqrt", x, detail::SqrtFn{}, [](C, C y) { return C(0.5) / y; }, cuda::Unary::sqrt);
+  return detail::map_with_grad("sqrt", UnaryOp::sqrt, 0, x);
 }
 /// 1 / sqrt(x) (gradient -x^(-3/2) / 2).
 template <class T> Tensor<T> rsqrt(const Tensor<T>& x) {
   detail::require_floating<T>("rsqrt");
-  using C = compute_t<T>;
-  return detail::unary_with_grad("rsqrt", x, detail::RsqrtFn{}, [](C, C y) { return C(-0.5) * y * y * y; }, cuda::Unary::rsqrt);
+  return detail::map_with_grad("rsqrt", UnaryOp::rsqrt, 0, x);
 }
 /// Hyperbolic tangent (gradient 1 - tanh^2).
 template <class T> Tensor<T> tanh(const Tensor<T>& x) {
   detail::require_floating<T>("tanh");
-  using C = compute_t<T>;
-  (void)sizeof(C);
-  return detail::unary_with_grad("tanh", x, detail::TanhFn{}, detail::TanhGrad{}, cuda::Unary::tanh);
+  return detail::map_with_grad("tanh", UnaryOp::tanh, 0, x);
 }
 /// max(x, 0) (gradient 1 where x > 0).
-template <class T> Tensor<T> relu(const Tensor<T>& x) {
-  using C = compute_t<T>;
-  (void)sizeof(C);
-  return detail::unary_with_grad("relu", x, detail::ReluFn{}, detail::ReluGrad{}, cuda::Unary::relu);
-}
+template <class T> Tensor<T> relu(const Tensor<T>& x) { return detail::map_with_grad("relu", UnaryOp::relu, 0, x); }
 /// 1 / (1 + e^-x) (gradient s (1 - s)).
 template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {
   detail::require_floating<T>("sigmoid");
-  using C = compute_t<T>;
-  (void)sizeof(C);
-  return detail::unary_with_grad("sigmoid", x, detail::SigmoidFn{}, detail::SigmoidGrad{}, cuda::Unary::sigmoid);
+  return detail::map_with_grad("sigmoid", UnaryOp::sigmoid, 0, x);
 }
 /// GELU: exact (erf) by default, or the tanh approximation GPT-2 uses.
 template <class T> Tensor<T> gelu(const Tensor<T>& x, GeluApprox approx = GeluApprox::none) {
   detail::require_floating<T>("gelu");
-  using C = compute_t<T>;
-  if (approx == GeluApprox::tanh) return detail::unary_with_grad("gelu", x, detail::GeluTanhFn{}, detail::GeluTanhGrad{}, cuda::Unary::gelu_tanh);
-  // d/dx x Phi(x) = Phi(x) + x phi(x)
-  return detail::unary_with_grad("gelu", x, detail::GeluErfFn{}, [](C v, C) {
-    C cdf = C(0.5) * (C(1) + std::erf(v * C(math::inv_sqrt_2)));
-    C pdf = std::exp(C(-0.5) * v * v) * C(0.3989422804014327);  // 1 / sqrt(2 pi)
-    return cdf + v * pdf;
-  }, cuda::Unary::gelu_erf);
+  return detail::map_with_grad("gelu", approx == GeluApprox::tanh ? UnaryOp::gelu_tanh : UnaryOp::gelu_erf, 0, x);
 }
+/// SiLU (swish): x * sigmoid(x), in one pass (gradient s (1 + x (1 - s)), s = sigmoid(x)).
+template <class T> Tensor<T> silu(const Tensor<T>& x) {
+  detail::require_floating<T>("silu");
+  return detail::map_with_grad("silu", UnaryOp::silu, 0, x);
+}
+/// SwiGLU, the gated unit of Llama's MLP: silu(gate) * up, broadcast. A composition of two ops,
+/// so its backward is theirs: dgate = g * up * silu'(gate), dup = g * silu(gate).
+template <class T> Tensor<T> swiglu(const Tensor<T>& gate, const Tensor<T>& up) { return mul(silu(gate), up); }
 
 // --- Comparisons and selection ------------------------------------------------------------
 
@@ -510,35 +312,37 @@ template <class T> Tensor<T> operator/(const Tensor<T>& a, const Tensor<T>& b) {
 /// -x.
 template <class T> Tensor<T> operator-(const Tensor<T>& x) { return neg(x); }
 
-#define LOOM_SCALAR_OPERATOR(op, name, expr_ts, expr_st, grad_ts, grad_st)                      \
-  /** Tensor op scalar, elementwise. */                                                             \
-  template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>                   \
-  Tensor<T> operator op(const Tensor<T>& x, S s) {                                                  \
-    using C = compute_t<T>;                                                                         \
-    C c = C(s);                                                                                     \
-    return grad_ts;                                                                                 \
-  }                                                                                                 \
-  /** Scalar op tensor, elementwise. */                                                             \
-  template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>                   \
-  Tensor<T> operator op(S s, const Tensor<T>& x) {                                                  \
-    using C = compute_t<T>;                                                                         \
-    C c = C(s);                                                                                     \
-    return grad_st;                                                                                 \
+// Tensor-scalar operators: the scalar is first rounded to the tensor's compute type (so 2.5
+// becomes 2 for an integer tensor), then applied by one unary map. A constant derivative keeps
+// nothing for backward; only c / x keeps x.
+#define LOOM_SCALAR_OPERATOR(op, name, ts_code, ts_alpha, ts_k, st_code, st_alpha, st_k)         \
+  /** Tensor op scalar, elementwise. */                                                          \
+  template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>                \
+  Tensor<T> operator op(const Tensor<T>& x, S s) {                                               \
+    const double c = double(compute_t<T>(s));                                                    \
+    return detail::map_const_grad(name, ts_code, ts_alpha, x, ts_k);                             \
+  }                                                                                              \
+  /** Scalar op tensor, elementwise. */                                                          \
+  template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>                \
+  Tensor<T> operator op(S s, const Tensor<T>& x) {                                               \
+    const double c = double(compute_t<T>(s));                                                    \
+    return detail::map_const_grad(name, st_code, st_alpha, x, st_k);                             \
   }
-// Constant derivatives save nothing for backward; only c / x keeps x.
-LOOM_SCALAR_OPERATOR(+, "add", v + c, c + v,
-                     detail::unary_const_grad<T>("add", x, [c](C v) { return v + c; }, 1.0, cuda::Unary::add_scalar, double(c)),
-                     detail::unary_const_grad<T>("add", x, [c](C v) { return c + v; }, 1.0, cuda::Unary::add_scalar, double(c)))
-LOOM_SCALAR_OPERATOR(-, "sub", v - c, c - v,
-                     detail::unary_const_grad<T>("sub", x, [c](C v) { return v - c; }, 1.0, cuda::Unary::add_scalar, -double(c)),
-                     detail::unary_const_grad<T>("sub", x, [c](C v) { return c - v; }, -1.0, cuda::Unary::rsub_scalar, double(c)))
-LOOM_SCALAR_OPERATOR(*, "mul", v * c, c * v,
-                     detail::unary_const_grad<T>("mul", x, [c](C v) { return v * c; }, double(c), cuda::Unary::mul_scalar, double(c)),
-                     detail::unary_const_grad<T>("mul", x, [c](C v) { return c * v; }, double(c), cuda::Unary::mul_scalar, double(c)))
-LOOM_SCALAR_OPERATOR(/, "div", v / c, c / v,
-                     detail::unary_const_grad<T>("div", x, [c](C v) { return v / c; }, 1.0 / double(c), cuda::Unary::div_scalar, double(c)),
-                     detail::unary_with_grad("div", x, [c](C v) { return c / v; }, [c](C v, C) { return -c / (v * v); },
-                                             cuda::Unary::rdiv_scalar, double(c)))
+LOOM_SCALAR_OPERATOR(+, "add", UnaryOp::add_scalar, c, 1.0, UnaryOp::add_scalar, c, 1.0)
+LOOM_SCALAR_OPERATOR(-, "sub", UnaryOp::add_scalar, -c, 1.0, UnaryOp::rsub_scalar, c, -1.0)
+LOOM_SCALAR_OPERATOR(*, "mul", UnaryOp::mul_scalar, c, c, UnaryOp::mul_scalar, c, c)
 #undef LOOM_SCALAR_OPERATOR
+
+/// Tensor / scalar, elementwise (gradient 1 / c).
+template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>
+Tensor<T> operator/(const Tensor<T>& x, S s) {
+  const double c = double(compute_t<T>(s));
+  return detail::map_const_grad("div", UnaryOp::div_scalar, c, x, 1.0 / c);
+}
+/// Scalar / tensor, elementwise (gradient -c / x^2; keeps x).
+template <class T, class S, class = std::enable_if_t<std::is_arithmetic_v<S>>>
+Tensor<T> operator/(S s, const Tensor<T>& x) {
+  return detail::map_with_grad("div", UnaryOp::rdiv_scalar, double(compute_t<T>(s)), x);
+}
 
 }  // namespace loom

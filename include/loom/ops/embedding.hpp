@@ -6,9 +6,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "loom/backend/cpu/embedding.hpp"
-#include "loom/ops/common.hpp"
-#include "loom/ops/gpu.hpp"
+#include "loom/core/tensor.hpp"
 
 namespace loom {
 
@@ -31,38 +29,20 @@ void check_indices(const char* op, const Tensor<I>& idx, int64_t n, const char* 
 /// out (..., C) = weight[idx] for a (V, C) weight and integer indices of any shape.
 template <class T, class I>
 Tensor<T> embedding(const Tensor<T>& weight, const Tensor<I>& idx) {
-  if constexpr (std::is_same_v<T, float>) {
-    if (detail::on_cuda<T>("embedding", weight, idx)) {
-      // GPU: the gather kernel (it checks the indices), and a deterministic sorted scatter-add backward
-      LOOM_CHECK(weight.dim() == 2, shape_error, "embedding: weight must be 2-D (V, C), got shape ", weight.shape());
-      Tensor<int64_t> ix = idx.template to<int64_t>().contiguous();
-      Tensor<float> w = weight.contiguous();
-      const int64_t V = weight.size(0), C = weight.size(1);
-      Shape s = idx.shape();
-      s.push_back(C);
-      Tensor<float> out = Tensor<float>::empty(s, weight.device());
-      LOOM_GPU_ONLY(cuda::embedding_forward_f32(out.data(), ix.data(), w.data(), ix.numel(), C, V, weight.device().index));
-      detail::record<float>("embedding", out, {&weight}, [ix, V, C](const Tensor<float>& g) {
-        Tensor<float> dw = Tensor<float>::empty({V, C}, g.device()), gc = g.contiguous();
-        LOOM_GPU_ONLY(cuda::embedding_backward_f32(dw.data(), gc.data(), ix.data(), ix.numel(), C, V, g.device().index));
-        return std::vector<Tensor<float>>{dw};
-      });
-      return out;
-    }
-  }
-  detail::check_cpu("embedding", weight, idx);
+  static_assert(std::is_same_v<I, int32_t> || std::is_same_v<I, int64_t>, "embedding: int32 or int64 indices");
+  const Device d = detail::op_device<T>("embedding", weight, idx);
   LOOM_CHECK(weight.dim() == 2, shape_error, "embedding: weight must be 2-D (V, C), got shape ", weight.shape());
-  Tensor<I> ix = idx.contiguous();
-  detail::check_indices("embedding", ix, weight.size(0), "index");
+  const int64_t V = weight.size(0), C = weight.size(1);
+  Tensor<int64_t> ix = idx.template to<int64_t>().contiguous();  // (N) flat; the kernel checks each is in [0, V)
   Tensor<T> w = weight.contiguous();
   Shape s = idx.shape();
-  s.push_back(weight.size(1));
-  Tensor<T> out = Tensor<T>::empty(s);
-  cpu::embedding_forward(out.data(), ix.data(), w.data(), ix.numel(), weight.size(1));
-  // backward: dweight[idx[n]] += g[n] (scatter-add; repeated indices accumulate)
-  detail::record<T>("embedding", out, {&weight}, [ix, V = weight.size(0), C = weight.size(1)](const Tensor<T>& g) {
-    Tensor<T> dw = zeros<T>({V, C}), gc = g.contiguous();
-    cpu::embedding_backward(dw.data(), gc.data(), ix.data(), ix.numel(), C);
+  s.push_back(C);
+  Tensor<T> out = Tensor<T>::empty(s, d);  // (..., C)
+  kernel::embedding_forward(d, out.data(), ix.data(), w.data(), ix.numel(), C, V);
+  // backward: dweight[idx[n]] += g[n] (a scatter-add; repeated indices add up in order of n)
+  detail::record<T>("embedding", out, {&weight}, [ix, V, C](const Tensor<T>& g) {
+    Tensor<T> dw = Tensor<T>::empty({V, C}, g.device()), gc = g.contiguous();
+    kernel::embedding_backward(g.device(), dw.data(), gc.data(), ix.data(), ix.numel(), C, V);
     return std::vector<Tensor<T>>{dw};
   });
   return out;

@@ -1,47 +1,41 @@
 #pragma once
 /// @file layer_norm.hpp
-/// layer_norm over the last dimension.
+/// layer_norm and rms_norm over the last dimension, each one fused op (forward and backward
+/// kernels in backend/cpu/{layer,rms}_norm.hpp and backend/cuda/{layer,rms}_norm.cuh).
 
-#include "loom/backend/cpu/layer_norm.hpp"
-#include "loom/ops/common.hpp"
-#include "loom/ops/gpu.hpp"
+#include <vector>
+
+#include "loom/core/tensor.hpp"
 
 namespace loom {
 
 namespace detail {
-// LayerNorm on the GPU: the same shapes and saved tensors as the CPU path, the kernels of
-// backend/cuda/layer_norm.cuh (the backward writes dx, dweight and dbias in one fused pass).
-inline Tensor<float> gpu_layer_norm(const Tensor<float>& x, const Tensor<float>& weight, const Tensor<float>& bias,
-                                    double eps) {
-  using TF = Tensor<float>;
-  LOOM_CHECK(x.dim() >= 1, shape_error, "layer_norm: input needs at least 1 dimension, got shape ", x.shape());
-  LOOM_CHECK(eps >= 0, value_error, "layer_norm: eps must be non-negative, got ", eps);
+// The checks both norms share: x has a last dimension C, eps >= 0, each parameter is (C).
+template <class T>
+int64_t check_norm(const char* op, const Tensor<T>& x, std::initializer_list<std::pair<const char*, const Tensor<T>*>> params,
+                   double eps) {
+  LOOM_CHECK(x.dim() >= 1, shape_error, op, ": input needs at least 1 dimension, got shape ", x.shape());
+  LOOM_CHECK(eps >= 0, value_error, op, ": eps must be non-negative, got ", eps);
   const int64_t C = x.size(-1);
-  for (const TF* p : {&weight, &bias})
-    LOOM_CHECK(!p->defined() || (p->dim() == 1 && p->size(0) == C), shape_error, "layer_norm: ",
-               p == &weight ? "weight" : "bias", " has shape ", p->shape(), ", expected [", C, "] for input ", x.shape());
-  const Device d = x.device();
-  TF in = x.contiguous();
-  TF w = weight.defined() ? weight.contiguous() : weight, b = bias.defined() ? bias.contiguous() : bias;
-  const int64_t N = C > 0 ? in.numel() / C : 0;
-  TF out = TF::empty(x.shape(), d), mean = TF::empty({N}, d), rstd = TF::empty({N}, d);
-  if (C > 0)
-    LOOM_GPU_ONLY(cuda::layer_norm_forward_f32(out.data(), mean.data(), rstd.data(), in.data(), w.data(), b.data(), N, C,
-                                               float(eps), d.index));
-  TF none;
-  record<float>("layer_norm", out, {&x, weight.defined() ? &weight : &none, bias.defined() ? &bias : &none},
-                [sx = SavedTensor<float>(in), sw = SavedTensor<float>(w), mean, rstd, N, C, has_w = weight.defined(),
-                 has_b = bias.defined()](const TF& g) {
-    const TF &in = sx.get("layer_norm"), &w = sw.get("layer_norm");
-    const Device d = in.device();
-    TF gc = g.contiguous(), dx = TF::empty(in.shape(), d);
-    TF dw = has_w ? TF::empty({C}, d) : TF(), db = has_b ? TF::empty({C}, d) : TF();
-    if (C > 0)
-      LOOM_GPU_ONLY(cuda::layer_norm_backward_f32(dx.data(), dw.data(), db.data(), gc.data(), in.data(), w.data(),
-                                                  mean.data(), rstd.data(), N, C, d.index));
-    return std::vector<TF>{dx, dw, db};
-  });
-  return out;
+  for (const auto& [name, p] : params) {
+    if (!p->defined()) continue;
+    same_device(op, x, *p);
+    LOOM_CHECK(p->dim() == 1 && p->size(0) == C, shape_error, op, ": ", name, " has shape ", p->shape(),
+               ", expected [", C, "] for input ", x.shape());
+  }
+  return C;
+}
+
+// A tensor's contiguous form, or the undefined tensor it is.
+template <class T>
+Tensor<T> contiguous_or_none(const Tensor<T>& t) {
+  return t.defined() ? t.contiguous() : t;
+}
+
+// Reduced floats (bf16, half) are normalised in float.
+template <class T>
+Tensor<float> as_float(const Tensor<T>& t) {
+  return t.defined() ? t.template to<float>() : Tensor<float>();
 }
 }  // namespace detail
 
@@ -51,44 +45,69 @@ template <class T>
 Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T>& bias, double eps = 1e-5) {
   static_assert(is_floating_v<T>, "layer_norm: needs a floating element type");
   if constexpr (is_reduced_float_v<T>) {
-    auto f = [](const Tensor<T>& t) { return t.defined() ? t.template to<float>() : Tensor<float>(); };
-    return layer_norm(f(x), f(weight), f(bias), eps).template to<T>();
+    using detail::as_float;
+    return layer_norm(as_float(x), as_float(weight), as_float(bias), eps).template to<T>();
   } else {
-    if constexpr (std::is_same_v<T, float>) {
-      if (weight.defined()) detail::same_device("layer_norm", x, weight);
-      if (bias.defined()) detail::same_device("layer_norm", x, bias);
-      if (detail::on_cuda<T>("layer_norm", x)) return detail::gpu_layer_norm(x, weight, bias, eps);
-    }
-    detail::check_cpu("layer_norm", x);
-    LOOM_CHECK(x.dim() >= 1, shape_error, "layer_norm: input needs at least 1 dimension, got shape ", x.shape());
-    LOOM_CHECK(eps >= 0, value_error, "layer_norm: eps must be non-negative, got ", eps);
-    int64_t C = x.size(-1);
-    for (const Tensor<T>* p : {&weight, &bias}) {
-      if (!p->defined()) continue;
-      detail::check_cpu("layer_norm", x, *p);
-      LOOM_CHECK(p->dim() == 1 && p->size(0) == C, shape_error, "layer_norm: ", p == &weight ? "weight" : "bias",
-                 " has shape ", p->shape(), ", expected [", C, "] for input ", x.shape());
-    }
-    Tensor<T> in = x.contiguous();
-    Tensor<T> w = weight.defined() ? weight.contiguous() : weight, b = bias.defined() ? bias.contiguous() : bias;
-    Tensor<T> out = Tensor<T>::empty(x.shape());
-    int64_t N = C > 0 ? in.numel() / C : 0;
-    // mean and rstd are kept for the backward only when there will be one
-    const bool grad = GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad() || bias.requires_grad());
-    Tensor<T> mean = grad ? Tensor<T>::empty({N}) : Tensor<T>(), rstd = grad ? Tensor<T>::empty({N}) : Tensor<T>();
-    if (C > 0) cpu::layer_norm_forward<T>(out.data(), mean.data(), rstd.data(), in.data(), w.data(), b.data(), N, C, eps);
-    // backward: one fused pass gives dx, dweight and dbias (see cpu::layer_norm_backward)
+    const Device d = detail::op_device<T>("layer_norm", x);
+    const int64_t C = detail::check_norm<T>("layer_norm", x, {{"weight", &weight}, {"bias", &bias}}, eps);
+    const int64_t N = C > 0 ? x.numel() / C : 0;
+    Tensor<T> in = x.contiguous(), w = detail::contiguous_or_none(weight), b = detail::contiguous_or_none(bias);
+    // (N, C) rows -> out (N, C), and mean, rstd (N) for the backward
+    Tensor<T> out = Tensor<T>::empty(x.shape(), d), mean = Tensor<T>::empty({N}, d), rstd = Tensor<T>::empty({N}, d);
+    if (C > 0) kernel::layer_norm_forward(d, out.data(), mean.data(), rstd.data(), in.data(), w.data(), b.data(), N, C, eps);
+    // backward, one fused pass: dx, dweight = sum over rows of g * xhat, dbias = sum over rows of g
     Tensor<T> none;
     detail::record<T>("layer_norm", out, {&x, weight.defined() ? &weight : &none, bias.defined() ? &bias : &none},
                       [sx = SavedTensor<T>(in), sw = SavedTensor<T>(w), mean, rstd, N, C, has_w = weight.defined(),
                        has_b = bias.defined()](const Tensor<T>& g) {
       const Tensor<T>&in = sx.get("layer_norm"), &w = sw.get("layer_norm");
-      Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape());
-      Tensor<T> dw = has_w ? zeros<T>({C}) : Tensor<T>(), db = has_b ? zeros<T>({C}) : Tensor<T>();
-      if (C > 0)
-        cpu::layer_norm_backward<T>(dx.data(), dw.data(), db.data(), gc.data(), in.data(), w.data(), mean.data(),
+      const Device d = in.device();
+      Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape(), d);
+      Tensor<T> dw = has_w ? Tensor<T>::empty({C}, d) : Tensor<T>(), db = has_b ? Tensor<T>::empty({C}, d) : Tensor<T>();
+      if (C > 0) {
+        kernel::layer_norm_backward(d, dx.data(), dw.data(), db.data(), gc.data(), in.data(), w.data(), mean.data(),
                                     rstd.data(), N, C);
+      } else {
+        for (const Tensor<T>& p : {dw, db}) if (p.defined()) p.fill_(T(0));
+      }
       return std::vector<Tensor<T>>{dx, dw, db};
+    });
+    return out;
+  }
+}
+
+/// RMSNorm of x (..., C) over its last dimension, as Llama normalises: x / sqrt(mean(x^2) + eps)
+/// * weight. weight has shape (C); pass an undefined Tensor to leave it out. No mean is removed.
+template <class T>
+Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight, double eps = 1e-6) {
+  static_assert(is_floating_v<T>, "rms_norm: needs a floating element type");
+  if constexpr (is_reduced_float_v<T>) {
+    using detail::as_float;
+    return rms_norm(as_float(x), as_float(weight), eps).template to<T>();
+  } else {
+    const Device d = detail::op_device<T>("rms_norm", x);
+    const int64_t C = detail::check_norm<T>("rms_norm", x, {{"weight", &weight}}, eps);
+    const int64_t N = C > 0 ? x.numel() / C : 0;
+    Tensor<T> in = x.contiguous(), w = detail::contiguous_or_none(weight);
+    // (N, C) rows -> out (N, C) = x * rstd * w, and rstd (N) = 1 / sqrt(mean(x^2) + eps) for the backward
+    Tensor<T> out = Tensor<T>::empty(x.shape(), d), rstd = Tensor<T>::empty({N}, d);
+    if (C > 0) kernel::rms_norm_forward(d, out.data(), rstd.data(), in.data(), w.data(), N, C, eps);
+    // backward, one fused pass: xhat = x * rstd, dxhat = g * w,
+    //   dx = rstd * (dxhat - xhat * mean(dxhat * xhat)),  dweight = sum over rows of g * xhat
+    Tensor<T> none;
+    detail::record<T>("rms_norm", out, {&x, weight.defined() ? &weight : &none},
+                      [sx = SavedTensor<T>(in), sw = SavedTensor<T>(w), rstd, N, C,
+                       has_w = weight.defined()](const Tensor<T>& g) {
+      const Tensor<T>&in = sx.get("rms_norm"), &w = sw.get("rms_norm");
+      const Device d = in.device();
+      Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape(), d);
+      Tensor<T> dw = has_w ? Tensor<T>::empty({C}, d) : Tensor<T>();
+      if (C > 0) {
+        kernel::rms_norm_backward(d, dx.data(), dw.data(), gc.data(), in.data(), w.data(), rstd.data(), N, C);
+      } else if (has_w) {
+        dw.fill_(T(0));
+      }
+      return std::vector<Tensor<T>>{dx, dw};
     });
     return out;
   }

@@ -1,14 +1,14 @@
 #pragma once
 /// @file matmul.hpp
 /// Matrix products: 2-D, batched with broadcast batch dimensions, and NumPy's 1-D promotion.
-/// Transposed views (x.transpose(-1, -2)) are read in place, without a copy.
+/// Transposed views (x.transpose(-1, -2)) are read in place, without a copy. One body for every
+/// device: the GEMM is the seam's kernel::gemm (Eigen or loom's AVX-512 kernel on the CPU,
+/// cuBLAS on CUDA); under AutocastGuard a CUDA product takes bf16 operands.
 
 #include <algorithm>
+#include <vector>
 
-#include "loom/backend/cpu/matmul.hpp"
-#include "loom/ops/common.hpp"
-#include "loom/ops/gpu.hpp"
-#include "loom/ops/reduce.hpp"
+#include "loom/core/tensor.hpp"
 
 namespace loom {
 
@@ -47,51 +47,174 @@ inline MatmulShapes matmul_shapes(const Shape& a, const Shape& b, const Shape& a
   return s;
 }
 
-// a2 @ b2 on the GPU (both at least 2-D), through cuBLAS: fp32, or bf16 operands with fp32
-// accumulation under AutocastGuard. The bf16 path saves the bf16 copies for the backward, so
-// the backward multiplies in bf16 too and stores half the bytes.
-inline Tensor<float> gpu_matmul(const Tensor<float>& a2, const Tensor<float>& b2, const Shape& a_orig,
-                                const Shape& b_orig) {
-  using TF = Tensor<float>;
-  MatmulShapes sh = matmul_shapes(a2.shape(), b2.shape(), a_orig, b_orig);
-  // the batch shape and output shape of x @ y for the backward's products
-  auto shapes_of = [](const Shape& x, const Shape& y) { return matmul_shapes(x, y, x, y); };
-  if (AutocastGuard::bf16()) {
-    // An output width that is not a multiple of 8 (a vocabulary) is padded with zero columns of
-    // b, in the forward and in both products of the backward; the results are views without them.
-    const int64_t N = b2.size(-1), Np = (N + 7) / 8 * 8;
-    const bool pad = Np != N && b2.dim() == 2;
-    Tensor<bf16> a16 = gpu::to_bf16(a2), b16 = pad ? gpu::to_bf16_padded(b2, Np) : gpu::to_bf16(b2);
-    MatmulShapes shp = shapes_of(a16.shape(), b16.shape());
-    TF out = gpu::matmul(a16, b16, shp.batch, shp.out);
-    if (pad) out = out.slice(-1, 0, N);
-    record<float>("matmul", out, {&a2, &b2}, [a16, b16, shapes_of, pad, N, Np, sa = a2.shape(), sb = b2.shape()](const TF& g) {
-      Tensor<bf16> g16 = pad ? gpu::to_bf16_padded(g, Np) : gpu::to_bf16(g);
-      Tensor<bf16> bt = b16.transpose(-1, -2), at = a16.transpose(-1, -2);
-      MatmulShapes s1 = shapes_of(g16.shape(), bt.shape()), s2 = shapes_of(at.shape(), g16.shape());
-      TF da = gpu::matmul(g16, bt, s1.batch, s1.out), db = gpu::matmul(at, g16, s2.batch, s2.out);
-      if (pad) db = db.slice(-1, 0, N);
-      return std::vector<TF>{sum_to_shape(da, sa), sum_to_shape(db, sb)};
-    });
+// out (batch..., M, N) = a (..., M, K) @ b (..., K, N), written into `out`, whose rows have unit
+// stride and whose batch entries lie M * out.stride(-2) apart. E is the operands' element type
+// and TO the output's (float for bf16 operands).
+template <class E, class TO>
+void gemm_into(const Tensor<TO>& out, const Tensor<E>& a_in, const Tensor<E>& b_in) {
+  const Device d = out.device();
+  const int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
+  MatmulShapes sh = matmul_shapes(a_in.shape(), b_in.shape(), a_in.shape(), b_in.shape());
+  if (out.numel() == 0) return;
+  if (K == 0) {
+    out.fill_(TO(0));
+    return;
+  }
+  // A matrix whose inner strides are both != 1 is copied once, so every batch entry is GEMM-ready.
+  auto ready = [](const Tensor<E>& t) {
+    return mat_layout(t.size(-2), t.size(-1), t.stride(-2), t.stride(-1)).ok ? t : t.contiguous();
+  };
+  Tensor<E> a = ready(a_in), b = ready(b_in);
+  MatLayout la = mat_layout(M, K, a.stride(-2), a.stride(-1)), lb = mat_layout(K, N, b.stride(-2), b.stride(-1));
+  // Batch offsets of each operand, and whether they are i * stride (one batched GEMM call).
+  const Shape& batch = sh.batch;
+  Shape sa = broadcast_strides(sh.batch_a, Shape(std::vector<int64_t>(a.strides().begin(), a.strides().end() - 2)), batch);
+  Shape sb = broadcast_strides(sh.batch_b, Shape(std::vector<int64_t>(b.strides().begin(), b.strides().end() - 2)), batch);
+  const int64_t nbatch = numel_of(batch), ldc = M > 1 ? out.stride(-2) : N;
+  bool flat = true;
+  int64_t fa = 0, fb = 0;
+  {
+    int64_t ea = -1, span = 1;
+    for (int dim = batch.size() - 1; dim >= 0 && flat; --dim) {
+      if (batch[dim] == 1) continue;
+      if (ea < 0) {
+        ea = sa[dim], fa = sa[dim], fb = sb[dim];
+      } else {
+        flat = sa[dim] == fa * span && sb[dim] == fb * span;
+      }
+      span *= batch[dim];
+    }
+  }
+  kernel::MatOperand<E> ga{a.data(), !la.rowmajor, la.ld, fa}, gb{b.data(), !lb.rowmajor, lb.ld, fb};
+  if (flat) {
+    kernel::gemm(d, ga, gb, out.data(), ldc, M * ldc, M, N, K, nbatch);
+    return;
+  }
+  for (int64_t i = 0; i < nbatch; ++i) {  // a broadcast that does not flatten: one product per entry
+    int64_t oa = 0, ob = 0, rem = i;
+    for (int dim = batch.size() - 1; dim >= 0; --dim) {
+      int64_t idx = rem % batch[dim];
+      rem /= batch[dim];
+      oa += idx * sa[dim], ob += idx * sb[dim];
+    }
+    kernel::MatOperand<E> xa = ga, xb = gb;
+    xa.ptr = a.data() + oa, xb.ptr = b.data() + ob;
+    kernel::gemm(d, xa, xb, out.data() + i * M * ldc, ldc, 0, M, N, K, 1);
+  }
+}
+
+// The output element type of a product of E operands: float for bf16, else E.
+template <class E>
+using product_t = std::conditional_t<std::is_same_v<E, bf16>, float, E>;
+
+// a (..., M, K) @ b (..., K, N) as a new tensor (no autograd). On CUDA an odd width N is padded
+// to a multiple of 8 and the result is a view of the padded buffer: cuBLAS's fast tensor-core
+// kernels need rows at 32-byte boundaries (measured: the logits GEMM ran 6x slower unpadded).
+template <class E>
+Tensor<product_t<E>> product(const Tensor<E>& a, const Tensor<E>& b) {
+  using TO = product_t<E>;
+  const Device d = a.device();
+  MatmulShapes sh = matmul_shapes(a.shape(), b.shape(), a.shape(), b.shape());
+  const int64_t M = a.size(-2), N = b.size(-1);
+  const int64_t ldc = (d.is_cuda() && N % 8 != 0 && M > 1) ? (N + 7) / 8 * 8 : N;
+  if (ldc == N) {
+    Tensor<TO> out = Tensor<TO>::empty(sh.out, d);
+    gemm_into(out, a, b);
     return out;
   }
-  TF out = gpu::matmul(a2, b2, sh.batch, sh.out);
-  record<float>("matmul", out, {&a2, &b2}, [sa = SavedTensor<float>(a2), sb = SavedTensor<float>(b2), shapes_of](const TF& g) {
-    const TF &x = sa.get("matmul"), &y = sb.get("matmul");
-    TF yt = y.transpose(-1, -2), xt = x.transpose(-1, -2);
-    MatmulShapes s1 = shapes_of(g.shape(), yt.shape()), s2 = shapes_of(xt.shape(), g.shape());
-    return std::vector<TF>{sum_to_shape(gpu::matmul(g, yt, s1.batch, s1.out), x.shape()),
-                           sum_to_shape(gpu::matmul(xt, g, s2.batch, s2.out), y.shape())};
+  Shape padded = sh.out;
+  padded[padded.size() - 1] = ldc;
+  Tensor<TO> out = Tensor<TO>::empty(padded, d).slice(-1, 0, N);
+  gemm_into(out, a, b);
+  return out;
+}
+
+// A bf16 copy of t in one conversion pass that keeps the layout GEMMs like: a transposed matrix
+// stays transposed (a weight's .t() view), and rows padded to an aligned stride stay padded (a
+// matmul's output with an odd width, such as the logits).
+inline Tensor<bf16> to_bf16(const Tensor<float>& t) {
+  const Device d = t.device();
+  auto convert = [&](const Tensor<bf16>& out, const Tensor<float>& in, const Shape& in_strides) {
+    kernel::to_bf16(d, out.data(), in.data(), out.shape(), {out.strides(), in_strides});
+  };
+  if (t.dim() >= 2) {
+    Tensor<float> tt = t.transpose(-1, -2);
+    if (!t.is_contiguous() && tt.is_contiguous()) return to_bf16(tt).transpose(-1, -2);
+    const int64_t cols = t.size(-1), rows = t.numel() / std::max<int64_t>(cols, 1);
+    Shape st;
+    if (!t.is_contiguous() && t.stride(-1) == 1 && t.numel() > 0 &&
+        view_strides(t.shape(), t.strides(), Shape{rows, cols}, st) && st[0] >= cols) {
+      Tensor<bf16> out = Tensor<bf16>::empty({rows, st[0]}, d).slice(1, 0, cols);
+      convert(out, t, st);
+      return out.view(t.shape());
+    }
+  }
+  Tensor<float> c = t.contiguous();
+  Tensor<bf16> out = Tensor<bf16>::empty(t.shape(), d);
+  convert(out, c, c.strides());
+  return out;
+}
+
+// A bf16 copy of t (..., N) whose last dimension is padded with zeros to Np (a multiple of 8):
+// (..., Np), of which [..., :N] is the copy proper. A transposed matrix (a weight's .t()) stays
+// transposed. cuBLAS picks fast tensor-core kernels only when every GEMM dimension is a
+// multiple of 8 (measured on an H100: 16384x768 @ 768x50257 ran at 96 TFLOP/s, at 575 with
+// N = 50264), and the zeros change no product.
+inline Tensor<bf16> to_bf16_padded(const Tensor<float>& t, int64_t Np) {
+  const int64_t N = t.size(-1);
+  const Device d = t.device();
+  if (t.dim() == 2 && t.transpose(0, 1).is_contiguous()) {  // t = W^T with W (N, K) contiguous
+    Tensor<float> w = t.transpose(0, 1);
+    Tensor<bf16> wp = Tensor<bf16>::empty({Np, w.size(1)}, d);
+    wp.slice(0, N, Np).fill_(bf16(0.0f));
+    Tensor<bf16> top = wp.slice(0, 0, N);
+    kernel::to_bf16(d, top.data(), w.data(), w.shape(), {top.strides(), w.strides()});
+    return wp.t();
+  }
+  Shape s = t.shape();
+  s[s.size() - 1] = Np;
+  Tensor<bf16> full = Tensor<bf16>::empty(s, d);
+  full.slice(-1, N, Np).fill_(bf16(0.0f));
+  Tensor<bf16> body = full.slice(-1, 0, N);
+  kernel::to_bf16(d, body.data(), t.data(), t.shape(), {body.strides(), t.strides()});
+  return full;
+}
+
+// a2 @ b2 (both at least 2-D) with its backward: da = g @ b^T, db = a^T @ g, each summed over
+// the batch dimensions it was broadcast along.
+template <class T>
+Tensor<T> matmul_2d(const Tensor<T>& a2, const Tensor<T>& b2, const Shape& a_orig, const Shape& b_orig) {
+  matmul_shapes(a2.shape(), b2.shape(), a_orig, b_orig);  // the error names the user's shapes
+  if constexpr (std::is_same_v<T, float>) {
+    if (AutocastGuard::bf16() && a2.device().is_cuda()) {
+      // bf16 operands, fp32 accumulation; the bf16 copies are saved, so the backward multiplies
+      // in bf16 too and stores half the bytes. An output width that is not a multiple of 8 (a
+      // vocabulary) is padded with zero columns of b, in the forward and in both products of
+      // the backward; the results are views without them.
+      const int64_t N = b2.size(-1), Np = (N + 7) / 8 * 8;
+      const bool pad = Np != N && b2.dim() == 2;
+      Tensor<bf16> a16 = to_bf16(a2), b16 = pad ? to_bf16_padded(b2, Np) : to_bf16(b2);
+      Tensor<float> out = product(a16, b16);
+      if (pad) out = out.slice(-1, 0, N);
+      record<float>("matmul", out, {&a2, &b2}, [a16, b16, pad, N, Np, sa = a2.shape(), sb = b2.shape()](const Tensor<float>& g) {
+        Tensor<bf16> g16 = pad ? to_bf16_padded(g, Np) : to_bf16(g);
+        Tensor<float> da = product(g16, b16.transpose(-1, -2)), db = product(a16.transpose(-1, -2), g16);
+        if (pad) db = db.slice(-1, 0, N);
+        return std::vector<Tensor<float>>{sum_to_shape(da, sa), sum_to_shape(db, sb)};
+      });
+      return out;
+    }
+  }
+  Tensor<T> out = product(a2, b2);
+  record<T>("matmul", out, {&a2, &b2}, [sa = SavedTensor<T>(a2), sb = SavedTensor<T>(b2)](const Tensor<T>& g) {
+    const Tensor<T>&x = sa.get("matmul"), &y = sb.get("matmul");
+    return std::vector<Tensor<T>>{sum_to_shape(product(g, y.transpose(-1, -2)), x.shape()),
+                                  sum_to_shape(product(x.transpose(-1, -2), g), y.shape())};
   });
   return out;
 }
 
 }  // namespace detail
-
-/// out = a @ b written into an existing contiguous tensor of the right shape (no allocation).
-/// Shapes as in matmul(); `out` must not overlap the inputs.
-template <class T>
-void matmul_out(const Tensor<T>& out, const Tensor<T>& a_in, const Tensor<T>& b_in);
 
 /// Matrix product a @ b: (M, K) @ (K, N) -> (M, N); leading batch dimensions broadcast,
 /// (..., M, K) @ (..., K, N) -> (..., M, N); a 1-D operand is a row (a) or column (b) vector
@@ -102,93 +225,42 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
   if constexpr (is_reduced_float_v<T>) {
     return matmul(a.template to<float>(), b.template to<float>()).template to<T>();
   } else {
-    const bool gpu = detail::same_device("matmul", a, b).is_cuda();
-    if (!gpu || !std::is_same_v<T, float>) detail::check_cpu("matmul", a, b);
+    detail::op_device<T>("matmul", a, b);
     LOOM_CHECK(a.dim() >= 1 && b.dim() >= 1, shape_error, "matmul: both operands need at least 1 dimension, got ",
                a.shape(), " @ ", b.shape());
     // (..., M, K) @ (K, N): one GEMM over all rows, (prod(...) * M, K) @ (K, N), when the rows of a
     // can be viewed flat (a Linear layer on (B, T, C)). Its backward is then one GEMM too.
-    if (a.dim() > 2 && b.dim() == 2 && a.size(-1) == b.size(0)) {
+    if (a.dim() > 2 && b.dim() == 2 && a.size(-1) == b.size(0) && a.numel() > 0) {
       Shape flat_st;
-      Shape flat{-1, a.size(-1)};
       if (detail::view_strides(a.shape(), a.strides(), Shape{a.numel() / std::max<int64_t>(a.size(-1), 1), a.size(-1)},
-                               flat_st) && a.numel() > 0) {
+                               flat_st)) {
         Shape out_shape = a.shape();
         out_shape[out_shape.size() - 1] = b.size(1);
-        return matmul(a.reshape(flat), b).reshape(out_shape);
+        return matmul(a.reshape({-1, a.size(-1)}), b).reshape(out_shape);
       }
     }
     Tensor<T> a2 = a.dim() == 1 ? a.unsqueeze(0) : a;   // (K) -> (1, K)
     Tensor<T> b2 = b.dim() == 1 ? b.unsqueeze(-1) : b;  // (K) -> (K, 1)
-    if constexpr (std::is_same_v<T, float>) {
-      if (gpu) {
-        Tensor<T> out = detail::gpu_matmul(a2, b2, a.shape(), b.shape());
-        if (a.dim() == 1) out = out.squeeze(-2);
-        if (b.dim() == 1) out = out.squeeze(-1);
-        return out;
-      }
-    }
-    Tensor<T> out = Tensor<T>::empty(detail::matmul_shapes(a2.shape(), b2.shape(), a.shape(), b.shape()).out);
-    matmul_out(out, a2, b2);
-    // backward: da = g @ b^T, db = a^T @ g, each summed over the batch dims it was broadcast along
-    detail::record<T>("matmul", out, {&a2, &b2}, [sa = SavedTensor<T>(a2), sb = SavedTensor<T>(b2)](const Tensor<T>& g) {
-      const Tensor<T>&x = sa.get("matmul"), &y = sb.get("matmul");
-      return std::vector<Tensor<T>>{detail::sum_to_shape(matmul(g, y.transpose(-1, -2)), x.shape()),
-                                    detail::sum_to_shape(matmul(x.transpose(-1, -2), g), y.shape())};
-    });
+    Tensor<T> out = detail::matmul_2d(a2, b2, a.shape(), b.shape());
     if (a.dim() == 1) out = out.squeeze(-2);
     if (b.dim() == 1) out = out.squeeze(-1);
     return out;
   }
 }
 
+/// out = a @ b written into an existing contiguous tensor of the right shape (no allocation, no
+/// autograd). Shapes as in matmul() for operands of 2 or more dimensions; `out` must not overlap
+/// the inputs.
 template <class T>
-void matmul_out(const Tensor<T>& out, const Tensor<T>& a_in, const Tensor<T>& b_in) {
+void matmul_out(const Tensor<T>& out, const Tensor<T>& a, const Tensor<T>& b) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "matmul_out: float or double");
-  detail::check_cpu("matmul", out, a_in, b_in);
-  LOOM_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, shape_error, "matmul_out: operands need 2 or more dimensions, got a",
-             a_in.shape(), " @ b", b_in.shape());
-  int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
-  detail::MatmulShapes shapes = detail::matmul_shapes(a_in.shape(), b_in.shape(), a_in.shape(), b_in.shape());
-  const Shape &ab = shapes.batch_a, &bb = shapes.batch_b, &batch = shapes.batch, &expect = shapes.out;
+  detail::op_device<T>("matmul", out, a, b);
+  LOOM_CHECK(a.dim() >= 2 && b.dim() >= 2, shape_error, "matmul_out: operands need 2 or more dimensions, got a",
+             a.shape(), " @ b", b.shape());
+  const Shape expect = detail::matmul_shapes(a.shape(), b.shape(), a.shape(), b.shape()).out;
   LOOM_CHECK(out.shape() == expect && out.is_contiguous(), shape_error, "matmul_out: out must be contiguous with shape ",
              expect, ", got ", out.shape());
-  if (out.numel() == 0) return;
-  if (K == 0) {
-    out.fill_(T(0));
-    return;
-  }
-  // A matrix whose inner strides are both != 1 is copied once, so every batch entry is GEMM-ready.
-  auto ready = [](const Tensor<T>& t) {
-    int64_t r = t.size(-2), c = t.size(-1);
-    return detail::mat_layout(r, c, t.stride(-2), t.stride(-1)).ok ? t : t.contiguous();
-  };
-  Tensor<T> a = ready(a_in), b = ready(b_in);
-  detail::MatLayout la = detail::mat_layout(M, K, a.stride(-2), a.stride(-1));
-  detail::MatLayout lb = detail::mat_layout(K, N, b.stride(-2), b.stride(-1));
-  Shape bsa = broadcast_strides(ab, Shape(std::vector<int64_t>(a.strides().begin(), a.strides().end() - 2)), batch);
-  Shape bsb = broadcast_strides(bb, Shape(std::vector<int64_t>(b.strides().begin(), b.strides().end() - 2)), batch);
-  int64_t nbatch = numel_of(batch);
-  auto one = [&](int64_t i) {
-    int64_t oa = 0, ob = 0, rem = i;
-    for (int d = batch.size() - 1; d >= 0; --d) {
-      int64_t idx = rem % batch[d];
-      rem /= batch[d];
-      oa += idx * bsa[d], ob += idx * bsb[d];
-    }
-    cpu::gemm(out.data() + i * M * N, N, a.data() + oa, la.rowmajor, la.ld, b.data() + ob, lb.rowmajor, lb.ld, M,
-              N, K);
-  };
-  // Several products that are each small (under 2^26 multiply-adds, e.g. attention heads): one
-  // product per thread, each run serially by Eigen; Eigen's own threading does not pay at that
-  // size (measured: 2x slower at 256x64x256). Otherwise one after another, each split by Eigen.
-  if (nbatch > 1 && M * N * K < (int64_t(1) << 26)) {
-    parallel_for(0, nbatch, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) one(i);
-    });
-  } else {
-    for (int64_t i = 0; i < nbatch; ++i) one(i);
-  }
+  detail::gemm_into(out, a, b);
 }
 
 }  // namespace loom

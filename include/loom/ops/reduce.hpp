@@ -7,25 +7,14 @@
 #include <utility>
 #include <vector>
 
-#include "loom/backend/cpu/reduce.hpp"
-#include "loom/ops/common.hpp"
-#include "loom/ops/gpu.hpp"
+#include "loom/core/tensor.hpp"
+#include "loom/ops/elementwise.hpp"
 
 namespace loom {
 
-namespace gpu {
-// Defined in ops/gpu.hpp (declared here too: that header may be read after this one).
-inline Tensor<float> reduce(cuda::Reduce op, const Tensor<float>& x, int64_t axis, bool all, bool keepdim,
-                            const char* name);
-}  // namespace gpu
-
 namespace detail {
 
-/// The accumulator type of a sum: double for float/double/bf16/half, int64 for integers.
-template <class T>
-using sum_acc_t = std::conditional_t<is_floating_v<T>, double, int64_t>;
-
-// Runs a reduction of `x` over `axis` (all elements when all == true) and writes one value per
+// Runs a reduction on the CPU of `x` over `axis` (all elements when all == true) and writes one value per
 // output element through finalize(acc) into a tensor of element type TO.
 template <class TO, class T, class Acc, class Step, class Merge, class Fin>
 Tensor<TO> reduce(const char* op, const Tensor<T>& x, int64_t axis, bool all, bool keepdim, Acc init, Step step,
@@ -64,42 +53,20 @@ Tensor<T> expand_back(const Tensor<T>& g, const Shape& in, const int64_t* axis, 
   return gg.expand(in);
 }
 
+// sum or mean of x over one axis (all axes when axis is null), on any device: the kernel sums
+// a contiguous (outer, R, inner) view in a fixed order (double accumulators on the CPU).
 template <class T>
-Tensor<T> sum_impl(const Tensor<T>& x, const int64_t* axis, bool keepdim) {
-  using A = sum_acc_t<T>;
-  Tensor<T> out;
-  if constexpr (std::is_same_v<T, float>) {
-    if (on_cuda<T>("sum", x)) out = gpu::reduce(cuda::Reduce::sum, x, axis ? *axis : 0, axis == nullptr, keepdim, "sum");
-  }
-  if (!out.defined())
-    out = reduce_any<T>("sum", x, axis, keepdim, A(0), [](A a, T v, int64_t) { return a + A(compute_t<T>(v)); },
-                           [](A a, A b) { return a + b; }, [](A a, int64_t) { return a; });
-  // backward: dx = g broadcast over the summed axes
-  bool all = axis == nullptr;
-  int64_t ax = all ? 0 : *axis;
-  record<T>("sum", out, {&x}, [in = x.shape(), all, ax, keepdim](const Tensor<T>& g) {
-    return std::vector<Tensor<T>>{expand_back(g, in, all ? nullptr : &ax, keepdim)};
-  });
-  return out;
-}
-
-template <class T>
-Tensor<T> mean_impl(const Tensor<T>& x, const int64_t* axis, bool keepdim) {
-  static_assert(is_floating_v<T>, "mean: needs a floating element type");
-  Tensor<T> out;
-  if constexpr (std::is_same_v<T, float>) {
-    if (on_cuda<T>("mean", x)) out = gpu::reduce(cuda::Reduce::mean, x, axis ? *axis : 0, axis == nullptr, keepdim, "mean");
-  }
-  if (!out.defined())
-    out = reduce_any<T>("mean", x, axis, keepdim, 0.0,
-                           [](double a, T v, int64_t) { return a + double(compute_t<T>(v)); },
-                           [](double a, double b) { return a + b; }, [](double a, int64_t n) { return a / double(n); });
-  // backward: dx = g / N broadcast over the averaged axes
-  bool all = axis == nullptr;
-  int64_t ax = all ? 0 : *axis;
-  int64_t n = all ? x.numel() : (x.dim() ? x.size(ax) : 1);
-  record<T>("mean", out, {&x}, [in = x.shape(), all, ax, keepdim, n](const Tensor<T>& g) {
-    return std::vector<Tensor<T>>{expand_back(g, in, all ? nullptr : &ax, keepdim) / double(n)};
+Tensor<T> sum_or_mean(const char* op, bool mean, const Tensor<T>& x, const int64_t* axis, bool keepdim) {
+  const Device d = op_device<T>(op, x);
+  const ReduceGeometry geo = reduce_geometry(x.shape(), axis ? *axis : 0, axis == nullptr, keepdim, op);
+  Tensor<T> c = x.contiguous(), out = Tensor<T>::empty(geo.out_shape, d);
+  kernel::sum(d, mean, out.data(), c.data(), geo.outer, geo.R, geo.inner);
+  // backward: dx = g (sum) or g / N (mean), broadcast back over the reduced axes
+  const bool all = axis == nullptr;
+  const int64_t ax = all ? 0 : *axis, n = geo.R;
+  record<T>(op, out, {&x}, [op, mean, in = x.shape(), all, ax, keepdim, n](const Tensor<T>& g) {
+    Tensor<T> dx = expand_back(g, in, all ? nullptr : &ax, keepdim);
+    return std::vector<Tensor<T>>{mean ? map(op, UnaryOp::div_scalar, double(n), dx) : dx};
   });
   return out;
 }
@@ -169,16 +136,20 @@ Tensor<int64_t> arg_impl(const char* op, const Tensor<T>& x, const int64_t* axis
 }  // namespace detail
 
 /// Sum of all elements (a 0-d tensor).
-template <class T> Tensor<T> sum(const Tensor<T>& x) { return detail::sum_impl(x, nullptr, false); }
+template <class T> Tensor<T> sum(const Tensor<T>& x) { return detail::sum_or_mean("sum", false, x, nullptr, false); }
 /// Sum over `axis`; keepdim keeps it as size 1.
 template <class T> Tensor<T> sum(const Tensor<T>& x, int64_t axis, bool keepdim = false) {
-  return detail::sum_impl(x, &axis, keepdim);
+  return detail::sum_or_mean("sum", false, x, &axis, keepdim);
 }
 /// Mean of all elements (NaN for an empty tensor).
-template <class T> Tensor<T> mean(const Tensor<T>& x) { return detail::mean_impl(x, nullptr, false); }
+template <class T> Tensor<T> mean(const Tensor<T>& x) {
+  static_assert(is_floating_v<T>, "mean: needs a floating element type");
+  return detail::sum_or_mean("mean", true, x, nullptr, false);
+}
 /// Mean over `axis`.
 template <class T> Tensor<T> mean(const Tensor<T>& x, int64_t axis, bool keepdim = false) {
-  return detail::mean_impl(x, &axis, keepdim);
+  static_assert(is_floating_v<T>, "mean: needs a floating element type");
+  return detail::sum_or_mean("mean", true, x, &axis, keepdim);
 }
 /// Largest element (NaN if any is NaN); throws for an empty tensor.
 template <class T> Tensor<T> max(const Tensor<T>& x) { return detail::extreme_impl<T, true>("max", x, nullptr, false); }
@@ -230,22 +201,5 @@ template <class T>
 Tensor<T> var(const Tensor<T>& x) {
   return var(x.reshape({-1}), 0, false, 1);
 }
-
-namespace detail {
-template <class T>
-Tensor<T> sum_to_shape(const Tensor<T>& grad, const Shape& shape) {
-  if (grad.shape() == shape) return grad;
-  Tensor<T> r = grad;
-  if (grad.device().is_cuda() && grad.dim() > shape.size() + 1) {  // one reduction over all the leading dimensions
-    Shape flat{-1};
-    for (int d = grad.dim() - shape.size(); d < grad.dim(); ++d) flat.push_back(grad.size(d));
-    if (grad.is_contiguous()) r = sum(grad.view(flat), 0);
-  }
-  while (r.dim() > shape.size()) r = sum(r, 0);  // leading dimensions that broadcasting added
-  for (int d = 0; d < shape.size(); ++d)
-    if (shape[d] == 1 && r.size(d) != 1) r = sum(r, d, true);  // dimensions stretched from 1
-  return r;
-}
-}  // namespace detail
 
 }  // namespace loom

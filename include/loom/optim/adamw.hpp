@@ -21,7 +21,7 @@
 
 #include "loom/config.hpp"
 #include "loom/core/parallel.hpp"
-#include "loom/ops/gpu.hpp"
+#include "loom/backend/kernels.hpp"
 #include "loom/optim/optimizer.hpp"
 
 namespace loom {

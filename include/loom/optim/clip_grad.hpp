@@ -14,7 +14,7 @@
 #include "loom/core/error.hpp"
 #include "loom/core/parallel.hpp"
 #include "loom/core/tensor.hpp"
-#include "loom/ops/gpu.hpp"
+#include "loom/backend/kernels.hpp"
 
 namespace loom {
 

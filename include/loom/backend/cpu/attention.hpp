@@ -7,6 +7,11 @@
 ///
 /// Operands are (B, NH, T, HS) with any strides whose last one is 1 (q, k, v may be strided
 /// views into one (B, T, 3C) qkv buffer; out may be laid out as (B, T, NH, HS)).
+///
+/// Contract (shared with backend/cuda/attention.cuh; the seam, backend/kernels.hpp, stages
+/// strided operands for the CUDA backward, which reads contiguous ones): every (B, NH, T, HS)
+/// operand has its own strides along B, NH and T and a unit stride along HS; the forward writes
+/// out and lse; the backward writes dq, dk and dv (overwritten, not added to).
 
 #include <algorithm>
 #include <cmath>

@@ -1,8 +1,13 @@
 #pragma once
 /// @file layer_norm.hpp
-/// LayerNorm forward on the CPU: each row of C values is normalised to zero mean and unit
-/// variance, then scaled and shifted: out = (x - mean) * rstd * weight + bias.
+/// LayerNorm on the CPU: each row of C values is normalised to zero mean and unit variance,
+/// then scaled and shifted: out = (x - mean) * rstd * weight + bias.
+///
+/// Contract (shared with backend/cuda/layer_norm.cuh): rows are contiguous; the forward writes
+/// out, mean and rstd (none may be null); weight and bias may be null (1 and 0). The backward
+/// writes dx and, when not null, dweight and dbias (overwritten, not added to).
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -14,7 +19,7 @@ namespace loom::cpu {
 
 /// For N contiguous rows of length C: out = (inp - mean) * rstd * weight + bias, with
 /// rstd = 1 / sqrt(var + eps) (biased variance). mean and rstd (N each) are saved for the
-/// backward pass when not null; weight and bias (C each) may be null (then 1 and 0).
+/// backward pass; weight and bias (C each) may be null (then 1 and 0).
 template <class T>
 void layer_norm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight, const T* bias, int64_t N,
                         int64_t C, double eps) {
@@ -40,10 +45,10 @@ void layer_norm_forward(T* out, T* mean, T* rstd, const T* inp, const T* weight,
 }
 
 /// LayerNorm backward, fused: from dout (N, C) and the forward's inp, weight, mean and rstd,
-/// computes dinp (N, C, overwritten) and adds into dweight and dbias (C each; either may be null).
+/// writes dinp (N, C), dweight and dbias (C each; either may be null).
 ///   norm = (x - mean) * rstd,  dnorm = dout * weight
 ///   dx   = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
-///   dweight += sum over rows of dout * norm,  dbias += sum over rows of dout
+///   dweight = sum over rows of dout * norm,  dbias = sum over rows of dout
 /// Rows are split into fixed blocks whose dweight/dbias partials are added in block order, so
 /// the result does not depend on the thread count.
 template <class T>
@@ -72,6 +77,8 @@ void layer_norm_backward(T* dinp, T* dweight, T* dbias, const T* dout, const T* 
       }
     }
   });
+  if (dweight) std::fill(dweight, dweight + C, T(0));
+  if (dbias) std::fill(dbias, dbias + C, T(0));
   for (int64_t b = 0; b < nblocks && params; ++b) {
     const T* pw = partial.data() + b * 2 * C;
     for (int64_t c = 0; c < C; ++c) {

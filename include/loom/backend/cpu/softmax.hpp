@@ -2,6 +2,8 @@
 /// @file softmax.hpp
 /// Row-wise softmax and log-softmax on the CPU, with the max trick: softmax(x) = softmax(x - max x),
 /// so exp never overflows however large the logits are.
+///
+/// Contract (shared with backend/cuda/softmax.cuh): N contiguous rows of C; out is written.
 
 #include <cmath>
 

@@ -13,6 +13,7 @@
 #include "loom/backend/cuda/reduce.cuh"
 #include "loom/backend/cuda/softmax.cuh"
 #include "loom/backend/cuda/layer_norm.cuh"
+#include "loom/backend/cuda/rms_norm.cuh"
 #include "loom/backend/cuda/embedding.cuh"
 #include "loom/backend/cuda/loss.cuh"
 #include "loom/backend/cuda/attention.cuh"

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <string>
 
+#include "loom/backend/op_codes.hpp"
+
 namespace loom::cuda {
 
 /// The most dimensions an elementwise layout has (the same as loom::max_dims).
@@ -73,28 +75,10 @@ bool allow_tf32();
 
 // --- Elementwise (elementwise.cuh) ---------------------------------------------------------
 
-/// Unary maps out = f(x; alpha). The *_scalar forms use alpha; the rest ignore it.
-enum class Unary : int {
-  copy, neg, exp, log, sqrt, rsqrt, tanh, abs, relu, sigmoid, gelu_tanh, gelu_erf,
-  add_scalar,   ///< x + alpha
-  mul_scalar,   ///< x * alpha
-  div_scalar,   ///< x / alpha
-  rsub_scalar,  ///< alpha - x
-  rdiv_scalar,  ///< alpha / x
-  pow_scalar,   ///< x ^ alpha
-};
-/// Broadcasting binary maps out = f(a, b).
-enum class Binary : int { add, sub, mul, div, pow, maximum, minimum };
-/// The gradient maps of the binary ops: out = f(g, a, b).
-enum class BinaryGrad : int {
-  g_times_b,     ///< mul da
-  g_times_a,     ///< mul db
-  g_over_b,      ///< div da
-  div_db,        ///< -g a / b^2
-  pow_da,        ///< g b a^(b-1)
-  pow_db,        ///< g a^b log a
-  max_da, max_db, min_da, min_db,  ///< to the winner; split evenly on ties
-};
+/// The op codes of backend/op_codes.hpp, under the names the kernels use.
+using Unary = ::loom::UnaryOp;
+using Binary = ::loom::BinaryOp;
+using BinaryGrad = ::loom::BinaryGradOp;
 
 /// out = f(x; alpha) for float; L holds (out, x).
 void unary_f32(Unary op, float alpha, float* out, const float* x, const Layout& L, int device);
@@ -121,7 +105,7 @@ void convert(void* out, Elem out_type, const void* in, Elem in_type, const Layou
 // --- Reductions (reduce.cuh) -----------------------------------------------------------------
 
 /// The reductions over one axis.
-enum class Reduce : int { sum, mean, max, min };
+using Reduce = ::loom::ReduceOp;
 /// out[o, i] = reduce_r in[o, r, i] for a contiguous (outer, R, inner) input.
 void reduce_f32(Reduce op, float* out, const float* in, int64_t outer, int64_t R, int64_t inner, int device);
 /// The sum of squares of several float arrays together, accumulated in double in a fixed order
@@ -130,7 +114,7 @@ double sum_of_squares_f32(const float* const* arrays, const int64_t* sizes, int 
 /// x[i] *= alpha for n contiguous elements.
 void scale_f32(float* x, float alpha, int64_t n, int device);
 
-// --- Row-wise kernels: softmax.cuh, layer_norm.cuh, embedding.cuh, loss.cuh ---------------------
+// --- Row-wise kernels: softmax.cuh, layer_norm.cuh, rms_norm.cuh, embedding.cuh, loss.cuh -------
 
 /// Softmax (or log-softmax) of each of N contiguous rows of C.
 void softmax_f32(float* out, const float* in, int64_t N, int64_t C, bool log, int device);
@@ -144,6 +128,12 @@ void layer_norm_forward_f32(float* out, float* mean, float* rstd, const float* x
 /// The fused backward: dx, and (when not null) dw = sum_n g xhat, db = sum_n g, all written (not added).
 void layer_norm_backward_f32(float* dx, float* dw, float* db, const float* g, const float* x, const float* w,
                              const float* mean, const float* rstd, int64_t N, int64_t C, int device);
+/// RMSNorm over rows of C: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) saved when not null; w may be null.
+void rms_norm_forward_f32(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C, float eps,
+                          int device);
+/// Its fused backward: dx, and (when not null) dw = sum_n g xhat, both written (not added); w may be null.
+void rms_norm_backward_f32(float* dx, float* dw, const float* g, const float* x, const float* w, const float* rstd,
+                           int64_t N, int64_t C, int device);
 
 /// out[n] = w[idx[n]] for N rows of C; throws index_error for an index outside [0, V).
 void embedding_forward_f32(float* out, const int64_t* idx, const float* w, int64_t N, int64_t C, int64_t V,

@@ -3,7 +3,10 @@
 // allows) and flags any index outside [0, V). The backward sorts the positions by token on the
 // host (the ids are small: B*T int64), then one block per distinct token adds that token's
 // gradient rows in position order: no atomics, the same bits on every run.
-
+//
+// Contract (the same as backend/cpu/embedding.hpp): int64 indices; the forward throws
+// index_error naming the position of an index outside [0, V); the backward writes the whole
+// (V, C) dweight (overwritten, not added to), adding repeated indices in the order of n.
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/reduce.cuh"

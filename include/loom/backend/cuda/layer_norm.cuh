@@ -7,6 +7,10 @@
 //   norm = (x - mean) * rstd,  dnorm = dout * weight
 //   dx   = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
 //   dweight = sum over rows of dout * norm,  dbias = sum over rows of dout
+//
+// Contract (the same as backend/cpu/layer_norm.hpp): rows are contiguous; the forward writes out,
+// mean and rstd (none may be null); w and b may be null (1 and 0). The backward writes dx and,
+// when not null, dw and db (overwritten, not added to).
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/reduce.cuh"

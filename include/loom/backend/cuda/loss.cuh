@@ -3,6 +3,12 @@
 // max and sum of exponentials per thread, merged across the block) and keeps only lse per row;
 // the backward recomputes softmax = exp(x - lse) on the fly, so the (N, V) probabilities are
 // never stored.
+//
+// Contract (the same as backend/cpu/loss.hpp): row n of the logits (and of dlogits) starts at
+// n * ld; targets are int64. The forward writes losses (0 on ignored rows) and the log-sum-exp of
+// each row, and throws index_error naming the position of a bad target. The reduction writes the
+// sum (or the mean over the rows not ignored) and that count as scalars, summed in double in
+// row order. The backward writes dlogits from the saved log-sum-exp; nothing is added to.
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/embedding.cuh"
