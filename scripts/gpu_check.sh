@@ -2,20 +2,28 @@
 # One call on a GPU machine: build the CUDA targets for sm_90, run the CUDA tests, time loom's
 # GPU benchmarks against PyTorch's on the same card, train briefly on every loom-train preset, and
 # print a short table last.
-#   scripts/gpu_check.sh [--prebuilt DIR] [--no-torch] [--no-compile] [--data FILE]
+#   scripts/gpu_check.sh [--prebuilt DIR] [--no-torch] [--no-compile] [--data FILE] [--train RUNS]
+#                        [--ab OTHER_BENCH_GPU]
 # --prebuilt DIR  use test_cuda, bench_gpu and loom-train from DIR instead of building them
 #                 (built elsewhere with -DLOOM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90)
 # --no-torch      skip benchmarks/gpu/torch_gpu.py;  --no-compile: skip its torch.compile run
+# --train RUNS    the loom-train runs, "preset dtype steps" separated by commas
+#                 (default "char fp32 300,char bf16 300,small bf16 100,gpt2-124m bf16 20")
+# --ab BIN        also time the GPT-2 step with another build's bench_gpu (e.g. the commit
+#                 before a refactor), alternating the two three times on the same card
 # Logs and JSON lines go to $OUT (or build/gpu-check); the table is in table.md there too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-prebuilt="" torch=1 compile=1 data=""
+prebuilt="" torch=1 compile=1 data="" ab=""
+train_runs="char fp32 300,char bf16 300,small bf16 100,gpt2-124m bf16 20"
 while [ $# -gt 0 ]; do
   case "$1" in
     --prebuilt) prebuilt=$2; shift ;;
     --no-torch) torch=0 ;;
     --no-compile) compile=0 ;;
     --data) data=$2; shift ;;
+    --train) train_runs=$2; shift ;;
+    --ab) ab=$2; shift ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -52,8 +60,11 @@ if [ -x "$bin/test_cuda" ]; then
   while IFS= read -r name; do
     name=$(echo "$name" | sed 's/^ *//')
     [ -z "$name" ] && continue
-    timeout 300 "$bin/test_cuda" "$name" >> "$out/test_cuda.log" 2>&1
+    # (Catch2 reads a comma in a name as "or": escape it, and count a name that matched nothing as failed)
+    timeout 300 "$bin/test_cuda" "${name//,/\\,}" > "$out/one_test.log" 2>&1
     rc=$?
+    cat "$out/one_test.log" >> "$out/test_cuda.log"
+    grep -q "No test cases matched" "$out/one_test.log" && rc=99
     if [ $rc = 0 ]; then tests_pass=$((tests_pass + 1)); else tests_fail=$((tests_fail + 1)); failed="$failed; $name ($rc)"; fi
   done < "$out/test_names.txt"
   grep -E "^parity|^CUDA device|FAILED|REQUIRE|CHECK\(|with expansion|^  [^ ]|error" "$out/test_cuda.log" | head -n 150
@@ -74,7 +85,8 @@ train_rows=""
 if [ -x "$bin/loom-train" ]; then
   [ -n "$data" ] || data=$(ls ../shared/data/tinyshakespeare.txt shared/data/tinyshakespeare.txt .gpu/tinyshakespeare.txt 2>/dev/null | head -n 1)
   if [ -n "$data" ]; then
-    for run in "char fp32 300" "char bf16 300" "small bf16 100" "gpt2-124m bf16 20"; do
+    IFS=',' read -r -a runs <<< "$train_runs"
+    for run in "${runs[@]}"; do
       set -- $run
       dir="$out/train-$1-$2"
       timeout 300 "$bin/loom-train" --data "$data" --preset "$1" --device cuda --dtype "$2" --steps "$3" \
@@ -91,6 +103,36 @@ if [ -x "$bin/loom-train" ]; then
   fi
 fi
 
+# --- A/B: this build's GPT-2 step against another build's, alternating on the same card ----------
+ab_rows=""
+if [ -n "$ab" ] && [ -x "$ab" ] && [ -x "$bin/bench_gpu" ]; then
+  for i in 1 2 3; do
+    for side in this other; do
+      b=$bin/bench_gpu
+      [ $side = other ] && b=$ab
+      timeout 120 "$b" --only gpt2_step --steps 10 2>> "$out/ab.err" | sed "s/^/$side /" >> "$out/ab.jsonl"
+    done
+  done
+  ab_rows=$(python3 - "$out/ab.jsonl" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    side, _, js = line.partition(" ")
+    try:
+        r = json.loads(js)
+    except ValueError:
+        continue
+    if "ms" in r:
+        rows.setdefault((r["dtype"], side), []).append(r["ms"])
+for dtype in sorted({d for d, _ in rows}):
+    a, b = rows.get((dtype, "this"), []), rows.get((dtype, "other"), [])
+    if a and b:
+        ma, mb = statistics.median(a), statistics.median(b)
+        print(f"| GPT-2 step {dtype}, median of {len(a)} | this build {ma:.2f} ms, other {mb:.2f} ms: {mb / ma:.3f}x |")
+PY
+)
+fi
+
 # --- the table -------------------------------------------------------------------------------------
 {
   echo
@@ -101,6 +143,7 @@ fi
   echo "| build (sm_90) | $build_note |"
   echo "| CUDA tests | $tests_pass test cases passed, $tests_fail failed${failed} |"
   printf "%s" "$train_rows"
+  [ -n "$ab_rows" ] && echo "$ab_rows"
   echo "| script time | $(( $(date +%s) - t_start )) s |"
   echo
   python3 benchmarks/gpu/compare_gpu.py "$out/loom.jsonl" "$out/torch.jsonl" 2>&1
