@@ -11,6 +11,7 @@
 //   echo "2514 307 11 393 407 284 307" | loom-bpe decode --gpt2 path/to/gpt2
 // Errors print one line, "loom-bpe: error: ...", and exit with status 1 (2 for usage errors).
 
+#include <loom/io/file.hpp>
 #include <loom/tokenizer.hpp>
 
 #include <chrono>
@@ -97,7 +98,7 @@ std::string read_input(const std::string& path) {
     std::string s((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     return s;
   }
-  return tk::detail::read_file(path);
+  return loom::io::read_file(path, tk::max_file_bytes);
 }
 
 void write_output(const std::string& path, const std::string& data) {
@@ -106,7 +107,7 @@ void write_output(const std::string& path, const std::string& data) {
     LOOM_CHECK(std::fflush(stdout) == 0, io_error, "cannot write to stdout");
     return;
   }
-  tk::detail::write_file(path, data);
+  loom::io::write_file_atomic(path, data);
 }
 
 enum class Format { text, u16, u32 };
