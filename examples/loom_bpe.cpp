@@ -13,9 +13,11 @@
 
 #include <loom/io/file.hpp>
 #include <loom/tokenizer.hpp>
+#include <loom/train/report.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <optional>
@@ -169,11 +171,13 @@ int cmd_train(Args& a) {
   opt.vocab_size = *vocab_size;
   opt.pattern = tk::parse_pattern(pattern);
   opt.special_tokens = specials;
-  opt.progress_bar = !quiet;
+  loom::train::MergeProgressBar bar(stderr);
+  if (!quiet) opt.on_progress = std::ref(bar);
   const std::string text = read_input(input);
   auto t0 = std::chrono::steady_clock::now();
   tk::TrainReport report;
   loom::BpeTokenizer tok = tk::train_bpe(text, opt, &report);
+  bar.finish();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   tk::save(tok, out);
   if (!quiet)

@@ -453,6 +453,7 @@ TEST_CASE("training: special tokens, progress, limits", "[tokenizer][train]") {
   std::size_t calls = 0, last = 0;
   opt.on_progress = [&](std::size_t done, std::size_t want) {
     ++calls;
+    CHECK(done > last);  // strictly increasing
     last = done;
     CHECK(want == 14);
   };
