@@ -130,7 +130,7 @@ struct LogRow {
 class CsvLog {
  public:
   /// Opens `path`: a new file with a header, or (append) the end of an existing log.
-  explicit CsvLog(const std::string& path, bool append = false) : path_(path) {
+  explicit CsvLog(const std::string& path, bool append = false) {
     bool exists = append && std::ifstream(path).good();
     out_.open(path, append ? std::ios::app : std::ios::trunc);
     LOOM_CHECK(out_.good(), io_error, path, ": cannot open the log for writing");
@@ -183,7 +183,6 @@ class CsvLog {
   }
 
  private:
-  std::string path_;
   std::ofstream out_;
 };
 
