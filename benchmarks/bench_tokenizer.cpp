@@ -10,6 +10,7 @@
 // Data: LOOM_SHARED_DATA_DIR (set by CMake) or the LOOM_DATA_DIR environment variable must hold
 // tinyshakespeare.txt and gpt2/{encoder.json,vocab.bpe,cl100k_base.tiktoken}.
 //   ./bench_tokenizer --benchmark_filter=encode --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+#include <loom/io/file.hpp>
 #include <loom/tokenizer.hpp>
 
 #include <benchmark/benchmark.h>
@@ -34,7 +35,7 @@ std::string data_dir() {
 }
 
 const std::string& shakespeare() {
-  static const std::string s = tk::detail::read_file(data_dir() + "/tinyshakespeare.txt");
+  static const std::string s = loom::io::read_file(data_dir() + "/tinyshakespeare.txt");
   return s;
 }
 const loom::BpeTokenizer& gpt2() {

@@ -11,10 +11,13 @@
 //   echo "2514 307 11 393 407 284 307" | loom-bpe decode --gpt2 path/to/gpt2
 // Errors print one line, "loom-bpe: error: ...", and exit with status 1 (2 for usage errors).
 
+#include <loom/io/file.hpp>
 #include <loom/tokenizer.hpp>
+#include <loom/train/report.hpp>
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <optional>
@@ -97,7 +100,7 @@ std::string read_input(const std::string& path) {
     std::string s((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     return s;
   }
-  return tk::detail::read_file(path);
+  return loom::io::read_file(path, tk::max_file_bytes);
 }
 
 void write_output(const std::string& path, const std::string& data) {
@@ -106,7 +109,7 @@ void write_output(const std::string& path, const std::string& data) {
     LOOM_CHECK(std::fflush(stdout) == 0, io_error, "cannot write to stdout");
     return;
   }
-  tk::detail::write_file(path, data);
+  loom::io::write_file_atomic(path, data);
 }
 
 enum class Format { text, u16, u32 };
@@ -168,11 +171,13 @@ int cmd_train(Args& a) {
   opt.vocab_size = *vocab_size;
   opt.pattern = tk::parse_pattern(pattern);
   opt.special_tokens = specials;
-  opt.progress_bar = !quiet;
+  loom::train::MergeProgressBar bar(stderr);
+  if (!quiet) opt.on_progress = std::ref(bar);
   const std::string text = read_input(input);
   auto t0 = std::chrono::steady_clock::now();
   tk::TrainReport report;
   loom::BpeTokenizer tok = tk::train_bpe(text, opt, &report);
+  bar.finish();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   tk::save(tok, out);
   if (!quiet)

@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
 
     // --- training loop ------------------------------------------------------------------------
     train::CsvLog log(o.out + "/log.csv", o.resume);
-    train::ProgressBar bar(o.train.steps, o.log_interval);
+    train::ProgressBar bar(stderr, o.train.steps, o.log_interval);
     const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.block_size);
     double train_loss = NAN, val_loss = NAN, tok_s = 0;
     int64_t steps_timed = 0;

@@ -186,6 +186,44 @@ TEST_CASE("JSON nesting, size and value-count limits stop hostile input") {
   CHECK_THROWS_WITH(parse_json("[1,2,3]", lim), LOOM_CONTAINS("more than 3 values"));
 }
 
+TEST_CASE("JSON from a named file: errors give the file and line, values their offsets") {
+  const std::string text = "{\n  \"a\": [1,\n    22],\n  \"b\": \"x\"\n}";
+  Json j = parse_json(text, {}, "conf.json");
+  CHECK(j.offset() == 0);
+  CHECK(text.substr(j.at("a").offset(), 1) == "[");
+  CHECK(json_line(text, j.at("a").offset()) == 2);
+  CHECK(text.substr(j.at("a").at(1).offset(), 2) == "22");
+  CHECK(json_line(text, j.at("a").at(1).offset()) == 3);
+  CHECK(json_line(text, j.at("b").offset()) == 4);
+  CHECK(json_line(text, text.size() + 10) == 5);   // past the end: the last line
+  CHECK(Json(7).offset() == 0);                     // built in code
+  CHECK(parse_json("  7") == Json(7));              // where a value stood does not count in ==
+  CHECK(parse_json("  7").offset() == 2);
+  // Errors: "name:line: malformed JSON: what at byte N"; without a name, "JSON: what at byte N".
+  const std::string bad = "{\n  \"a\": [1,\n    2,]\n}";
+  CHECK_THROWS_AS(parse_json(bad, {}, "conf.json"), json_error);
+  CHECK_THROWS_WITH(parse_json(bad, {}, "conf.json"),
+                    LOOM_CONTAINS("conf.json:3: malformed JSON: unexpected ']', expected a value at byte 19"));
+  CHECK_THROWS_WITH(parse_json(bad), LOOM_CONTAINS("JSON: unexpected ']', expected a value at byte 19"));
+  CHECK_THROWS_WITH(parse_json("\"\\ud800\"", {}, "s.json"), LOOM_CONTAINS("s.json:1: malformed JSON: lone high surrogate"));
+  JsonLimits small;
+  small.max_bytes = 4;
+  CHECK_THROWS_WITH(parse_json("[1, 2]", small, "big.json"),
+                    LOOM_CONTAINS("big.json:1: malformed JSON: the text is 6 bytes, more than the limit of 4"));
+}
+
+TEST_CASE("JSON objects may repeat keys when the reader asks for it") {
+  const std::string text = R"({"a": 1, "b": 2, "a": 3})";
+  CHECK_THROWS_WITH(parse_json(text), LOOM_CONTAINS("duplicate key \"a\""));
+  JsonLimits lim;
+  lim.unique_keys = false;  // e.g. a reader that reports repeated keys itself, with their line
+  Json j = parse_json(text, lim);
+  REQUIRE(j.size() == 3);
+  CHECK(j.as_object()[2].first == "a");
+  CHECK(j.as_object()[2].second.as_int() == 3);
+  CHECK(j.at("a").as_int() == 1);  // lookups find the first
+}
+
 TEST_CASE("JSON objects keep key order and dump reads back to the same value") {
   Json j = parse_json(R"({"z": 1, "a": [true, null, 2.5, "s"], "m": {"k": -3}})");
   REQUIRE(j.is_object());

@@ -1,7 +1,10 @@
 // Tests for loom's byte-level BPE tokenizer: GPT-2 and cl100k parity on golden cases, the minbpe
 // training vectors, special tokens, round trips, file formats and malformed files.
+#include <loom/io/file.hpp>
+#include <loom/io/json.hpp>
 #include <loom/tokenizer.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -27,7 +30,7 @@ const std::string shared_dir = LOOM_SHARED_DATA_DIR;
 
 bool file_exists(const std::string& path) { return std::ifstream(path).good(); }
 
-std::string slurp(const std::string& path) { return tk::detail::read_file(path); }
+std::string slurp(const std::string& path) { return loom::io::read_file(path); }
 
 std::string from_hex(const std::string& h) {
   std::string out;
@@ -60,13 +63,13 @@ std::vector<GoldenCase> read_golden(const std::string& file) {
   std::string line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
-    auto v = tk::detail::JsonParser::parse(line, file);
+    auto v = loom::io::parse_json(line, {}, file);
     GoldenCase c;
-    c.name = v.find("name")->string;
-    c.text = from_hex(v.find("utf8_hex")->string);
-    for (const auto& id : v.find("ids")->array) c.ids.push_back(static_cast<std::uint32_t>(id.integer));
-    for (const auto& p : v.find("pieces")->array) c.pieces.push_back(p.string);
-    REQUIRE(c.text == v.find("text")->string);  // the JSON \u escapes decode to the same bytes
+    c.name = v.at("name").as_string();
+    c.text = from_hex(v.at("utf8_hex").as_string());
+    for (const auto& id : v.at("ids").as_array()) c.ids.push_back(static_cast<std::uint32_t>(id.as_int()));
+    for (const auto& p : v.at("pieces").as_array()) c.pieces.push_back(p.as_string());
+    REQUIRE(c.text == v.at("text").as_string());  // the JSON \u escapes decode to the same bytes
     out.push_back(std::move(c));
   }
   return out;
@@ -162,30 +165,30 @@ void check_minbpe_run(const std::string& run_name, const std::string& text) {
     WARN("skipped: " << path << " not found");
     return;
   }
-  static const auto vectors = tk::detail::JsonParser::parse(slurp(path), "minbpe_vectors.json");
-  const auto& run = *vectors.find("runs")->find(run_name);
+  static const auto vectors = loom::io::parse_json(slurp(path), {}, "minbpe_vectors.json");
+  const auto& run = vectors.at("runs").at(run_name);
   INFO("minbpe run " << run_name);
-  REQUIRE(static_cast<std::int64_t>(text.size()) == run.find("text_bytes")->integer);
+  REQUIRE(static_cast<std::int64_t>(text.size()) == run.at("text_bytes").as_int());
   tk::TrainOptions opt;
-  opt.vocab_size = static_cast<std::size_t>(run.find("vocab_size")->integer);
-  opt.pattern = run.find("tokenizer")->string == "basic" ? tk::Pattern::none : tk::parse_pattern(run.find("pattern")->string);
+  opt.vocab_size = static_cast<std::size_t>(run.at("vocab_size").as_int());
+  opt.pattern = run.at("tokenizer").as_string() == "basic" ? tk::Pattern::none : tk::parse_pattern(run.at("pattern").as_string());
   tk::TrainReport report;
   BpeTokenizer tok = tk::train_bpe(text, opt, &report);
-  const auto& merges = run.find("merges")->array;
+  const auto& merges = run.at("merges").as_array();
   REQUIRE(tok.merges().size() == merges.size());
   for (std::size_t i = 0; i < merges.size(); ++i) {
     INFO("merge " << i);
-    REQUIRE(tok.merges()[i].left == merges[i].array[0].integer);
-    REQUIRE(tok.merges()[i].right == merges[i].array[1].integer);
-    REQUIRE(tok.merges()[i].id == merges[i].array[2].integer);
-    REQUIRE(report.merge_counts[i] == merges[i].array[3].integer);
+    REQUIRE(tok.merges()[i].left == merges[i].at(0).as_int());
+    REQUIRE(tok.merges()[i].right == merges[i].at(1).as_int());
+    REQUIRE(tok.merges()[i].id == merges[i].at(2).as_int());
+    REQUIRE(report.merge_counts[i] == merges[i].at(3).as_int());
   }
   std::vector<std::uint32_t> ids = tok.encode_ordinary(text);
-  CHECK(static_cast<std::int64_t>(ids.size()) == run.find("encoded_len")->integer);
+  CHECK(static_cast<std::int64_t>(ids.size()) == run.at("encoded_len").as_int());
   std::vector<std::uint32_t> first64;
-  for (const auto& v : run.find("encoded_first_64")->array) first64.push_back(static_cast<std::uint32_t>(v.integer));
+  for (const auto& v : run.at("encoded_first_64").as_array()) first64.push_back(static_cast<std::uint32_t>(v.as_int()));
   CHECK(std::vector<std::uint32_t>(ids.begin(), ids.begin() + static_cast<long>(std::min(ids.size(), first64.size()))) == first64);
-  CHECK(sha256_hex(ids_csv(ids)) == run.find("encoded_sha256")->string);
+  CHECK(sha256_hex(ids_csv(ids)) == run.at("encoded_sha256").as_string());
   CHECK(tok.decode(ids) == text);
 }
 
@@ -450,6 +453,7 @@ TEST_CASE("training: special tokens, progress, limits", "[tokenizer][train]") {
   std::size_t calls = 0, last = 0;
   opt.on_progress = [&](std::size_t done, std::size_t want) {
     ++calls;
+    CHECK(done > last);  // strictly increasing
     last = done;
     CHECK(want == 14);
   };
@@ -606,7 +610,7 @@ TEST_CASE("Hugging Face tokenizer.json: save/load round trip and merge forms", "
     "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"}},
     "model": {"type": "BPE", "vocab": {)";
   for (int b = 0; b < 256; ++b) {
-    tk::detail::json_write_string(doc, tk::bytes_to_byte_level(std::string(1, static_cast<char>(b))));
+    loom::io::json_write_string(doc, tk::bytes_to_byte_level(std::string(1, static_cast<char>(b))));
     doc += ": " + std::to_string(b) + ", ";
   }
   doc += R"("ab": 256, "Ġab": 257, "<|eot|>": 258}, "merges": [["a", "b"], "Ġ ab"]}})";
@@ -667,7 +671,7 @@ TEST_CASE("malformed GPT-2 files give io_error with file and line", "[tokenizer]
   // A well-formed pair of files with a \uXXXX escape and a surrogate pair in the keys.
   std::string e = "{";
   for (int b = 0; b < 256; ++b) {
-    tk::detail::json_write_string(e, tk::bytes_to_byte_level(std::string(1, static_cast<char>(b))));
+    loom::io::json_write_string(e, tk::bytes_to_byte_level(std::string(1, static_cast<char>(b))));
     e += ": " + std::to_string(b) + ", ";
   }
   e += "\"\\u0120\\u0041\": 256, \"<|x|>\": 257, \"\\ud83d\\ude00\": 258}";
@@ -705,6 +709,47 @@ TEST_CASE("malformed loom and tokenizer.json files give io_error with file and l
   check_io_error(hf(R"({"model": {"type": "BPE", "vocab": {"a b": 0}, "merges": []}})"), "not in the byte-level alphabet");
   check_io_error(hf(R"({"model": {"type": "BPE", "vocab": {"a": 0},
     "merges": []}, "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "\\w+"}}})"), "tokenizer.json:2: unsupported pre-tokenizer regex");
+}
+
+TEST_CASE("JSON tokenizer files on disk: errors name the file and line", "[tokenizer][io][errors]") {
+  const std::string dir = temp_dir() + "/json_errors";
+  std::filesystem::create_directories(dir);
+  // Malformed JSON in tokenizer.json: the path, the line and what is wrong.
+  write_text(dir + "/tokenizer.json", "{\n  \"model\": {\"type\": \"BPE\",\n    \"vocab\": {\"a\": 0,}}\n}\n");
+  check_io_error([&] { return tk::load_hf_json(dir + "/tokenizer.json"); },
+                 dir + "/tokenizer.json:3: malformed JSON: expected a string key");
+  // Well-formed JSON that is not a tokenizer: the path and the line of the offending value.
+  write_text(dir + "/tokenizer.json", "{\"model\": {\"type\": \"BPE\",\n  \"vocab\": {\"a\": 0,\n  \"b\": -4}, \"merges\": []}}");
+  check_io_error([&] { return tk::load_hf_json(dir + "/tokenizer.json"); },
+                 dir + "/tokenizer.json:3: token id must be an integer");
+  check_io_error([&] { return tk::parse_hf_json(R"({"added_tokens": [7], "model": {"vocab": {}, "merges": []}})", "t.json"); },
+                 "t.json:1: an added token needs an integer \"id\"");
+  // encoder.json: a bad escape, a repeated token (reported with its line, not as bad JSON).
+  write_text(dir + "/vocab.bpe", "#version: 0.2\n");
+  write_text(dir + "/encoder.json", "{\"a\": 0,\n \"b\\q\": 1}");
+  check_io_error([&] { return tk::load_gpt2(dir); }, dir + "/encoder.json:2: malformed JSON: invalid escape");
+  write_text(dir + "/encoder.json", "{\"a\": 0,\n \"b\": 1,\n\n \"a\": 2}");
+  check_io_error([&] { return tk::load_gpt2(dir); }, dir + "/encoder.json:4: duplicate token 'a'");
+  check_io_error([&] { return tk::load_gpt2(dir + "/missing"); }, dir + "/missing/encoder.json: cannot open");
+}
+
+TEST_CASE("saving a tokenizer replaces the file atomically and leaves no temporary file", "[tokenizer][io]") {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir() + "/atomic";
+  fs::create_directories(dir);
+  const BpeTokenizer t = small_trained(tk::Pattern::gpt2);
+  write_text(dir + "/tok.loom", "old contents");
+  tk::save(t, dir + "/tok.loom");
+  tk::save_tiktoken(t, dir + "/tok.tiktoken");
+  tk::save_hf_json(t, dir + "/tokenizer.json");
+  tk::save_gpt2(t, dir);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"encoder.json", "tok.loom", "tok.tiktoken", "tokenizer.json", "vocab.bpe"});
+  check_same(t, tk::load(dir + "/tok.loom"));
+  // A folder that does not exist: io_error, and nothing is left behind.
+  CHECK_THROWS_AS(tk::save(t, dir + "/no/such/dir/tok.loom"), loom::io_error);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // train: the char tokenizer, the batch loader, evaluation, sampling (temperature, top-k, top-p,
 // greedy, reproducibility), the CSV log and the SVG plot.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -142,6 +143,62 @@ TEST_CASE("CsvLog and the SVG loss plot") {
   CHECK(ProgressBar::format_time(3725) == "1h02m");
   CHECK(ProgressBar::format_time(185) == "3m05s");
   CHECK(ProgressBar::format_time(12) == "12s");
+}
+
+namespace {
+// Everything written to a temporary FILE* (not a terminal, so the bars print plain lines).
+template <class F>
+std::string drawn(F&& draw) {
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f != nullptr);
+  draw(f);
+  std::fflush(f);
+  std::rewind(f);
+  std::string out;
+  char buf[256];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("progress bars draw on the stream they are given") {
+  // The training bar on a file: the first step, every `every` steps and the last, one line each.
+  std::string s = drawn([](std::FILE* f) {
+    ProgressBar bar(f, 5, 2);
+    for (int64_t step = 1; step <= 5; ++step) bar.update(step, 2.5, 1000);
+    bar.message("step 5: done");
+  });
+  CHECK(s.find("step 1/5 | loss 2.5000 | 1000 tok/s | ETA ") == 0);
+  CHECK(s.find("step 2/5 |") != std::string::npos);
+  CHECK(s.find("step 3/5 |") == std::string::npos);
+  CHECK(s.find("step 4/5 |") != std::string::npos);
+  CHECK(s.find("step 5/5 |") != std::string::npos);
+  REQUIRE(s.size() >= 13);
+  CHECK(s.substr(s.size() - 13) == "step 5: done\n");
+  CHECK(std::count(s.begin(), s.end(), '\n') == 5);
+
+  // The BPE bar: redrawn in place, the line ends when every merge is done.
+  s = drawn([](std::FILE* f) {
+    MergeProgressBar bar(f);
+    bar(1, 4);
+    bar(4, 4);
+    bar.finish();  // already ended: nothing more
+  });
+  const std::string first = "\rtraining BPE [" + std::string(10, '#') + std::string(30, ' ') + "] 1/4 merges";
+  const std::string last = "\rtraining BPE [" + std::string(40, '#') + "] 4/4 merges\n";
+  CHECK(s == first + last);
+  // Training that stops early never reports done == want: finish() ends the line.
+  s = drawn([](std::FILE* f) {
+    MergeProgressBar bar(f);
+    bar(2, 10);
+    bar.finish();
+  });
+  const std::string two = "\rtraining BPE [" + std::string(8, '#') + std::string(32, ' ') + "] 2/10 merges";
+  CHECK(s == two + two + "\n");  // finish() draws the last state again and ends the line
+  // No update at all (nothing to merge): nothing drawn.
+  CHECK(drawn([](std::FILE* f) { MergeProgressBar(f).finish(); }).empty());
 }
 
 #include <loom/train/trainer.hpp>

@@ -6,11 +6,15 @@
 /// - Objects keep their keys in insertion order, so what is written reads back in the same order.
 /// - Numbers are int64 when the literal is integral (no fraction, no exponent) and fits, else double.
 /// - Strings are UTF-8; escapes include \uXXXX with surrogate pairs. Invalid UTF-8, lone
-///   surrogates, raw control characters and duplicate object keys are errors.
+///   surrogates, raw control characters and duplicate object keys are errors (a reader that checks
+///   keys itself can allow repeats: JsonLimits::unique_keys).
 /// - Limits on the input size, nesting depth and number of values keep malformed or hostile input
 ///   from exhausting the stack or memory. Every parse error is a loom::io::json_error (an
-///   io_error) that gives the byte offset.
+///   io_error) that gives the byte offset, and the file name and line when the text has a name.
+/// - Each parsed value remembers where it began (Json::offset), so a reader that finds a value it
+///   cannot use can name the line (json_line), as the tokenizer loaders do.
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -32,6 +36,9 @@ namespace loom::io {
 class json_error : public io_error { public: using io_error::io_error; };
 
 class Json;
+namespace detail {
+class JsonParser;
+}
 /// A JSON array.
 using JsonArray = std::vector<Json>;
 /// A JSON object: key/value pairs in insertion order.
@@ -165,7 +172,11 @@ class Json {
   /// Appends an element to an array.
   void push_back(Json value) { as_array().push_back(std::move(value)); }
 
-  /// Structural equality (an integer and a double never compare equal; key order matters).
+  /// Byte offset in the parsed text where this value begins (0 for a value built in code).
+  size_t offset() const { return offset_; }
+
+  /// Structural equality (an integer and a double never compare equal; key order matters; where
+  /// the values were parsed from does not count).
   friend bool operator==(const Json& a, const Json& b) { return a.v_ == b.v_; }
   friend bool operator!=(const Json& a, const Json& b) { return !(a == b); }
 
@@ -197,16 +208,27 @@ class Json {
   }
 
   inline void write(std::string& out, int indent, int level) const;
+  friend class detail::JsonParser;  // sets offset_
 
   std::variant<std::nullptr_t, bool, int64_t, double, std::string, JsonArray, JsonObject> v_ = nullptr;
+  size_t offset_ = 0;
 };
 
-/// Limits that bound the work and memory of parsing untrusted text.
+/// Limits that bound the work and memory of parsing untrusted text, and how strict it is.
 struct JsonLimits {
   size_t max_bytes = size_t(100) << 20;  ///< longest input accepted
   int max_depth = 128;                   ///< deepest nesting of arrays and objects
   size_t max_values = size_t(1) << 24;   ///< most values (scalars, arrays, objects) in total
+  bool unique_keys = true;               ///< reject an object that repeats a key (false: keep every pair)
 };
+
+/// The 1-based line of byte `offset` in `text` (for messages about a parsed value).
+inline size_t json_line(std::string_view text, size_t offset) {
+  offset = std::min(offset, text.size());
+  size_t line = 1;
+  for (size_t i = 0; i < offset; ++i) line += text[i] == '\n';
+  return line;
+}
 
 /// Appends `s` to `out` as a quoted JSON string (escaping ", \ and control characters).
 inline void json_write_string(std::string& out, std::string_view s) {
@@ -292,11 +314,12 @@ namespace detail {
 /// Recursive-descent parser over a string_view; depth-limited, so recursion stays shallow.
 class JsonParser {
  public:
-  JsonParser(std::string_view text, const JsonLimits& limits) : s_(text), lim_(limits) {}
+  JsonParser(std::string_view text, const JsonLimits& limits, std::string_view name)
+      : s_(text), lim_(limits), name_(name) {}
 
   Json parse_document() {
-    LOOM_CHECK(s_.size() <= lim_.max_bytes, io::json_error, "JSON: the text is ", s_.size(),
-               " bytes, more than the limit of ", lim_.max_bytes);
+    if (s_.size() > lim_.max_bytes)
+      fail(loom::detail::concat("the text is ", s_.size(), " bytes, more than the limit of ", lim_.max_bytes), false);
     skip_ws();
     Json v = parse_value(0);
     skip_ws();
@@ -305,8 +328,11 @@ class JsonParser {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) const {
-    throw json_error(loom::detail::concat("JSON: ", what, " at byte ", i_));
+  // "JSON: what at byte N", or "name:line: malformed JSON: what at byte N" for a named text.
+  [[noreturn]] void fail(const std::string& what, bool at = true) const {
+    const std::string pos = at ? loom::detail::concat(" at byte ", i_) : std::string();
+    if (name_.empty()) throw json_error(loom::detail::concat("JSON: ", what, pos));
+    throw json_error(loom::detail::concat(name_, ":", json_line(s_, i_), ": malformed JSON: ", what, pos));
   }
   static std::string show(char c) {
     unsigned char u = static_cast<unsigned char>(c);
@@ -328,6 +354,13 @@ class JsonParser {
   }
 
   Json parse_value(int depth) {
+    const size_t start = i_;
+    Json v = parse_value_here(depth);
+    v.offset_ = start;
+    return v;
+  }
+
+  Json parse_value_here(int depth) {
     if (i_ >= s_.size()) fail("unexpected end of input, expected a value");
     count_value();
     char c = s_[i_];
@@ -380,7 +413,7 @@ class JsonParser {
     check_depth(depth);
     ++i_;  // '{'
     JsonObject o;
-    std::unordered_set<std::string> seen;  // duplicate check stays O(n) for large headers
+    std::unordered_set<std::string> seen;  // duplicate check stays O(n) for large headers (unique_keys)
     skip_ws();
     if (i_ < s_.size() && s_[i_] == '}') {
       ++i_;
@@ -392,7 +425,7 @@ class JsonParser {
       if (s_[i_] != '"') fail(loom::detail::concat("expected a string key but found ", show(s_[i_])));
       size_t key_at = i_;
       std::string key = parse_string();
-      if (!seen.insert(key).second) {
+      if (lim_.unique_keys && !seen.insert(key).second) {
         i_ = key_at;
         fail(loom::detail::concat("duplicate key \"", key, "\""));
       }
@@ -548,7 +581,7 @@ class JsonParser {
           uint32_t cp = hex4();
           if (cp >= 0xdc00 && cp <= 0xdfff) fail("lone low surrogate in \\u escape");
           if (cp >= 0xd800 && cp <= 0xdbff) {
-            if (s_.substr(i_, 2) != "\\u") fail("high surrogate not followed by a \\u low surrogate");
+            if (s_.substr(i_, 2) != "\\u") fail("lone high surrogate (not followed by a \\u low surrogate)");
             i_ += 2;
             uint32_t lo = hex4();
             if (lo < 0xdc00 || lo > 0xdfff) fail("high surrogate not followed by a low surrogate");
@@ -566,6 +599,7 @@ class JsonParser {
 
   std::string_view s_;
   JsonLimits lim_;
+  std::string_view name_;
   size_t i_ = 0;
   size_t values_ = 0;
 };
@@ -573,8 +607,9 @@ class JsonParser {
 }  // namespace detail
 
 /// Parses one JSON document (surrounding whitespace allowed); throws json_error on any mistake.
-inline Json parse_json(std::string_view text, const JsonLimits& limits = {}) {
-  return detail::JsonParser(text, limits).parse_document();
+/// With a `name` (a file name), errors read "name:line: malformed JSON: what at byte N".
+inline Json parse_json(std::string_view text, const JsonLimits& limits = {}, std::string_view name = {}) {
+  return detail::JsonParser(text, limits, name).parse_document();
 }
 
 }  // namespace loom::io

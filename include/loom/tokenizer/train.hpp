@@ -13,10 +13,8 @@
 /// this rule the merges are exactly minbpe's.
 
 #include <algorithm>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <functional>
 #include <queue>
 #include <string>
@@ -36,8 +34,8 @@ struct TrainOptions {
   std::size_t vocab_size = 512;              ///< ordinary tokens: 256 bytes + the merges
   Pattern pattern = Pattern::cl100k;         ///< pre-tokenizer used for training and encoding
   std::vector<std::string> special_tokens;   ///< get ids vocab_size, vocab_size + 1, ...
-  bool progress_bar = false;                 ///< draw a progress bar on stderr
-  /// Called now and then with (merges done, merges wanted); may be empty.
+  /// Called after every 1/200th of the merges wanted (and after the last), with (merges done,
+  /// merges wanted); may be empty. A program can draw a bar with it (train::MergeProgressBar).
   std::function<void(std::size_t, std::size_t)> on_progress;
 };
 
@@ -253,24 +251,8 @@ inline BpeTokenizer train_bpe(std::string_view text, const TrainOptions& options
   // 2. Merge.
   detail::BpeTrainer trainer;
   for (std::size_t i = 0; i < chunks.size(); ++i) trainer.add_chunk(chunks[i], counts[i]);
-  std::function<void(std::size_t, std::size_t)> progress = options.on_progress;
-  if (options.progress_bar) {
-    auto last = std::chrono::steady_clock::now() - std::chrono::seconds(1);
-    progress = [&options, last](std::size_t done, std::size_t want) mutable {
-      if (options.on_progress) options.on_progress(done, want);
-      auto now = std::chrono::steady_clock::now();
-      if (done != want && now - last < std::chrono::milliseconds(100)) return;  // redraw 10 times a second
-      last = now;
-      const int width = 40;
-      const int fill = want ? static_cast<int>(width * done / want) : width;
-      std::fprintf(stderr, "\rtraining BPE [%.*s%*s] %zu/%zu merges", fill,
-                   "########################################", width - fill, "", done, want);
-      if (done == want) std::fprintf(stderr, "\n");
-      std::fflush(stderr);
-    };
-  }
   std::vector<std::int64_t> merge_counts;
-  std::vector<MergeRule> merges = trainer.run(options.vocab_size - 256, merge_counts, progress);
+  std::vector<MergeRule> merges = trainer.run(options.vocab_size - 256, merge_counts, options.on_progress);
   // 3. Assemble the tokenizer.
   std::vector<std::string> vocab(256 + merges.size());
   for (int b = 0; b < 256; ++b) vocab[b] = std::string(1, static_cast<char>(b));

@@ -1,7 +1,11 @@
 #pragma once
 /// @file report.hpp
-/// Watching a training run: a progress bar on stderr, a CSV log, and an SVG plot of the loss
-/// curves that loom draws itself (no plotting library needed).
+/// Watching a training run: progress bars, a CSV log, and an SVG plot of the loss curves that
+/// loom draws itself (no plotting library needed).
+///
+/// The library itself never prints: training reports progress through callbacks and return
+/// values. The bars here are drawing helpers for command-line programs (loom-train, loom-bpe),
+/// which choose the stream they draw on.
 
 #include <algorithm>
 #include <chrono>
@@ -20,12 +24,13 @@
 namespace loom::train {
 
 /// A one-line progress bar (step, loss, tokens/s, ETA) redrawn in place on a terminal, or plain
-/// lines every `every` steps when stderr is a file or pipe.
+/// lines every `every` steps when `out` is a file or pipe. For programs: loom-train draws it on
+/// stderr.
 class ProgressBar {
  public:
-  /// A bar for `total` steps.
-  explicit ProgressBar(int64_t total, int64_t every = 10)
-      : total_(total), every_(std::max<int64_t>(every, 1)), tty_(isatty(fileno(stderr)) != 0),
+  /// A bar for `total` steps drawn on `out`.
+  ProgressBar(std::FILE* out, int64_t total, int64_t every = 10)
+      : out_(out), total_(total), every_(std::max<int64_t>(every, 1)), tty_(isatty(fileno(out)) != 0),
         start_(std::chrono::steady_clock::now()) {}
   /// Reports step `step` (1-based) with its loss and the tokens processed per second.
   void update(int64_t step, double loss, double tokens_per_s) {
@@ -38,17 +43,17 @@ class ProgressBar {
       const int width = 24;
       int filled = total_ > 0 ? int(double(width) * double(step) / double(total_)) : width;
       std::string bar = "[" + std::string(size_t(filled), '#') + std::string(size_t(width - filled), '.') + "] ";
-      std::fprintf(stderr, "\r%s%s\033[K", bar.c_str(), line.str().c_str());
-      if (step >= total_) std::fprintf(stderr, "\n");
+      std::fprintf(out_, "\r%s%s\033[K", bar.c_str(), line.str().c_str());
+      if (step >= total_) std::fprintf(out_, "\n");
     } else if (step % every_ == 0 || step == total_ || step == 1) {
-      std::fprintf(stderr, "%s\n", line.str().c_str());
+      std::fprintf(out_, "%s\n", line.str().c_str());
     }
-    std::fflush(stderr);
+    std::fflush(out_);
   }
   /// Prints a message on its own line without breaking the bar.
   void message(const std::string& text) {
-    std::fprintf(stderr, tty_ ? "\r%s\033[K\n" : "%s\n", text.c_str());
-    std::fflush(stderr);
+    std::fprintf(out_, tty_ ? "\r%s\033[K\n" : "%s\n", text.c_str());
+    std::fflush(out_);
   }
   /// Seconds since the bar was made.
   double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
@@ -63,9 +68,52 @@ class ProgressBar {
   }
 
  private:
+  std::FILE* out_;
   int64_t total_, every_;
   bool tty_;
   std::chrono::steady_clock::time_point start_;
+};
+
+/// The BPE training bar, "training BPE [#####...] 120/3840 merges", redrawn in place on `out` at
+/// most ten times a second. Pass it as tokenizer::TrainOptions::on_progress, by reference
+/// (std::ref(bar)) so that finish() sees the updates. The update with every merge done ends the
+/// line; finish() ends it when training stopped early. For programs: loom-bpe draws it on stderr.
+class MergeProgressBar {
+ public:
+  /// A bar drawn on `out`.
+  explicit MergeProgressBar(std::FILE* out) : out_(out) {}
+  /// Reports `done` of `want` merges.
+  void operator()(size_t done, size_t want) {
+    auto now = std::chrono::steady_clock::now();
+    done_ = done, want_ = want;
+    if (done != want && drawn_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    draw();
+  }
+  /// Ends the bar's line unless the last update already did (training stopped before `want`).
+  void finish() {
+    if (drawn_ && done_ != want_) {
+      draw();
+      std::fprintf(out_, "\n");
+      std::fflush(out_);
+    }
+  }
+
+ private:
+  void draw() {
+    const int width = 40;
+    const int fill = want_ ? static_cast<int>(width * std::min(done_, want_) / want_) : width;
+    std::fprintf(out_, "\rtraining BPE [%.*s%*s] %zu/%zu merges", fill, "########################################",
+                 width - fill, "", done_, want_);
+    if (done_ == want_) std::fprintf(out_, "\n");
+    std::fflush(out_);
+    drawn_ = true;
+  }
+
+  std::FILE* out_;
+  size_t done_ = 0, want_ = 0;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_{};
 };
 
 /// One row of the training log.
@@ -82,7 +130,7 @@ struct LogRow {
 class CsvLog {
  public:
   /// Opens `path`: a new file with a header, or (append) the end of an existing log.
-  explicit CsvLog(const std::string& path, bool append = false) : path_(path) {
+  explicit CsvLog(const std::string& path, bool append = false) {
     bool exists = append && std::ifstream(path).good();
     out_.open(path, append ? std::ios::app : std::ios::trunc);
     LOOM_CHECK(out_.good(), io_error, path, ": cannot open the log for writing");
@@ -135,7 +183,6 @@ class CsvLog {
   }
 
  private:
-  std::string path_;
   std::ofstream out_;
 };
 

@@ -4,8 +4,12 @@
 /// clipping, the learning-rate schedule and AdamW, plus evaluation and checkpoints that resume
 /// bit for bit (model, optimizer, step and every random generator are saved).
 
-#include <cstdio>
+#include <algorithm>
+#include <cstdint>
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "loom/io/checkpoint.hpp"
 #include "loom/nn/gpt.hpp"
