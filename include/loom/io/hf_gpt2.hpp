@@ -15,6 +15,7 @@
 
 #include "loom/io/safetensors.hpp"
 #include "loom/nn/gpt.hpp"
+#include "loom/ops/reduce.hpp"
 
 namespace loom::io {
 
