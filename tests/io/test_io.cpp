@@ -574,6 +574,31 @@ TEST_CASE("a failed write leaves the previous file intact and no temporary file 
   CHECK_THROWS_WITH(read_file(path, 2), LOOM_CONTAINS("larger than the limit of 2 bytes"));
 }
 
+TEST_CASE("reading a folder says it is a folder, for every reader") {
+  TempDir dir;
+  fs::create_directory(dir.path / "data");
+  const std::string folder = dir.file("data");
+  CHECK_THROWS_AS(read_file(folder), io_error);
+  CHECK_THROWS_WITH(read_file(folder), LOOM_CONTAINS(folder + " is a directory, not a file"));
+  CHECK_THROWS_WITH(load_safetensors(folder), LOOM_CONTAINS(folder + " is a directory, not a file"));
+  CHECK_THROWS_WITH(load_checkpoint(folder), LOOM_CONTAINS(folder + " is a directory, not a file"));
+  CHECK_THROWS_WITH(read_file(dir.file("missing.txt")), LOOM_CONTAINS("missing.txt: cannot open for reading"));
+  spit(dir.file("empty.txt"), "");
+  CHECK(read_file(dir.file("empty.txt")).empty());
+}
+
+TEST_CASE("make_directories creates a folder with its parents, and refuses a file in the way") {
+  TempDir dir;
+  const std::string nested = dir.file("a/b/c");
+  make_directories(nested);
+  CHECK(fs::is_directory(nested));
+  make_directories(nested);  // already there: nothing to do
+  spit(dir.file("plain"), "x");
+  CHECK_THROWS_AS(make_directories(dir.file("plain")), io_error);
+  CHECK_THROWS_WITH(make_directories(dir.file("plain")), LOOM_CONTAINS(dir.file("plain")));
+  CHECK_THROWS_WITH(make_directories(dir.file("plain/sub")), LOOM_CONTAINS(dir.file("plain/sub") + ": cannot create"));
+}
+
 // --- checkpoints ----------------------------------------------------------------------------
 
 TEST_CASE("checkpoints round-trip tensors and metadata exactly") {

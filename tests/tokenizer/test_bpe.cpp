@@ -596,6 +596,21 @@ TEST_CASE("GPT-2 format: save/load round trip", "[tokenizer][io]") {
   check_same(t, tk::load_gpt2(dir));
 }
 
+TEST_CASE("GPT-2 format: save_gpt2 creates a folder that does not exist", "[tokenizer][io]") {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir() + "/gpt2_new/nested/folder";
+  REQUIRE_FALSE(fs::exists(temp_dir() + "/gpt2_new"));
+  const BpeTokenizer t = small_trained(tk::Pattern::gpt2);
+  tk::save_gpt2(t, dir);
+  CHECK(fs::is_regular_file(dir + "/encoder.json"));
+  CHECK(fs::is_regular_file(dir + "/vocab.bpe"));
+  check_same(t, tk::load_gpt2(dir));
+  // A file where the folder should be: io_error naming it, not a crash.
+  write_text(temp_dir() + "/gpt2_file", "x");
+  CHECK_THROWS_AS(tk::save_gpt2(t, temp_dir() + "/gpt2_file"), loom::io_error);
+  CHECK_THROWS_WITH(tk::save_gpt2(t, temp_dir() + "/gpt2_file"), LOOM_CONTAINS(temp_dir() + "/gpt2_file"));
+}
+
 TEST_CASE("Hugging Face tokenizer.json: save/load round trip and merge forms", "[tokenizer][io]") {
   const std::string dir = temp_dir();
   for (const BpeTokenizer* t : {&gpt2(), &cl100k()}) {

@@ -8,11 +8,14 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <system_error>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "loom/core/error.hpp"
@@ -86,9 +89,17 @@ inline void write_file_atomic(const std::string& path, std::string_view bytes) {
   write_file_atomic(path, [&](FileWriter& w) { w.write(bytes); });
 }
 
-/// Reads a whole file; throws io_error naming the file when it cannot be opened or read, or when
-/// it is larger than `max_bytes`.
+/// Throws io_error "<path> is a directory, not a file" when `path` names a folder. Readers call it
+/// first: opening a folder for reading succeeds on POSIX, and only the reads fail, obscurely.
+inline void require_not_directory(const std::string& path) {
+  struct stat st {};
+  LOOM_CHECK(::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode), io_error, path, " is a directory, not a file");
+}
+
+/// Reads a whole file; throws io_error naming the file when it is a folder, cannot be opened or
+/// read, or is larger than `max_bytes`.
 inline std::string read_file(const std::string& path, size_t max_bytes = size_t(-1)) {
+  require_not_directory(path);
   std::FILE* f = std::fopen(path.c_str(), "rb");
   LOOM_CHECK(f != nullptr, io_error, path, ": cannot open for reading: ", std::strerror(errno));
   std::string out;
@@ -102,9 +113,19 @@ inline std::string read_file(const std::string& path, size_t max_bytes = size_t(
     out.append(buf, n);
   }
   bool err = std::ferror(f) != 0;
+  int read_errno = errno;
   std::fclose(f);
-  LOOM_CHECK(!err, io_error, path, ": read error");
+  LOOM_CHECK(!err, io_error, path, ": read error: ", std::strerror(read_errno));
   return out;
+}
+
+/// Creates folder `dir` and any missing parents (nothing to do when it exists); throws io_error
+/// naming the folder when it cannot be made, or when `dir` exists but is not a folder.
+inline void make_directories(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  LOOM_CHECK(!ec, io_error, dir, ": cannot create the folder: ", ec.message());
+  LOOM_CHECK(std::filesystem::is_directory(dir, ec), io_error, dir, " exists and is not a folder");
 }
 
 }  // namespace loom::io
