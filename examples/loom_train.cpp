@@ -10,12 +10,13 @@
 //   loom-train --data input.txt --preset char --steps 2000 --out out
 //   loom-sample --ckpt out/ckpt.safetensors --prompt "ROMEO:"
 //
+// One file is the model: the checkpoint carries the tokenizer (the characters, or the whole
+// loom-bpe model), so it can be copied anywhere and sampled from.
+//
 // Presets: char (nanoGPT's Shakespeare-char CPU recipe: 4 layers, 4 heads, C 128, T 64, B 12,
 // no bias, AdamW 1e-3 -> 1e-4, warmup 100, beta2 0.99, wd 0.1, clip 1.0), small (6 layers,
 // 6 heads, C 384, T 256, B 8) and gpt2-124m (12 layers, 12 heads, C 768, T 1024, B 4).
 // Every setting has a flag; --help lists them.
-#include <sys/stat.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -25,10 +26,12 @@
 #include <string>
 
 #include <loom/io/checkpoint.hpp>
+#include <loom/io/file.hpp>
 #include <loom/loom.hpp>
 #include <loom/tokenizer.hpp>
 #include <loom/train/report.hpp>
 #include <loom/train/sample.hpp>
+#include <loom/train/text_tokenizer.hpp>
 #include <loom/train/trainer.hpp>
 
 using namespace loom;
@@ -148,13 +151,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-std::string hex(const std::string& s) {
-  static const char* d = "0123456789abcdef";
-  std::string h;
-  for (unsigned char c : s) h += d[c >> 4], h += d[c & 15];
-  return h;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -163,32 +159,17 @@ int main(int argc, char** argv) {
     if (o.threads > 0) set_num_threads(int(o.threads));
     const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
     if (device.is_cuda()) zeros<float>({1}, device);  // throws "loom was built without CUDA ..." in a CPU build
-    mkdir(o.out.c_str(), 0755);
+    io::make_directories(o.out);
     const std::string ckpt_path = o.out + "/ckpt.safetensors";
 
     // --- data and tokenizer -------------------------------------------------------------
     std::string text = io::read_file(o.data);
-    std::vector<int64_t> ids;
-    io::Json tok = io::Json::object();
-    std::function<std::string(const std::vector<int64_t>&)> decode;
-    if (o.tokenizer.empty()) {
-      train::CharTokenizer chars(text);
-      ids = chars.encode(text);
-      o.model.vocab_size = chars.vocab_size();
-      tok.set("kind", "char");
-      tok.set("chars_hex", hex(chars.chars()));
-      decode = [chars](const std::vector<int64_t>& v) { return chars.decode(v); };
-    } else {
-      auto bpe = std::make_shared<BpeTokenizer>(tokenizer::load(o.tokenizer));
-      for (uint32_t id : bpe->encode(text, tokenizer::SpecialPolicy::as_text())) ids.push_back(id);
-      o.model.vocab_size = int64_t(bpe->vocab_size());
-      tok.set("kind", "bpe");
-      tok.set("path", o.tokenizer);
-      decode = [bpe](const std::vector<int64_t>& v) {
-        std::vector<uint32_t> u(v.begin(), v.end());
-        return bpe->decode_lossy(u);
-      };
-    }
+    LOOM_CHECK(!text.empty(), io_error, o.data, ": the data file is empty");
+    const train::TextTokenizer tok = o.tokenizer.empty()
+                                         ? train::TextTokenizer::chars(text)
+                                         : train::TextTokenizer::bpe(tokenizer::load(o.tokenizer), o.tokenizer);
+    std::vector<int64_t> ids = tok.encode(text);
+    o.model.vocab_size = tok.vocab_size();
     auto [train_data, val_data] = train::split(ids, 0.9);
     std::cout << "data: " << text.size() << " bytes, " << ids.size() << " tokens (vocab " << o.model.vocab_size
               << "), train " << train_data.size() << ", val " << val_data.size() << "\n";
@@ -214,7 +195,8 @@ int main(int argc, char** argv) {
     double train_loss = NAN, val_loss = NAN, tok_s = 0;
     int64_t steps_timed = 0;
     double time_in_steps = 0;
-    auto save = [&] { io::save_checkpoint(ckpt_path, trainer.checkpoint(tok.dump())); };
+    const std::string tok_json = tok.to_json();  // the whole tokenizer goes into every checkpoint
+    auto save = [&] { io::save_checkpoint(ckpt_path, trainer.checkpoint(tok_json)); };
     while (trainer.step_count() < o.train.steps) {
       double t0 = bar.seconds();
       double loss = trainer.step();
@@ -252,7 +234,7 @@ int main(int argc, char** argv) {
       Generator gen(o.train.seed);
       std::vector<int64_t> prompt = {ids.empty() ? 0 : ids[0]};
       auto out = train::generate(model, prompt, o.sample_tokens, {0.8, 0, 1.0}, gen);
-      std::cout << "--- sample ---\n" << decode(prompt) << decode(out) << "\n--- end of sample ---\n";
+      std::cout << "--- sample ---\n" << tok.decode(prompt) << tok.decode(out) << "\n--- end of sample ---\n";
     }
     std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f\n", (long long)trainer.step_count(),
                 train_loss, val_loss, tok_s);

@@ -1,6 +1,7 @@
 #pragma once
-// Running loom's command-line programs from a test: CMake passes their paths (LOOM_BPE_EXE, ...)
-// when it builds them (LOOM_BUILD_EXAMPLES), and the tests that need them are compiled only then.
+// Running loom's command-line programs (loom-train, loom-sample, loom-bpe) from a test: CMake
+// passes their paths as LOOM_TRAIN_EXE, LOOM_SAMPLE_EXE and LOOM_BPE_EXE when it builds them
+// (LOOM_BUILD_EXAMPLES), and the tests that need them are compiled only then.
 #include <sys/wait.h>
 #include <unistd.h>
 
