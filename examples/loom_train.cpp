@@ -11,7 +11,10 @@
 //   loom-sample --ckpt out/ckpt.safetensors --prompt "ROMEO:"
 //
 // One file is the model: the checkpoint carries the tokenizer (the characters, or the whole
-// loom-bpe model), so it can be copied anywhere and sampled from.
+// loom-bpe model), so it can be copied anywhere and sampled from. --resume drops the log rows past
+// the checkpoint's step before appending. At start, temporary files that an interrupted write left
+// next to the three outputs (ckpt.safetensors.tmp.<pid>, ...) are removed when the process <pid>
+// that wrote them is gone.
 //
 // Presets: char (nanoGPT's Shakespeare-char CPU recipe: 4 layers, 4 heads, C 128, T 64, B 12,
 // no bias, AdamW 1e-3 -> 1e-4, warmup 100, beta2 0.99, wd 0.1, clip 1.0), small (6 layers,
@@ -160,7 +163,11 @@ int main(int argc, char** argv) {
     const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
     if (device.is_cuda()) zeros<float>({1}, device);  // throws "loom was built without CUDA ..." in a CPU build
     io::make_directories(o.out);
-    const std::string ckpt_path = o.out + "/ckpt.safetensors";
+    const std::string ckpt_path = o.out + "/ckpt.safetensors", log_path = o.out + "/log.csv",
+                      svg_path = o.out + "/loss.svg";
+    for (const std::string& p : {ckpt_path, log_path, svg_path})
+      for (const std::string& stale : io::remove_stale_temp_files(p))
+        std::cout << "removed " << stale << " (left by an interrupted write)\n";
 
     // --- data and tokenizer -------------------------------------------------------------
     std::string text = io::read_file(o.data);
@@ -182,6 +189,9 @@ int main(int argc, char** argv) {
       io::Checkpoint c = io::load_checkpoint(ckpt_path);
       trainer.restore(c);
       std::cout << "resumed from " << ckpt_path << " at step " << trainer.step_count() << "\n";
+      // Steps past the checkpoint ran before the interruption and run again now: log them once.
+      if (size_t dropped = train::CsvLog::drop_rows_after(log_path, trainer.step_count()))
+        std::cout << "dropped " << dropped << " rows past step " << trainer.step_count() << " from " << log_path << "\n";
     }
     std::cout << "model: " << o.preset << ", " << model.num_parameters() << " parameters, "
               << (device.is_cuda() ? cuda_device_name(0) + (o.train.bf16 ? ", bf16 autocast" : ", fp32")
@@ -189,7 +199,7 @@ int main(int argc, char** argv) {
               << "\n";
 
     // --- training loop ------------------------------------------------------------------------
-    train::CsvLog log(o.out + "/log.csv", o.resume);
+    train::CsvLog log(log_path, o.resume);
     train::ProgressBar bar(stderr, o.train.steps, o.log_interval);
     const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.block_size);
     double train_loss = NAN, val_loss = NAN, tok_s = 0;
@@ -206,7 +216,8 @@ int main(int argc, char** argv) {
       int64_t s = trainer.step_count();
       bar.update(s, loss, tok_s);
       train::LogRow row{s, loss, NAN, trainer.lr_at(s - 1), tokens_per_step / dt, bar.seconds()};
-      if (s % o.train.eval_interval == 0 || s == o.train.steps) {
+      const bool eval_now = s % o.train.eval_interval == 0 || s == o.train.steps;
+      if (eval_now) {
         train_loss = trainer.train_loss();
         val_loss = trainer.val_loss();
         row.val_loss = val_loss;
@@ -214,9 +225,9 @@ int main(int argc, char** argv) {
         std::snprintf(msg, sizeof msg, "step %lld: train loss %.4f, val loss %.4f (perplexity %.2f)", (long long)s,
                       train_loss, val_loss, train::perplexity(val_loss));
         bar.message(msg);
-        save();
       }
-      log.write(row);
+      log.write(row);  // before the checkpoint: a resume from step s finds row s in the log
+      if (eval_now) save();
     }
     // The final figures use more batches than the periodic evaluations: less sampling noise.
     train_loss = trainer.train_loss(o.final_eval_iters);
@@ -225,11 +236,9 @@ int main(int argc, char** argv) {
               << " batches: train loss " << train_loss << ", val loss " << val_loss << "\n";
 
     // --- plot and a sample -------------------------------------------------------------------
-    {
-      std::ofstream svg(o.out + "/loss.svg");
-      svg << train::loss_plot_svg(train::CsvLog::read(o.out + "/log.csv"), "loom-train " + o.preset + " on " + o.data);
-    }
-    std::cout << "wrote " << ckpt_path << ", " << o.out << "/log.csv, " << o.out << "/loss.svg\n";
+    io::write_file_atomic(svg_path,
+                          train::loss_plot_svg(train::CsvLog::read(log_path), "loom-train " + o.preset + " on " + o.data));
+    std::cout << "wrote " << ckpt_path << ", " << log_path << ", " << svg_path << "\n";
     if (o.sample_tokens > 0) {
       Generator gen(o.train.seed);
       std::vector<int64_t> prompt = {ids.empty() ? 0 : ids[0]};

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <loom/io/checkpoint.hpp>
@@ -597,6 +598,39 @@ TEST_CASE("make_directories creates a folder with its parents, and refuses a fil
   CHECK_THROWS_AS(make_directories(dir.file("plain")), io_error);
   CHECK_THROWS_WITH(make_directories(dir.file("plain")), LOOM_CONTAINS(dir.file("plain")));
   CHECK_THROWS_WITH(make_directories(dir.file("plain/sub")), LOOM_CONTAINS(dir.file("plain/sub") + ": cannot create"));
+}
+
+TEST_CASE("remove_stale_temp_files removes what killed writers left, and nothing else") {
+  TempDir dir;
+  // A process id that is surely not running: a child that has exited and been reaped.
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  const std::string dead = std::to_string(long(child)), alive = std::to_string(long(::getppid()));
+  const std::string mine = std::to_string(long(::getpid()));
+  const std::string path = dir.file("ckpt.safetensors");
+  spit(path, "the checkpoint");
+  const std::vector<std::string> leftovers = {"ckpt.safetensors.tmp." + dead,   // a killed writer's: removed
+                                              "ckpt.safetensors.tmp." + alive,  // a running process's: kept
+                                              "ckpt.safetensors.tmp." + mine,   // this process's own: kept
+                                              "ckpt.safetensors.tmp.notapid",   // not write_file_atomic's: kept
+                                              "ckpt.safetensors.tmp.",          //   nor this
+                                              "log.csv.tmp." + dead};           // another file's: kept
+  for (const std::string& name : leftovers)
+    spit(dir.file(name), "partial");
+  std::vector<std::string> removed = remove_stale_temp_files(path);
+  CHECK(removed == std::vector<std::string>{dir.file("ckpt.safetensors.tmp." + dead)});
+  std::vector<std::string> want = {"ckpt.safetensors", "ckpt.safetensors.tmp.", "ckpt.safetensors.tmp." + alive,
+                                   "ckpt.safetensors.tmp." + mine, "ckpt.safetensors.tmp.notapid",
+                                   "log.csv.tmp." + dead};
+  std::sort(want.begin(), want.end());
+  CHECK(dir.list() == want);
+  CHECK(slurp(path) == "the checkpoint");
+  CHECK(remove_stale_temp_files(path).empty());  // nothing left to do
+  CHECK(remove_stale_temp_files(dir.file("log.csv")) == std::vector<std::string>{dir.file("log.csv.tmp." + dead)});
+  CHECK(remove_stale_temp_files(dir.file("no/such/folder/ckpt.safetensors")).empty());
 }
 
 // --- checkpoints ----------------------------------------------------------------------------

@@ -445,9 +445,37 @@ TEST_CASE("An old checkpoint that names its BPE tokenizer by path loads while th
   CHECK_THROWS_WITH(TextTokenizer::from_json(old_json, "old.safetensors"), LOOM_CONTAINS("cannot open for reading"));
 }
 
+TEST_CASE("CsvLog::drop_rows_after keeps the rows up to a step, and the header") {
+  ScratchDir dir("csv");
+  const std::string path = dir.file("log.csv");
+  {
+    CsvLog log(path);
+    for (int64_t s = 1; s <= 7; ++s) log.write({s, 3.0 - 0.1 * double(s), s % 3 == 0 ? 2.5 : NAN, 1e-3, 100, 0.1});
+  }
+  std::ofstream(path, std::ios::app) << "8,2.2";  // a row cut off mid-write by the interruption
+  CHECK(CsvLog::drop_rows_after(path, 3) == 5);  // rows 4..7 and the cut-off line
+  auto rows = CsvLog::read(path);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows.back().step == 3);
+  CHECK(rows.back().val_loss == Approx(2.5));
+  CHECK(CsvLog::drop_rows_after(path, 3) == 0);  // nothing more to drop: the file is untouched
+  {
+    CsvLog log(path, /*append=*/true);  // the resumed run logs steps 4.. again, once
+    log.write({4, 2.0, NAN, 1e-3, 100, 0.1});
+  }
+  rows = CsvLog::read(path);
+  REQUIRE(rows.size() == 4);
+  for (size_t i = 0; i < rows.size(); ++i) CHECK(rows[i].step == int64_t(i) + 1);
+  CHECK(io::read_file(path).rfind("step,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n", 0) == 0);
+  CHECK(CsvLog::drop_rows_after(dir.file("missing.csv"), 3) == 0);
+  CHECK_FALSE(fs::exists(dir.file("missing.csv")));
+}
+
 // --- the loom-train and loom-sample programs (built with the examples) --------------------------
 
 #if defined(LOOM_TRAIN_EXE) && defined(LOOM_SAMPLE_EXE)
+#include <sys/wait.h>
+
 #include "programs.hpp"
 
 namespace {
@@ -462,6 +490,20 @@ std::string loom_train(const std::string& extra) {
 }
 std::string loom_sample(const std::string& extra) {
   return shell_quote(LOOM_SAMPLE_EXE) + " --tokens 5 " + extra;
+}
+std::vector<int64_t> logged_steps(const std::string& path) {
+  std::vector<int64_t> steps;
+  for (const LogRow& r : CsvLog::read(path)) steps.push_back(r.step);
+  return steps;
+}
+// A process id that is surely not running: a child that has exited and been reaped.
+long dead_pid() {
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  return long(child);
 }
 }  // namespace
 
@@ -516,5 +558,29 @@ TEST_CASE("loom-sample --prompt '' samples unconditionally from a character mode
   auto run = run_program(loom_sample("--ckpt run/ckpt.safetensors --prompt ''"), dir.path.string());
   CHECK(run.status == 0);
   CHECK_THAT(run.output, !LOOM_CONTAINS("loom-sample:"));
+}
+
+TEST_CASE("loom-train --resume logs every step once and clears stale temporary files", "[program]") {
+  ScratchDir dir("prog_resume");
+  write_text(dir.file("data.txt"), corpus_text());
+  REQUIRE(run_program(loom_train("--data data.txt --steps 3 --eval-interval 3 --out run"), dir.path.string()).status == 0);
+  CHECK(logged_steps(dir.file("run/log.csv")) == std::vector<int64_t>{1, 2, 3});
+  // The run went on to step 5 and was killed there: rows 4 and 5 are logged but not checkpointed,
+  // and two atomic writes were cut short.
+  std::ofstream(dir.file("run/log.csv"), std::ios::app) << "4,4.1,,0.001,100,0.5\n5,4.0,,0.001,100,0.6\n";
+  const std::string pid = std::to_string(dead_pid());
+  for (const std::string& name : {"ckpt.safetensors.tmp." + pid, "loss.svg.tmp." + pid, "notes.txt.tmp." + pid})
+    write_text(dir.file("run/" + name), "partial");
+
+  auto run = run_program(loom_train("--data data.txt --steps 6 --eval-interval 3 --out run --resume"),
+                         dir.path.string());
+  REQUIRE(run.status == 0);
+  CHECK_THAT(run.output, LOOM_CONTAINS("resumed from run/ckpt.safetensors at step 3"));
+  CHECK_THAT(run.output, LOOM_CONTAINS("removed run/ckpt.safetensors.tmp." + pid));
+  CHECK(logged_steps(dir.file("run/log.csv")) == std::vector<int64_t>{1, 2, 3, 4, 5, 6});
+  CHECK_FALSE(fs::exists(dir.file("run/ckpt.safetensors.tmp." + pid)));
+  CHECK_FALSE(fs::exists(dir.file("run/loss.svg.tmp." + pid)));
+  CHECK(fs::exists(dir.file("run/notes.txt.tmp." + pid)));  // not one of loom-train's files: left alone
+  CHECK(io::load_checkpoint(dir.file("run/ckpt.safetensors")).meta_int("step") == 6);
 }
 #endif
