@@ -2,7 +2,7 @@
 //
 //   loom-bpe train  --input FILE --vocab-size N [--pattern gpt2|cl100k|none] [--special TOKEN]... --out FILE
 //   loom-bpe encode (--model FILE | --gpt2 DIR | --tiktoken FILE --pattern NAME) [--input FILE]
-//                   [--output FILE] [--format text|u16|u32] [--allow-special] [--threads N]
+//                   [--output FILE] [--format text|u16|u32] [--allow-special | --ordinary] [--threads N]
 //   loom-bpe decode (same tokenizer options) [--input FILE] [--output FILE] [--format text|u16|u32] [--lossy]
 //
 // Build: part of loom's examples (cmake --build build --target loom-bpe). Example:
@@ -63,8 +63,10 @@ const char* encode_help =
     "  --output FILE       where to write the ids (default: stdout)\n"
     "  --format F          text: ids separated by single spaces and a final newline (default);\n"
     "                      u16 / u32: little-endian binary, for training data\n"
-    "  --allow-special     special-token text (e.g. <|endoftext|>) becomes the special id;\n"
-    "                      without it, special-token text in the input is an error\n"
+    "  --allow-special     special-token text (e.g. <|endoftext|>) becomes the special id\n"
+    "  --ordinary          special-token text is encoded as plain text, like any other\n"
+    "                      (tiktoken's encode_ordinary); with neither option, special-token\n"
+    "                      text in the input is an error\n"
     "  --threads N         encoding threads (default: all)\n";
 
 const char* decode_help =
@@ -190,7 +192,7 @@ int cmd_encode(Args& a) {
   TokenizerSource src;
   std::string input, output;
   Format format = Format::text;
-  bool allow_special = false;
+  bool allow_special = false, ordinary = false;
   int threads = 0;
   while (!a.done()) {
     std::string opt = a.next_option();
@@ -200,6 +202,7 @@ int cmd_encode(Args& a) {
     else if (opt == "--output") output = a.value(opt);
     else if (opt == "--format") format = parse_format(a.value(opt));
     else if (opt == "--allow-special") allow_special = true;
+    else if (opt == "--ordinary") ordinary = true;
     else if (opt == "--threads") {
       std::string v = a.value(opt);
       auto n = tk::detail::parse_uint(v, 1024);
@@ -207,15 +210,18 @@ int cmd_encode(Args& a) {
       threads = static_cast<int>(*n);
     } else throw UsageError("encode: unknown option '" + opt + "' (see loom-bpe encode --help)");
   }
+  if (allow_special && ordinary) throw UsageError("--allow-special and --ordinary exclude each other");
   loom::BpeTokenizer tok = src.load();
   const std::string text = read_input(input);
-  auto policy = allow_special ? tk::SpecialPolicy::all() : tk::SpecialPolicy::none();
+  auto policy = allow_special ? tk::SpecialPolicy::all()
+                : ordinary    ? tk::SpecialPolicy::as_text()
+                              : tk::SpecialPolicy::none();
   std::vector<std::uint32_t> ids;
   try {
     ids = tok.encode_parallel(text, policy, threads);
   } catch (const loom::value_error& e) {
     throw loom::value_error(std::string(e.what()).substr(0, std::string(e.what()).find(" (SpecialPolicy")) +
-                            (allow_special ? "" : " (pass --allow-special)"));
+                            (allow_special ? "" : " (pass --allow-special, or --ordinary to encode it as text)"));
   }
   std::string out;
   if (format == Format::text) {

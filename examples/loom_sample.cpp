@@ -3,38 +3,34 @@
 //   loom-sample --ckpt out/ckpt.safetensors --prompt "ROMEO:" --tokens 300 --temperature 0.8 --top-k 40
 //
 // The checkpoint carries the model configuration and the tokenizer (the characters of a
-// char-level model, or the path of a loom-bpe model).
+// char-level model, or the whole loom-bpe model), so it samples from any folder. Checkpoints from
+// before the BPE model was embedded name it by path only; --tokenizer FILE supplies it. An empty
+// prompt (the default) samples unconditionally: from <|endoftext|> when the BPE model has it,
+// else from a newline.
+#include <functional>
 #include <iostream>
 #include <string>
 
 #include <loom/io/checkpoint.hpp>
 #include <loom/loom.hpp>
 #include <loom/tokenizer.hpp>
-#include <loom/train/data.hpp>
 #include <loom/train/sample.hpp>
+#include <loom/train/text_tokenizer.hpp>
 #include <loom/train/trainer.hpp>
 
 using namespace loom;
 
 namespace {
-std::string unhex(const std::string& h) {
-  LOOM_CHECK(h.size() % 2 == 0, io_error, "checkpoint: bad tokenizer characters");
-  auto v = [](char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    throw io_error("checkpoint: bad tokenizer characters");
-  };
-  std::string s;
-  for (size_t i = 0; i < h.size(); i += 2) s.push_back(char(v(h[i]) * 16 + v(h[i + 1])));
-  return s;
-}
 const char* usage =
-    "usage: loom-sample --ckpt FILE [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N] [--top-p X] [--seed N]\n";
+    "usage: loom-sample --ckpt FILE [--prompt TEXT] [--tokens N] [--temperature X] [--top-k N] [--top-p X] [--seed N]\n"
+    "                   [--tokenizer FILE]\n"
+    "  --prompt TEXT     text to continue (default \"\": an unconditional sample)\n"
+    "  --tokenizer FILE  a loom-bpe model to use instead of the one the checkpoint carries or names\n";
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
-    std::string ckpt, prompt = "\n";
+    std::string ckpt, prompt, tokenizer_file;
     int64_t tokens = 200;
     train::SamplingOptions opt{0.8, 0, 1.0};
     uint64_t seed = 1337;
@@ -49,6 +45,7 @@ int main(int argc, char** argv) {
       try {
         if (a == "--ckpt") ckpt = v;
         else if (a == "--prompt") prompt = v;
+        else if (a == "--tokenizer") tokenizer_file = v;
         else if (a == "--tokens") tokens = std::stoll(v);
         else if (a == "--temperature") opt.temperature = std::stod(v);
         else if (a == "--top-k") opt.top_k = std::stoll(v);
@@ -67,22 +64,15 @@ int main(int argc, char** argv) {
     for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
     model.load_state_dict(params);
 
-    io::Json tok = io::parse_json(c.meta("tokenizer"));
-    std::vector<int64_t> ids;
-    std::function<std::string(const std::vector<int64_t>&)> decode;
-    if (tok.at("kind").as_string() == "char") {
-      train::CharTokenizer chars = train::CharTokenizer::from_chars(unhex(tok.at("chars_hex").as_string()));
-      ids = chars.encode(prompt);
-      decode = [chars](const std::vector<int64_t>& v) { return chars.decode(v); };
-    } else {
-      auto bpe = std::make_shared<BpeTokenizer>(tokenizer::load(tok.at("path").as_string()));
-      for (uint32_t id : bpe->encode(prompt, tokenizer::SpecialPolicy::as_text())) ids.push_back(id);
-      decode = [bpe](const std::vector<int64_t>& v) { return bpe->decode_lossy(std::vector<uint32_t>(v.begin(), v.end())); };
-    }
-    LOOM_CHECK(!ids.empty(), value_error, "--prompt must not be empty");
+    const train::TextTokenizer tok = tokenizer_file.empty()
+                                         ? train::TextTokenizer::from_checkpoint(c)
+                                         : train::TextTokenizer::bpe(tokenizer::load(tokenizer_file), tokenizer_file);
+    LOOM_CHECK(tok.vocab_size() == model.config.vocab_size, value_error, ckpt, ": the model has ",
+               model.config.vocab_size, " token ids but its tokenizer has ", tok.vocab_size());
+    std::vector<int64_t> ids = prompt.empty() ? tok.start_ids() : tok.encode(prompt);
     Generator gen(seed);
     std::cout << prompt << std::flush;
-    train::generate(model, ids, tokens, opt, gen, [&](int64_t id) { std::cout << decode({id}) << std::flush; });
+    train::generate(model, ids, tokens, opt, gen, [&](int64_t id) { std::cout << tok.decode({id}) << std::flush; });
     std::cout << "\n";
     return 0;
   } catch (const std::exception& e) {

@@ -10,12 +10,16 @@
 //   loom-train --data input.txt --preset char --steps 2000 --out out
 //   loom-sample --ckpt out/ckpt.safetensors --prompt "ROMEO:"
 //
+// One file is the model: the checkpoint carries the tokenizer (the characters, or the whole
+// loom-bpe model), so it can be copied anywhere and sampled from. --resume drops the log rows past
+// the checkpoint's step before appending. At start, temporary files that an interrupted write left
+// next to the three outputs (ckpt.safetensors.tmp.<pid>, ...) are removed when the process <pid>
+// that wrote them is gone.
+//
 // Presets: char (nanoGPT's Shakespeare-char CPU recipe: 4 layers, 4 heads, C 128, T 64, B 12,
 // no bias, AdamW 1e-3 -> 1e-4, warmup 100, beta2 0.99, wd 0.1, clip 1.0), small (6 layers,
 // 6 heads, C 384, T 256, B 8) and gpt2-124m (12 layers, 12 heads, C 768, T 1024, B 4).
 // Every setting has a flag; --help lists them.
-#include <sys/stat.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -25,10 +29,12 @@
 #include <string>
 
 #include <loom/io/checkpoint.hpp>
+#include <loom/io/file.hpp>
 #include <loom/loom.hpp>
 #include <loom/tokenizer.hpp>
 #include <loom/train/report.hpp>
 #include <loom/train/sample.hpp>
+#include <loom/train/text_tokenizer.hpp>
 #include <loom/train/trainer.hpp>
 
 using namespace loom;
@@ -148,13 +154,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-std::string hex(const std::string& s) {
-  static const char* d = "0123456789abcdef";
-  std::string h;
-  for (unsigned char c : s) h += d[c >> 4], h += d[c & 15];
-  return h;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -163,32 +162,21 @@ int main(int argc, char** argv) {
     if (o.threads > 0) set_num_threads(int(o.threads));
     const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
     if (device.is_cuda()) zeros<float>({1}, device);  // throws "loom was built without CUDA ..." in a CPU build
-    mkdir(o.out.c_str(), 0755);
-    const std::string ckpt_path = o.out + "/ckpt.safetensors";
+    io::make_directories(o.out);
+    const std::string ckpt_path = o.out + "/ckpt.safetensors", log_path = o.out + "/log.csv",
+                      svg_path = o.out + "/loss.svg";
+    for (const std::string& p : {ckpt_path, log_path, svg_path})
+      for (const std::string& stale : io::remove_stale_temp_files(p))
+        std::cout << "removed " << stale << " (left by an interrupted write)\n";
 
     // --- data and tokenizer -------------------------------------------------------------
     std::string text = io::read_file(o.data);
-    std::vector<int64_t> ids;
-    io::Json tok = io::Json::object();
-    std::function<std::string(const std::vector<int64_t>&)> decode;
-    if (o.tokenizer.empty()) {
-      train::CharTokenizer chars(text);
-      ids = chars.encode(text);
-      o.model.vocab_size = chars.vocab_size();
-      tok.set("kind", "char");
-      tok.set("chars_hex", hex(chars.chars()));
-      decode = [chars](const std::vector<int64_t>& v) { return chars.decode(v); };
-    } else {
-      auto bpe = std::make_shared<BpeTokenizer>(tokenizer::load(o.tokenizer));
-      for (uint32_t id : bpe->encode(text, tokenizer::SpecialPolicy::as_text())) ids.push_back(id);
-      o.model.vocab_size = int64_t(bpe->vocab_size());
-      tok.set("kind", "bpe");
-      tok.set("path", o.tokenizer);
-      decode = [bpe](const std::vector<int64_t>& v) {
-        std::vector<uint32_t> u(v.begin(), v.end());
-        return bpe->decode_lossy(u);
-      };
-    }
+    LOOM_CHECK(!text.empty(), io_error, o.data, ": the data file is empty");
+    const train::TextTokenizer tok = o.tokenizer.empty()
+                                         ? train::TextTokenizer::chars(text)
+                                         : train::TextTokenizer::bpe(tokenizer::load(o.tokenizer), o.tokenizer);
+    std::vector<int64_t> ids = tok.encode(text);
+    o.model.vocab_size = tok.vocab_size();
     auto [train_data, val_data] = train::split(ids, 0.9);
     std::cout << "data: " << text.size() << " bytes, " << ids.size() << " tokens (vocab " << o.model.vocab_size
               << "), train " << train_data.size() << ", val " << val_data.size() << "\n";
@@ -201,6 +189,9 @@ int main(int argc, char** argv) {
       io::Checkpoint c = io::load_checkpoint(ckpt_path);
       trainer.restore(c);
       std::cout << "resumed from " << ckpt_path << " at step " << trainer.step_count() << "\n";
+      // Steps past the checkpoint ran before the interruption and run again now: log them once.
+      if (size_t dropped = train::CsvLog::drop_rows_after(log_path, trainer.step_count()))
+        std::cout << "dropped " << dropped << " rows past step " << trainer.step_count() << " from " << log_path << "\n";
     }
     std::cout << "model: " << o.preset << ", " << model.num_parameters() << " parameters, "
               << (device.is_cuda() ? cuda_device_name(0) + (o.train.bf16 ? ", bf16 autocast" : ", fp32")
@@ -208,13 +199,14 @@ int main(int argc, char** argv) {
               << "\n";
 
     // --- training loop ------------------------------------------------------------------------
-    train::CsvLog log(o.out + "/log.csv", o.resume);
+    train::CsvLog log(log_path, o.resume);
     train::ProgressBar bar(stderr, o.train.steps, o.log_interval);
     const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.block_size);
     double train_loss = NAN, val_loss = NAN, tok_s = 0;
     int64_t steps_timed = 0;
     double time_in_steps = 0;
-    auto save = [&] { io::save_checkpoint(ckpt_path, trainer.checkpoint(tok.dump())); };
+    const std::string tok_json = tok.to_json();  // the whole tokenizer goes into every checkpoint
+    auto save = [&] { io::save_checkpoint(ckpt_path, trainer.checkpoint(tok_json)); };
     while (trainer.step_count() < o.train.steps) {
       double t0 = bar.seconds();
       double loss = trainer.step();
@@ -224,7 +216,8 @@ int main(int argc, char** argv) {
       int64_t s = trainer.step_count();
       bar.update(s, loss, tok_s);
       train::LogRow row{s, loss, NAN, trainer.lr_at(s - 1), tokens_per_step / dt, bar.seconds()};
-      if (s % o.train.eval_interval == 0 || s == o.train.steps) {
+      const bool eval_now = s % o.train.eval_interval == 0 || s == o.train.steps;
+      if (eval_now) {
         train_loss = trainer.train_loss();
         val_loss = trainer.val_loss();
         row.val_loss = val_loss;
@@ -232,9 +225,9 @@ int main(int argc, char** argv) {
         std::snprintf(msg, sizeof msg, "step %lld: train loss %.4f, val loss %.4f (perplexity %.2f)", (long long)s,
                       train_loss, val_loss, train::perplexity(val_loss));
         bar.message(msg);
-        save();
       }
-      log.write(row);
+      log.write(row);  // before the checkpoint: a resume from step s finds row s in the log
+      if (eval_now) save();
     }
     // The final figures use more batches than the periodic evaluations: less sampling noise.
     train_loss = trainer.train_loss(o.final_eval_iters);
@@ -243,16 +236,14 @@ int main(int argc, char** argv) {
               << " batches: train loss " << train_loss << ", val loss " << val_loss << "\n";
 
     // --- plot and a sample -------------------------------------------------------------------
-    {
-      std::ofstream svg(o.out + "/loss.svg");
-      svg << train::loss_plot_svg(train::CsvLog::read(o.out + "/log.csv"), "loom-train " + o.preset + " on " + o.data);
-    }
-    std::cout << "wrote " << ckpt_path << ", " << o.out << "/log.csv, " << o.out << "/loss.svg\n";
+    io::write_file_atomic(svg_path,
+                          train::loss_plot_svg(train::CsvLog::read(log_path), "loom-train " + o.preset + " on " + o.data));
+    std::cout << "wrote " << ckpt_path << ", " << log_path << ", " << svg_path << "\n";
     if (o.sample_tokens > 0) {
       Generator gen(o.train.seed);
       std::vector<int64_t> prompt = {ids.empty() ? 0 : ids[0]};
       auto out = train::generate(model, prompt, o.sample_tokens, {0.8, 0, 1.0}, gen);
-      std::cout << "--- sample ---\n" << decode(prompt) << decode(out) << "\n--- end of sample ---\n";
+      std::cout << "--- sample ---\n" << tok.decode(prompt) << tok.decode(out) << "\n--- end of sample ---\n";
     }
     std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f\n", (long long)trainer.step_count(),
                 train_loss, val_loss, tok_s);

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <loom/io/checkpoint.hpp>
@@ -572,6 +573,64 @@ TEST_CASE("a failed write leaves the previous file intact and no temporary file 
   CHECK(atomic_temp_path(path) == path + ".tmp." + std::to_string(long(::getpid())));
   CHECK(read_file(path) == "new");
   CHECK_THROWS_WITH(read_file(path, 2), LOOM_CONTAINS("larger than the limit of 2 bytes"));
+}
+
+TEST_CASE("reading a folder says it is a folder, for every reader") {
+  TempDir dir;
+  fs::create_directory(dir.path / "data");
+  const std::string folder = dir.file("data");
+  CHECK_THROWS_AS(read_file(folder), io_error);
+  CHECK_THROWS_WITH(read_file(folder), LOOM_CONTAINS(folder + " is a directory, not a file"));
+  CHECK_THROWS_WITH(load_safetensors(folder), LOOM_CONTAINS(folder + " is a directory, not a file"));
+  CHECK_THROWS_WITH(load_checkpoint(folder), LOOM_CONTAINS(folder + " is a directory, not a file"));
+  CHECK_THROWS_WITH(read_file(dir.file("missing.txt")), LOOM_CONTAINS("missing.txt: cannot open for reading"));
+  spit(dir.file("empty.txt"), "");
+  CHECK(read_file(dir.file("empty.txt")).empty());
+}
+
+TEST_CASE("make_directories creates a folder with its parents, and refuses a file in the way") {
+  TempDir dir;
+  const std::string nested = dir.file("a/b/c");
+  make_directories(nested);
+  CHECK(fs::is_directory(nested));
+  make_directories(nested);  // already there: nothing to do
+  spit(dir.file("plain"), "x");
+  CHECK_THROWS_AS(make_directories(dir.file("plain")), io_error);
+  CHECK_THROWS_WITH(make_directories(dir.file("plain")), LOOM_CONTAINS(dir.file("plain")));
+  CHECK_THROWS_WITH(make_directories(dir.file("plain/sub")), LOOM_CONTAINS(dir.file("plain/sub") + ": cannot create"));
+}
+
+TEST_CASE("remove_stale_temp_files removes what killed writers left, and nothing else") {
+  TempDir dir;
+  // A process id that is surely not running: a child that has exited and been reaped.
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  const std::string dead = std::to_string(long(child)), alive = std::to_string(long(::getppid()));
+  const std::string mine = std::to_string(long(::getpid()));
+  const std::string path = dir.file("ckpt.safetensors");
+  spit(path, "the checkpoint");
+  const std::vector<std::string> leftovers = {"ckpt.safetensors.tmp." + dead,   // a killed writer's: removed
+                                              "ckpt.safetensors.tmp." + alive,  // a running process's: kept
+                                              "ckpt.safetensors.tmp." + mine,   // this process's own: kept
+                                              "ckpt.safetensors.tmp.notapid",   // not write_file_atomic's: kept
+                                              "ckpt.safetensors.tmp.",          //   nor this
+                                              "log.csv.tmp." + dead};           // another file's: kept
+  for (const std::string& name : leftovers)
+    spit(dir.file(name), "partial");
+  std::vector<std::string> removed = remove_stale_temp_files(path);
+  CHECK(removed == std::vector<std::string>{dir.file("ckpt.safetensors.tmp." + dead)});
+  std::vector<std::string> want = {"ckpt.safetensors", "ckpt.safetensors.tmp.", "ckpt.safetensors.tmp." + alive,
+                                   "ckpt.safetensors.tmp." + mine, "ckpt.safetensors.tmp.notapid",
+                                   "log.csv.tmp." + dead};
+  std::sort(want.begin(), want.end());
+  CHECK(dir.list() == want);
+  CHECK(slurp(path) == "the checkpoint");
+  CHECK(remove_stale_temp_files(path).empty());  // nothing left to do
+  CHECK(remove_stale_temp_files(dir.file("log.csv")) == std::vector<std::string>{dir.file("log.csv.tmp." + dead)});
+  CHECK(remove_stale_temp_files(dir.file("no/such/folder/ckpt.safetensors")).empty());
 }
 
 // --- checkpoints ----------------------------------------------------------------------------

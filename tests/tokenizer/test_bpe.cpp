@@ -391,6 +391,19 @@ TEST_CASE("special tokens follow the allowed/disallowed policy", "[tokenizer][sp
   CHECK_THROWS_WITH(t.decode(V{5000000}), LOOM_CONTAINS("unknown token id 5000000"));
 }
 
+TEST_CASE("ordinary encoding in parallel: special-token text as plain text (loom-bpe encode --ordinary)",
+          "[tokenizer][special]") {
+  using V = std::vector<std::uint32_t>;
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "<|endoftext|> hello <|fim_prefix|> there\n";
+  const BpeTokenizer& t = cl100k();
+  const V ordinary = t.encode_ordinary(text);
+  CHECK(std::find(ordinary.begin(), ordinary.end(), 100257u) == ordinary.end());
+  for (int threads : {1, 2, 0}) CHECK(t.encode_parallel(text, tk::SpecialPolicy::as_text(), threads) == ordinary);
+  CHECK(t.decode(ordinary) == text);
+  CHECK_THROWS_WITH(t.encode_parallel(text, tk::SpecialPolicy::none(), 2), LOOM_CONTAINS("encode_ordinary"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // round trips and decoding
 
@@ -594,6 +607,21 @@ TEST_CASE("GPT-2 format: save/load round trip", "[tokenizer][io]") {
   // "<|im start|>" has a space, which GPT-2's own format cannot tell from a token: still a special
   // token because it looks like <|...|>.
   check_same(t, tk::load_gpt2(dir));
+}
+
+TEST_CASE("GPT-2 format: save_gpt2 creates a folder that does not exist", "[tokenizer][io]") {
+  namespace fs = std::filesystem;
+  const std::string dir = temp_dir() + "/gpt2_new/nested/folder";
+  REQUIRE_FALSE(fs::exists(temp_dir() + "/gpt2_new"));
+  const BpeTokenizer t = small_trained(tk::Pattern::gpt2);
+  tk::save_gpt2(t, dir);
+  CHECK(fs::is_regular_file(dir + "/encoder.json"));
+  CHECK(fs::is_regular_file(dir + "/vocab.bpe"));
+  check_same(t, tk::load_gpt2(dir));
+  // A file where the folder should be: io_error naming it, not a crash.
+  write_text(temp_dir() + "/gpt2_file", "x");
+  CHECK_THROWS_AS(tk::save_gpt2(t, temp_dir() + "/gpt2_file"), loom::io_error);
+  CHECK_THROWS_WITH(tk::save_gpt2(t, temp_dir() + "/gpt2_file"), LOOM_CONTAINS(temp_dir() + "/gpt2_file"));
 }
 
 TEST_CASE("Hugging Face tokenizer.json: save/load round trip and merge forms", "[tokenizer][io]") {
@@ -801,3 +829,44 @@ TEST_CASE("inputs the fuzzers found stay fixed", "[tokenizer][io][errors]") {
   }
   CHECK(n >= 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The loom-bpe program (built with the examples).
+
+#ifdef LOOM_BPE_EXE
+#include "programs.hpp"
+
+TEST_CASE("loom-bpe encode --ordinary encodes special-token text as plain text", "[tokenizer][program]") {
+  using loom_test::run_program;
+  const std::string dir = temp_dir() + "/ordinary";
+  std::filesystem::create_directories(dir);
+  const BpeTokenizer t = small_trained(tk::Pattern::gpt2);
+  tk::save(t, dir + "/tok.loom");
+  const std::string text = "hello <|endoftext|> world";
+  write_text(dir + "/in.txt", text);
+  auto as_text = [](const std::vector<std::uint32_t>& ids) {
+    std::string s;
+    for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? " " : "") + std::to_string(ids[i]);
+    return s + "\n";
+  };
+  const std::string encode = loom_test::shell_quote(LOOM_BPE_EXE) + " encode --model tok.loom --input in.txt";
+
+  auto run = run_program(encode + " --ordinary", dir);
+  CHECK(run.status == 0);
+  CHECK(run.output == as_text(t.encode_ordinary(text)));
+  run = run_program(encode + " --allow-special", dir);
+  CHECK(run.status == 0);
+  CHECK(run.output == as_text(t.encode(text, tk::SpecialPolicy::all())));
+  CHECK(run.output != as_text(t.encode_ordinary(text)));
+  run = run_program(encode, dir);  // neither: an error that names both ways out
+  CHECK(run.status == 1);
+  CHECK_THAT(run.output, LOOM_CONTAINS("special token '<|endoftext|>'"));
+  CHECK_THAT(run.output, LOOM_CONTAINS("--ordinary"));
+  run = run_program(encode + " --ordinary --allow-special", dir);
+  CHECK(run.status == 2);
+  CHECK_THAT(run.output, LOOM_CONTAINS("--allow-special and --ordinary exclude each other"));
+  run = run_program(loom_test::shell_quote(LOOM_BPE_EXE) + " encode --help", dir);
+  CHECK(run.status == 0);
+  CHECK_THAT(run.output, LOOM_CONTAINS("--ordinary"));
+}
+#endif

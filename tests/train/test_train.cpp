@@ -305,3 +305,282 @@ TEST_CASE("Hugging Face GPT-2 safetensors: export, import, Conv1D layout, hub na
   CHECK_THROWS_AS(io::load_hf_gpt2(path, e), io_error);
   std::remove(path.c_str());
 }
+
+// --- the tokenizer a checkpoint carries -------------------------------------------------------
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <loom/tokenizer.hpp>
+#include <loom/train/text_tokenizer.hpp>
+
+namespace {
+namespace fs = std::filesystem;
+
+// A fresh folder for one test case, removed when the case ends.
+struct ScratchDir {
+  fs::path path;
+  explicit ScratchDir(const std::string& name) {
+    path = fs::temp_directory_path() / ("loom_test_train_" + std::to_string(long(::getpid())) + "_" + name);
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string file(const std::string& name) const { return (path / name).string(); }
+};
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+std::string corpus_text() {
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "the hacker's jargon: a kludge, a hack, a wizard, a foo bar.\n";
+  return text;
+}
+
+BpeTokenizer small_bpe(bool with_eot = true) {
+  tokenizer::TrainOptions opt;
+  opt.vocab_size = 300;
+  if (with_eot) opt.special_tokens = {"<|endoftext|>"};
+  return tokenizer::train_bpe(corpus_text(), opt);
+}
+}  // namespace
+
+TEST_CASE("TextTokenizer: characters and BPE round-trip through checkpoint metadata") {
+  const std::string text = corpus_text();
+  TextTokenizer chars = TextTokenizer::chars(text);
+  CHECK_FALSE(chars.is_bpe());
+  TextTokenizer chars_back = TextTokenizer::from_json(chars.to_json(), "ck");
+  CHECK(chars_back.vocab_size() == chars.vocab_size());
+  CHECK(chars_back.encode("a hack") == chars.encode("a hack"));
+  CHECK(chars_back.decode(chars.encode(text)) == text);
+  CHECK(io::parse_json(chars.to_json()).at("kind").as_string() == "char");
+
+  TextTokenizer bpe = TextTokenizer::bpe(small_bpe(), "jargon.bpe");
+  CHECK(bpe.is_bpe());
+  CHECK(bpe.vocab_size() == int64_t(small_bpe().vocab_size()));
+  io::Json j = io::parse_json(bpe.to_json());
+  CHECK(j.at("kind").as_string() == "bpe");
+  CHECK(j.at("path").as_string() == "jargon.bpe");
+  CHECK(j.at("loom").as_string().rfind("loom-bpe 1", 0) == 0);  // the whole model, in loom's format
+  TextTokenizer back = TextTokenizer::from_json(bpe.to_json(), "ck");  // no file is read
+  CHECK(back.vocab_size() == bpe.vocab_size());
+  CHECK(back.encode(text) == bpe.encode(text));
+  CHECK(back.decode(back.encode(text)) == text);
+  CHECK(back.encode("<|endoftext|>").size() > 1);  // special-token text in training data is plain text
+
+  CHECK_THROWS_WITH(TextTokenizer::from_json("{\"kind\":\"words\"}", "ck.safetensors"),
+                    LOOM_CONTAINS("ck.safetensors: unknown tokenizer kind 'words'"));
+  CHECK_THROWS_WITH(TextTokenizer::from_json("{\"kind\":\"char\",\"chars_hex\":\"0g\"}", "ck"),
+                    LOOM_CONTAINS("not a hex digit"));
+  CHECK_THROWS_WITH(TextTokenizer::from_json("{\"kind\":", "ck"), LOOM_CONTAINS("ck: the tokenizer metadata is not valid JSON"));
+  CHECK_THROWS_AS(TextTokenizer::from_json("{\"kind\":\"bpe\",\"loom\":\"garbage\"}", "ck"), io_error);
+}
+
+TEST_CASE("TextTokenizer: where an unconditional sample starts") {
+  CHECK(TextTokenizer::chars("\x01" "ab\n").start_ids() == std::vector<int64_t>{1});  // the newline
+  CHECK(TextTokenizer::chars("b a").start_ids() == std::vector<int64_t>{0});       // no newline: id 0
+  TextTokenizer with_eot = TextTokenizer::bpe(small_bpe(true));
+  REQUIRE(with_eot.bpe_model().special_id("<|endoftext|>").has_value());
+  CHECK(with_eot.start_ids() == std::vector<int64_t>{int64_t(*with_eot.bpe_model().special_id("<|endoftext|>"))});
+  TextTokenizer without = TextTokenizer::bpe(small_bpe(false));
+  CHECK(without.decode(without.start_ids()) == "\n");
+}
+
+TEST_CASE("A BPE checkpoint carries its tokenizer: sampling needs no tokenizer file") {
+  ScratchDir dir("bpe_ckpt");
+  const std::string tok_path = dir.file("jargon.bpe"), ckpt = dir.file("ckpt.safetensors");
+  tokenizer::save(small_bpe(), tok_path);
+  const std::string text = corpus_text();
+  {
+    TextTokenizer tok = TextTokenizer::bpe(tokenizer::load(tok_path), tok_path);
+    std::vector<int64_t> ids = tok.encode(text);
+    nn::GPTConfig c;
+    c.vocab_size = tok.vocab_size(), c.block_size = 8, c.n_layer = 1, c.n_head = 2, c.n_embd = 8;
+    nn::GPT model(c, 1);
+    TrainConfig t;
+    t.batch_size = 2, t.steps = 3, t.eval_iters = 1;
+    Trainer trainer(model, split(ids).first, split(ids).second, t);
+    for (int s = 0; s < 3; ++s) trainer.step();
+    io::save_checkpoint(ckpt, trainer.checkpoint(tok.to_json()));
+  }
+  fs::remove(tok_path);  // the tokenizer file is gone; the checkpoint is moved elsewhere
+  const std::string moved = dir.file("elsewhere/model.safetensors");
+  fs::create_directories(dir.path / "elsewhere");
+  fs::rename(ckpt, moved);
+
+  io::Checkpoint c = io::load_checkpoint(moved);
+  TextTokenizer tok = TextTokenizer::from_checkpoint(c);
+  nn::GPT model(gpt_config_from_json(c.meta_json("config")));
+  nn::NamedTensors params;
+  for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
+  model.load_state_dict(params);
+  CHECK(tok.vocab_size() == model.config.vocab_size);
+  CHECK(tok.decode(tok.encode("a kludge, a hack")) == "a kludge, a hack");
+  Generator gen(7);
+  std::vector<int64_t> out = generate(model, tok.start_ids(), 20, {1.0, 0, 1.0}, gen);
+  CHECK(out.size() == 20);
+  CHECK_NOTHROW(tok.decode(out));
+}
+
+TEST_CASE("An old checkpoint that names its BPE tokenizer by path loads while the file is there") {
+  ScratchDir dir("bpe_path");
+  const std::string tok_path = dir.file("jargon.bpe");
+  tokenizer::save(small_bpe(), tok_path);
+  const std::string old_json = "{\"kind\":\"bpe\",\"path\":\"" + tok_path + "\"}";
+  TextTokenizer tok = TextTokenizer::from_json(old_json, "old.safetensors");
+  CHECK(tok.vocab_size() == int64_t(small_bpe().vocab_size()));
+  CHECK(tok.decode(tok.encode("a wizard")) == "a wizard");
+  fs::remove(tok_path);
+  CHECK_THROWS_AS(TextTokenizer::from_json(old_json, "old.safetensors"), io_error);
+  CHECK_THROWS_WITH(TextTokenizer::from_json(old_json, "old.safetensors"),
+                    LOOM_CONTAINS("old.safetensors: this checkpoint does not contain its tokenizer, only the path '" +
+                                  tok_path + "'"));
+  CHECK_THROWS_WITH(TextTokenizer::from_json(old_json, "old.safetensors"), LOOM_CONTAINS("cannot open for reading"));
+}
+
+TEST_CASE("CsvLog::drop_rows_after keeps the rows up to a step, and the header") {
+  ScratchDir dir("csv");
+  const std::string path = dir.file("log.csv");
+  {
+    CsvLog log(path);
+    for (int64_t s = 1; s <= 7; ++s) log.write({s, 3.0 - 0.1 * double(s), s % 3 == 0 ? 2.5 : NAN, 1e-3, 100, 0.1});
+  }
+  std::ofstream(path, std::ios::app) << "8,2.2";  // a row cut off mid-write by the interruption
+  CHECK(CsvLog::drop_rows_after(path, 3) == 5);  // rows 4..7 and the cut-off line
+  auto rows = CsvLog::read(path);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows.back().step == 3);
+  CHECK(rows.back().val_loss == Approx(2.5));
+  CHECK(CsvLog::drop_rows_after(path, 3) == 0);  // nothing more to drop: the file is untouched
+  {
+    CsvLog log(path, /*append=*/true);  // the resumed run logs steps 4.. again, once
+    log.write({4, 2.0, NAN, 1e-3, 100, 0.1});
+  }
+  rows = CsvLog::read(path);
+  REQUIRE(rows.size() == 4);
+  for (size_t i = 0; i < rows.size(); ++i) CHECK(rows[i].step == int64_t(i) + 1);
+  CHECK(io::read_file(path).rfind("step,train_loss,val_loss,lr,tokens_per_s,elapsed_s\n", 0) == 0);
+  CHECK(CsvLog::drop_rows_after(dir.file("missing.csv"), 3) == 0);
+  CHECK_FALSE(fs::exists(dir.file("missing.csv")));
+}
+
+// --- the loom-train and loom-sample programs (built with the examples) --------------------------
+
+#if defined(LOOM_TRAIN_EXE) && defined(LOOM_SAMPLE_EXE)
+#include <sys/wait.h>
+
+#include "programs.hpp"
+
+namespace {
+using loom_test::run_program;
+using loom_test::shell_quote;
+
+// loom-train on a model small enough to train in a moment; `extra` adds or overrides flags.
+std::string loom_train(const std::string& extra) {
+  return shell_quote(LOOM_TRAIN_EXE) +
+         " --preset char --n-layer 1 --n-head 1 --n-embd 8 --block-size 8 --batch-size 2 --eval-iters 1"
+         " --final-eval-iters 1 --sample-tokens 0 --threads 1 " + extra;
+}
+std::string loom_sample(const std::string& extra) {
+  return shell_quote(LOOM_SAMPLE_EXE) + " --tokens 5 " + extra;
+}
+std::vector<int64_t> logged_steps(const std::string& path) {
+  std::vector<int64_t> steps;
+  for (const LogRow& r : CsvLog::read(path)) steps.push_back(r.step);
+  return steps;
+}
+// A process id that is surely not running: a child that has exited and been reaped.
+long dead_pid() {
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  return long(child);
+}
+}  // namespace
+
+TEST_CASE("loom-train names an empty data file and a folder given as data", "[program]") {
+  ScratchDir dir("prog_errors");
+  write_text(dir.file("empty.txt"), "");
+  fs::create_directory(dir.path / "texts");
+  auto run = run_program(loom_train("--data empty.txt --out run"), dir.path.string());
+  CHECK(run.status == 1);
+  CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: empty.txt: the data file is empty"));
+  CHECK_THAT(run.output, !LOOM_CONTAINS("GPTConfig"));
+  run = run_program(loom_train("--data texts --out run"), dir.path.string());
+  CHECK(run.status == 1);
+  CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: texts is a directory, not a file"));
+}
+
+TEST_CASE("loom-train with a BPE tokenizer: the checkpoint alone samples, from any folder", "[program]") {
+  ScratchDir dir("prog_bpe");
+  write_text(dir.file("data.txt"), corpus_text());
+  tokenizer::save(small_bpe(), dir.file("jargon.bpe"));
+  auto run = run_program(loom_train("--data data.txt --tokenizer jargon.bpe --steps 3 --eval-interval 3 --out run"),
+                         dir.path.string());
+  REQUIRE(run.status == 0);
+  fs::remove(dir.file("jargon.bpe"));
+  fs::create_directories(dir.path / "elsewhere");
+  const std::string elsewhere = dir.file("elsewhere");
+  run = run_program(loom_sample("--ckpt ../run/ckpt.safetensors --prompt 'a hack'"), elsewhere);
+  CHECK(run.status == 0);
+  CHECK(run.output.rfind("a hack", 0) == 0);
+  run = run_program(loom_sample("--ckpt ../run/ckpt.safetensors --prompt ''"), elsewhere);  // unconditional
+  CHECK(run.status == 0);
+  CHECK_THAT(run.output, !LOOM_CONTAINS("loom-sample:"));
+
+  // A checkpoint from before the model was embedded names a file that is gone: a clear error,
+  // and --tokenizer supplies the file.
+  io::Checkpoint c = io::load_checkpoint(dir.file("run/ckpt.safetensors"));
+  c.set_meta("tokenizer", "{\"kind\":\"bpe\",\"path\":\"gone.bpe\"}");
+  io::save_checkpoint(dir.file("old.safetensors"), c);
+  run = run_program(loom_sample("--ckpt ../old.safetensors"), elsewhere);
+  CHECK(run.status == 1);
+  CHECK_THAT(run.output, LOOM_CONTAINS("../old.safetensors: this checkpoint does not contain its tokenizer, only "
+                                       "the path 'gone.bpe'"));
+  tokenizer::save(small_bpe(), dir.file("elsewhere/found.bpe"));
+  run = run_program(loom_sample("--ckpt ../old.safetensors --tokenizer found.bpe"), elsewhere);
+  CHECK(run.status == 0);
+}
+
+TEST_CASE("loom-sample --prompt '' samples unconditionally from a character model", "[program]") {
+  ScratchDir dir("prog_char");
+  write_text(dir.file("data.txt"), corpus_text());
+  REQUIRE(run_program(loom_train("--data data.txt --steps 2 --eval-interval 2 --out run"), dir.path.string()).status == 0);
+  auto run = run_program(loom_sample("--ckpt run/ckpt.safetensors --prompt ''"), dir.path.string());
+  CHECK(run.status == 0);
+  CHECK_THAT(run.output, !LOOM_CONTAINS("loom-sample:"));
+}
+
+TEST_CASE("loom-train --resume logs every step once and clears stale temporary files", "[program]") {
+  ScratchDir dir("prog_resume");
+  write_text(dir.file("data.txt"), corpus_text());
+  REQUIRE(run_program(loom_train("--data data.txt --steps 3 --eval-interval 3 --out run"), dir.path.string()).status == 0);
+  CHECK(logged_steps(dir.file("run/log.csv")) == std::vector<int64_t>{1, 2, 3});
+  // The run went on to step 5 and was killed there: rows 4 and 5 are logged but not checkpointed,
+  // and two atomic writes were cut short.
+  std::ofstream(dir.file("run/log.csv"), std::ios::app) << "4,4.1,,0.001,100,0.5\n5,4.0,,0.001,100,0.6\n";
+  const std::string pid = std::to_string(dead_pid());
+  for (const std::string& name : {"ckpt.safetensors.tmp." + pid, "loss.svg.tmp." + pid, "notes.txt.tmp." + pid})
+    write_text(dir.file("run/" + name), "partial");
+
+  auto run = run_program(loom_train("--data data.txt --steps 6 --eval-interval 3 --out run --resume"),
+                         dir.path.string());
+  REQUIRE(run.status == 0);
+  CHECK_THAT(run.output, LOOM_CONTAINS("resumed from run/ckpt.safetensors at step 3"));
+  CHECK_THAT(run.output, LOOM_CONTAINS("removed run/ckpt.safetensors.tmp." + pid));
+  CHECK(logged_steps(dir.file("run/log.csv")) == std::vector<int64_t>{1, 2, 3, 4, 5, 6});
+  CHECK_FALSE(fs::exists(dir.file("run/ckpt.safetensors.tmp." + pid)));
+  CHECK_FALSE(fs::exists(dir.file("run/loss.svg.tmp." + pid)));
+  CHECK(fs::exists(dir.file("run/notes.txt.tmp." + pid)));  // not one of loom-train's files: left alone
+  CHECK(io::load_checkpoint(dir.file("run/ckpt.safetensors")).meta_int("step") == 6);
+}
+#endif

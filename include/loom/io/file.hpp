@@ -3,16 +3,23 @@
 /// Atomic file writes: the bytes go to `path.tmp.<pid>`, are flushed and fsync'ed, and the
 /// temporary file is renamed over `path`. A crash or an error at any point leaves either the old
 /// file or the complete new one at `path`, never a half-written one. (POSIX: rename(2) replaces
-/// the target atomically within one file system.)
+/// the target atomically within one file system.) A process killed mid-write leaves its
+/// `path.tmp.<pid>` behind; remove_stale_temp_files clears those once the writer is gone.
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <vector>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "loom/core/error.hpp"
@@ -86,9 +93,17 @@ inline void write_file_atomic(const std::string& path, std::string_view bytes) {
   write_file_atomic(path, [&](FileWriter& w) { w.write(bytes); });
 }
 
-/// Reads a whole file; throws io_error naming the file when it cannot be opened or read, or when
-/// it is larger than `max_bytes`.
+/// Throws io_error "<path> is a directory, not a file" when `path` names a folder. Readers call it
+/// first: opening a folder for reading succeeds on POSIX, and only the reads fail, obscurely.
+inline void require_not_directory(const std::string& path) {
+  struct stat st {};
+  LOOM_CHECK(::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode), io_error, path, " is a directory, not a file");
+}
+
+/// Reads a whole file; throws io_error naming the file when it is a folder, cannot be opened or
+/// read, or is larger than `max_bytes`.
 inline std::string read_file(const std::string& path, size_t max_bytes = size_t(-1)) {
+  require_not_directory(path);
   std::FILE* f = std::fopen(path.c_str(), "rb");
   LOOM_CHECK(f != nullptr, io_error, path, ": cannot open for reading: ", std::strerror(errno));
   std::string out;
@@ -102,9 +117,46 @@ inline std::string read_file(const std::string& path, size_t max_bytes = size_t(
     out.append(buf, n);
   }
   bool err = std::ferror(f) != 0;
+  int read_errno = errno;
   std::fclose(f);
-  LOOM_CHECK(!err, io_error, path, ": read error");
+  LOOM_CHECK(!err, io_error, path, ": read error: ", std::strerror(read_errno));
   return out;
+}
+
+/// Creates folder `dir` and any missing parents (nothing to do when it exists); throws io_error
+/// naming the folder when it cannot be made, or when `dir` exists but is not a folder.
+inline void make_directories(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  LOOM_CHECK(!ec, io_error, dir, ": cannot create the folder: ", ec.message());
+  LOOM_CHECK(std::filesystem::is_directory(dir, ec), io_error, dir, " exists and is not a folder");
+}
+
+/// Removes the temporary files `path.tmp.<pid>` that write_file_atomic left next to `path` when
+/// its process was killed mid-write: only those whose <pid> is not a running process (another
+/// live writer's file stays, and so does this process's own). Returns the paths removed; a file
+/// that cannot be removed is skipped. A missing folder means there is nothing to remove.
+inline std::vector<std::string> remove_stale_temp_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::vector<std::string> removed;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const char* first = name.data() + prefix.size();
+    const char* last = name.data() + name.size();
+    pid_t pid = 0;
+    auto r = std::from_chars(first, last, pid);
+    if (r.ec != std::errc() || r.ptr != last || pid <= 0) continue;  // not one of ours
+    if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno == EPERM) continue;  // the writer lives
+    std::error_code rm;
+    if (fs::remove(it->path(), rm)) removed.push_back(it->path().string());
+  }
+  return removed;
 }
 
 }  // namespace loom::io

@@ -366,6 +366,7 @@ inline void save_safetensors(const std::string& path, const NamedTensors& tensor
 /// (see parse_safetensors_header for the checks). The tensors allocated add up to at most the
 /// file's size, and are read straight from the file one at a time.
 inline SafetensorsFile load_safetensors(const std::string& path) {
+  require_not_directory(path);
   std::ifstream in(path, std::ios::binary);
   LOOM_CHECK(in.is_open(), io_error, path, ": cannot open for reading: ", std::strerror(errno));
   in.seekg(0, std::ios::end);

@@ -121,9 +121,10 @@ inline std::pair<std::string, std::string> to_gpt2(const BpeTokenizer& tok) {
   return {enc, bpe};
 }
 
-/// Writes encoder.json and vocab.bpe into folder dir (which must exist).
+/// Writes encoder.json and vocab.bpe into folder dir, creating the folder (and its parents) if needed.
 inline void save_gpt2(const BpeTokenizer& tok, const std::string& dir) {
   auto [enc, bpe] = to_gpt2(tok);
+  io::make_directories(dir);
   io::write_file_atomic(dir + "/encoder.json", enc);
   io::write_file_atomic(dir + "/vocab.bpe", bpe);
 }

@@ -8,6 +8,7 @@
 /// which choose the stream they draw on.
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -15,11 +16,13 @@
 #include <iomanip>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <unistd.h>
 
 #include "loom/core/error.hpp"
+#include "loom/io/file.hpp"
 
 namespace loom::train {
 
@@ -148,6 +151,34 @@ class CsvLog {
     out_ << r.step << ',' << cell(r.train_loss) << ',' << cell(r.val_loss) << ',' << cell(r.lr) << ','
          << cell(r.tokens_per_s) << ',' << cell(r.elapsed_s) << '\n';
     out_.flush();
+  }
+  /// Drops the rows of the log at `path` whose step is past `step`, and an unfinished last line,
+  /// rewriting the file atomically; returns the number of lines dropped. A resumed run calls it
+  /// with the checkpoint's step before appending, so that the steps it repeats appear once. A
+  /// missing log is left missing (0 dropped).
+  static size_t drop_rows_after(const std::string& path, int64_t step) {
+    if (!std::ifstream(path).good()) return 0;
+    const std::string text = io::read_file(path);
+    std::string kept;
+    size_t dropped = 0, begin = 0;
+    bool header = true;
+    while (begin < text.size()) {
+      size_t end = text.find('\n', begin);
+      if (end == std::string::npos) {  // cut off mid-write
+        ++dropped;
+        break;
+      }
+      std::string_view line(text.data() + begin, end - begin + 1);
+      begin = end + 1;
+      int64_t row_step = 0;
+      auto r = std::from_chars(line.data(), line.data() + line.size(), row_step);
+      bool keep = header || line.size() == 1 || (r.ec == std::errc() && *r.ptr == ',' && row_step <= step);
+      header = false;
+      if (keep) kept.append(line);
+      else ++dropped;
+    }
+    if (dropped > 0) io::write_file_atomic(path, kept);
+    return dropped;
   }
   /// Reads every row of a CSV log written by this class.
   static std::vector<LogRow> read(const std::string& path) {
