@@ -17,10 +17,9 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
-
 #include "loom/config.hpp"
 #include "loom/core/parallel.hpp"
+#include "loom/eigen.hpp"
 #include "loom/ops/gpu.hpp"
 #include "loom/optim/optimizer.hpp"
 
