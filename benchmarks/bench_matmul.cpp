@@ -3,8 +3,7 @@
 // buffers. The difference between the two is loom's own overhead (the target is < 5%).
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
-
+#include <loom/eigen.hpp>  // <Eigen/Core>, included as loom includes it
 #include <loom/loom.hpp>
 
 namespace {

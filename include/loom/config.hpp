@@ -1,6 +1,7 @@
 #pragma once
 /// @file config.hpp
-/// Build configuration: the CUDA switch, the host/device function marker, and thread control.
+/// Build configuration: the CUDA switch, the host/device function marker, thread control, and
+/// Eigen (included here, through eigen.hpp, so that it comes before any kernel that uses it).
 
 #ifndef LOOM_WITH_CUDA
 /// 1 when the CUDA backend (the loom::cuda target) is linked into this program.
@@ -16,6 +17,10 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#endif
+
+#ifndef __CUDACC__
+#include "loom/eigen.hpp"
 #endif
 
 namespace loom {

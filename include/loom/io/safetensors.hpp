@@ -275,12 +275,12 @@ inline std::string build_safetensors_header(const NamedTensors& tensors,
     LOOM_CHECK(name != "__metadata__", value_error, op, ": '__metadata__' is reserved and cannot name a tensor");
     LOOM_CHECK(seen.emplace(name, i).second, value_error, op, ": tensor name '", name, "' appears twice");
     LOOM_CHECK(t.defined(), value_error, op, ": tensor '", name, "' is undefined (it has no storage)");
-    Json shape = Json::array();
-    for (int64_t d : t.shape()) shape.push_back(Json(d));
+    const Shape dims = t.shape();
+    JsonArray shape(dims.begin(), dims.end());  // one integer per dimension
     uint64_t n = t.nbytes();
     Json entry = Json::object();
     entry.as_object().emplace_back("dtype", Json(safetensors_dtype_name(t.dtype())));
-    entry.as_object().emplace_back("shape", std::move(shape));
+    entry.as_object().emplace_back("shape", Json(std::move(shape)));
     entry.as_object().emplace_back("data_offsets", Json(JsonArray{Json(offset), Json(offset + n)}));
     obj.emplace_back(name, std::move(entry));
     offset += n;

@@ -17,11 +17,10 @@
 #include <utility>
 #include <vector>
 
-#include <Eigen/Core>
-
+#include "loom/backend/kernels.hpp"
 #include "loom/config.hpp"
 #include "loom/core/parallel.hpp"
-#include "loom/backend/kernels.hpp"
+#include "loom/eigen.hpp"
 #include "loom/optim/optimizer.hpp"
 
 namespace loom {

@@ -82,10 +82,14 @@ class BatchLoader {
                " (+1 target); use a shorter block size or more data");
     Tensor<int64_t> offsets = randint<int64_t>({B}, 0, size() - T, gen);
     Tensor<int64_t> x = Tensor<int64_t>::empty({B, T}), y = Tensor<int64_t>::empty({B, T});
+    int64_t* xd = x.data();  // (B, T)
+    int64_t* yd = y.data();  // (B, T)
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t* src = ids_.data() + offsets.data()[b];
-      std::copy(src, src + T, x.data() + b * T);
-      std::copy(src + 1, src + T + 1, y.data() + b * T);
+      const int64_t* src = ids_.data() + offsets.data()[b];  // the window ids[o : o + T + 1]
+      for (int64_t t = 0; t < T; ++t) {
+        xd[b * T + t] = src[t];
+        yd[b * T + t] = src[t + 1];
+      }
     }
     return {x, y};
   }

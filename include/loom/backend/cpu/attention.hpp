@@ -17,7 +17,7 @@
 #include <cmath>
 #include <limits>
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include "loom/core/parallel.hpp"
 

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <type_traits>
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include "loom/backend/op_codes.hpp"
 #include "loom/core/dtype.hpp"

@@ -11,7 +11,7 @@
 #include <cmath>
 #include <vector>
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include "loom/core/parallel.hpp"
 

@@ -12,7 +12,7 @@
 
 #include <cmath>
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include "loom/core/error.hpp"
 #include "loom/core/parallel.hpp"

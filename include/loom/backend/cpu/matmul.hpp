@@ -5,7 +5,7 @@
 
 #include <type_traits>
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include "loom/backend/cpu/sgemm.hpp"
 

@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <vector>
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include "loom/core/parallel.hpp"
 

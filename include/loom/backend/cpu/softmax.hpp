@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include <Eigen/Core>
+#include "loom/eigen.hpp"
 
 #include "loom/core/parallel.hpp"
 
