@@ -56,7 +56,7 @@ fi
 # --- tests: each test case in its own process, so that a fault in one cannot hide the others ----
 tests_pass=0 tests_fail=0 failed=""
 if [ -x "$bin/test_cuda" ]; then
-  "$bin/test_cuda" --list-test-names-only 2>/dev/null | grep -v '^$' | grep -v 'test cases' > "$out/test_names.txt"
+  "$bin/test_cuda" --list-test-names-only 2>/dev/null | grep -v '^$' | grep -v 'test cases' | grep -v '^CUDA device' > "$out/test_names.txt"
   while IFS= read -r name; do
     name=$(echo "$name" | sed 's/^ *//')
     [ -z "$name" ] && continue
