@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Regenerates the shell transcripts in docs/ by running the commands the pages show.
+#
+#   scripts/regen_docs.sh [BUILD_DIR]      (default build/release; needs loom-train and loom-sample)
+#
+# A transcript lives between two marker lines in a page:
+#   <!-- regen: NAME (scripts/regen_docs.sh) -->
+#   ... replaced by this script ...
+#   <!-- /regen -->
+# Everything else in the page is left alone. The runs are deterministic (seeded, and the losses do
+# not depend on the thread count), so only tokens/s and times change from machine to machine.
+#
+# docs/07-train-a-tiny-gpt.md:
+#   train-char   loom-train --data jargon.txt --preset char --steps 2000 --out out (an excerpt)
+#   sample-char  loom-sample --ckpt out/ckpt.safetensors --prompt "hacker" --tokens 300 ...
+# The Jargon File comes from Debian's jargon-text package (/usr/share/doc/jargon-text).
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${1:-build/release}"
+case "$build" in /*) ;; *) build="$root/$build" ;; esac
+for exe in loom-train loom-sample; do
+  [[ -x "$build/examples/$exe" ]] || { echo "regen_docs: $build/examples/$exe not found; build it first" >&2; exit 1; }
+done
+jargon=/usr/share/doc/jargon-text/jargon.txt.gz
+[[ -f "$jargon" ]] || { echo "regen_docs: $jargon not found: apt-get install jargon-text" >&2; exit 1; }
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# replace_region PAGE NAME FILE: puts FILE's lines between the markers of region NAME in PAGE.
+replace_region() {
+  local page="$1" name="$2" body="$3"
+  grep -q "^<!-- regen: $name " "$page" || { echo "regen_docs: no region '$name' in $page" >&2; exit 1; }
+  awk -v name="$name" -v body="$body" '
+    $0 ~ "^<!-- regen: " name " " { print; while ((getline line < body) > 0) print line; skip = 1; next }
+    skip && /^<!-- \/regen -->/ { skip = 0 }
+    !skip { print }' "$page" > "$page.tmp"
+  mv "$page.tmp" "$page"
+}
+
+# --- docs/07: train the char model on the Jargon File, then sample ----------------------------------
+zcat "$jargon" > jargon.txt
+train_args=(--data jargon.txt --preset char --steps 2000 --out out)
+echo "regen_docs: loom-train ${train_args[*]}" >&2
+# stdout line-buffered, so that its lines and the progress lines on stderr keep their order
+stdbuf -oL "$build/examples/loom-train" "${train_args[@]}" > train.log 2>&1
+{
+  echo '```text'
+  echo "\$ ./build/release/examples/loom-train ${train_args[*]}"
+  # The start, the first progress lines, every evaluation, and the end: the lines in between are
+  # more progress lines, one every 10 steps.
+  grep -E '^(data|model):|^step (1|10|20)/|^step [0-9]+: train loss|^final evaluation|^final step' train.log \
+    | awk '/^step 20\// { print; print "..."; next } { print }'
+  echo '```'
+} > train.md
+replace_region "$root/docs/07-train-a-tiny-gpt.md" train-char train.md
+
+sample_args=(--ckpt out/ckpt.safetensors --prompt hacker --tokens 300 --temperature 0.8 --top-k 40)
+echo "regen_docs: loom-sample ${sample_args[*]}" >&2
+"$build/examples/loom-sample" "${sample_args[@]}" > sample.log 2>&1
+{
+  echo '```text'
+  echo "\$ ./build/release/examples/loom-sample ${sample_args[*]}"
+  cat sample.log
+  echo '```'
+} > sample.md
+replace_region "$root/docs/07-train-a-tiny-gpt.md" sample-char sample.md
+echo "regen_docs: docs/07-train-a-tiny-gpt.md updated" >&2
