@@ -8,7 +8,8 @@
 //   loom_docs --list        prints the IDs
 //
 // Each runnable block runs in a fresh directory LOOM_DOCS_RUN_DIR/<ID> in which `tests` links to
-// the repository's tests/ folder, so that a path the page writes from the repository root (such
+// the repository's tests/ folder (LOOM_DOCS_SOURCE_DIR/tests; both paths are compiled in, and an
+// environment variable of the same name overrides each, for a binary run on another machine), so that a path the page writes from the repository root (such
 // as tests/data/tokenizer) reads the same, and the files a block writes stay in the build tree.
 // What a block prints on std::cout is captured, shown, and compared with the page's output block
 // when it has one (see compare()).
@@ -44,6 +45,16 @@ struct Block {
   bool gpu;                ///< run only when this program has loom::cuda and a CUDA device
   const char* error;       ///< why the generator could not classify the block, or null
 };
+
+/// The repository root and the folder for the blocks' scratch directories.
+inline std::string source_dir() {
+  const char* env = std::getenv("LOOM_DOCS_SOURCE_DIR");
+  return env ? env : LOOM_DOCS_SOURCE_DIR;
+}
+inline std::string run_dir() {
+  const char* env = std::getenv("LOOM_DOCS_RUN_DIR");
+  return env ? env : LOOM_DOCS_RUN_DIR;
+}
 
 /// True when this program links loom::cuda and a CUDA device is present.
 inline bool gpu_present() {
@@ -124,7 +135,7 @@ inline std::string compare(const std::string& got_raw, const std::string& want_r
 
 /// Empty when `text` appears verbatim in the file, else what is wrong.
 inline std::string check_quote(const std::string& file, const std::string& text) {
-  std::ifstream in(std::string(LOOM_DOCS_SOURCE_DIR) + "/" + file, std::ios::binary);
+  std::ifstream in(source_dir() + "/" + file, std::ios::binary);
   if (!in) return "the quoted file " + file + " does not exist";
   std::stringstream ss;
   ss << in.rdbuf();
@@ -166,11 +177,11 @@ inline int run_one(const Block& b) {
   std::string name = b.id;
   for (char& c : name)
     if (c == ':') c = '_';
-  const fs::path dir = fs::path(LOOM_DOCS_RUN_DIR) / name;
+  const fs::path dir = fs::path(run_dir()) / name;
   const fs::path old = fs::current_path();
   fs::remove_all(dir);
   fs::create_directories(dir);
-  fs::create_directory_symlink(fs::path(LOOM_DOCS_SOURCE_DIR) / "tests", dir / "tests");
+  fs::create_directory_symlink(fs::path(source_dir()) / "tests", dir / "tests");
   fs::current_path(dir);
   std::ostringstream captured;
   std::streambuf* saved = std::cout.rdbuf(captured.rdbuf());
