@@ -333,7 +333,7 @@ struct ScratchDir {
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
-void write_text(const std::string& path, const std::string& text) {
+[[maybe_unused]] void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
 }
