@@ -1,7 +1,8 @@
 // loom-train: raw text in, a trained GPT out.
 //
 // Reads a text file, tokenises it (characters, or a loom-bpe model), splits it 90/10 into
-// training and validation data, trains a GPT with AdamW, and writes into --out:
+// training and validation data -- or streams the train and val token shards that loom-data wrote
+// into a folder (--data DIR) -- trains a GPT with AdamW, and writes into --out:
 //   ckpt.safetensors   the model, optimizer, step and random state (resume with --resume)
 //   log.csv            step, train_loss, val_loss, lr, tokens_per_s, elapsed_s
 //   loss.svg           the train and validation loss curves
@@ -26,8 +27,13 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
+#include <tuple>
 
+#include <sys/stat.h>
+
+#include <loom/data/shards.hpp>
 #include <loom/io/checkpoint.hpp>
 #include <loom/io/file.hpp>
 #include <loom/loom.hpp>
@@ -72,7 +78,7 @@ void apply_preset(Options& o) {
 
 const char* usage =
     "usage: loom-train --data FILE [options]\n"
-    "  --data FILE          training text (UTF-8 or any bytes)\n"
+    "  --data FILE|DIR      training text (UTF-8 or any bytes), or a folder of loom-data token shards\n"
     "  --preset NAME        char | small | gpt2-124m (default char)\n"
     "  --tokenizer FILE     a loom-bpe model (default: one token per byte of the text)\n"
     "  --out DIR            where to write ckpt.safetensors, log.csv, loss.svg (default out)\n"
@@ -145,7 +151,7 @@ Options parse(int argc, char** argv) {
       throw value_error("option " + a + ": '" + argv[i] + "' is not a number");
     }
   }
-  LOOM_CHECK(!o.data.empty(), value_error, "--data FILE is required (see --help)");
+  LOOM_CHECK(!o.data.empty(), value_error, "--data FILE|DIR is required (see --help)");
   LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda, got '", o.device, "'");
   LOOM_CHECK(!o.train.bf16 || o.device == "cuda", value_error, "--dtype bf16 needs --device cuda");
   bool batch_given = false;
@@ -170,16 +176,33 @@ int main(int argc, char** argv) {
         std::cout << "removed " << stale << " (left by an interrupted write)\n";
 
     // --- data and tokenizer -------------------------------------------------------------
-    std::string text = io::read_file(o.data);
-    LOOM_CHECK(!text.empty(), io_error, o.data, ": the data file is empty");
-    const train::TextTokenizer tok = o.tokenizer.empty()
-                                         ? train::TextTokenizer::chars(text)
-                                         : train::TextTokenizer::bpe(tokenizer::load(o.tokenizer), o.tokenizer);
-    std::vector<int64_t> ids = tok.encode(text);
-    o.model.vocab_size = tok.vocab_size();
-    auto [train_data, val_data] = train::split(ids, 0.9);
-    std::cout << "data: " << text.size() << " bytes, " << ids.size() << " tokens (vocab " << o.model.vocab_size
-              << "), train " << train_data.size() << ", val " << val_data.size() << "\n";
+    // A folder is loom-data's output: token shards streamed from disk, and the tokenizer they
+    // were written with. A file is raw text, tokenised here and cut 90/10.
+    struct stat st {};
+    const bool shard_dir = ::stat(o.data.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    train::TextTokenizer tok;
+    train::BatchLoader train_data, val_data;
+    if (shard_dir) {
+      LOOM_CHECK(o.tokenizer.empty(), value_error, "--tokenizer does not apply to a shard folder: ", o.data,
+                 "/tokenizer.loom is the tokenizer its shards were written with");
+      const std::string tok_path = o.data + "/tokenizer.loom";
+      tok = train::TextTokenizer::bpe(tokenizer::load(tok_path), tok_path);
+      train_data = train::BatchLoader(std::make_shared<const data::TokenShards>(o.data, "train"));
+      val_data = train::BatchLoader(std::make_shared<const data::TokenShards>(o.data, "val"));
+      o.model.vocab_size = tok.vocab_size();
+      std::cout << "data: " << o.data << " (token shards), train " << train_data.size() << " tokens, val "
+                << val_data.size() << " tokens (vocab " << o.model.vocab_size << ")\n";
+    } else {
+      std::string text = io::read_file(o.data);
+      LOOM_CHECK(!text.empty(), io_error, o.data, ": the data file is empty");
+      tok = o.tokenizer.empty() ? train::TextTokenizer::chars(text)
+                                : train::TextTokenizer::bpe(tokenizer::load(o.tokenizer), o.tokenizer);
+      std::vector<int64_t> ids = tok.encode(text);
+      o.model.vocab_size = tok.vocab_size();
+      std::tie(train_data, val_data) = train::split(ids, 0.9);
+      std::cout << "data: " << text.size() << " bytes, " << ids.size() << " tokens (vocab " << o.model.vocab_size
+                << "), train " << train_data.size() << ", val " << val_data.size() << "\n";
+    }
 
     // --- model, trainer, optional resume ----------------------------------------------------
     nn::GPT model(o.model, o.model_seed);
@@ -241,7 +264,7 @@ int main(int argc, char** argv) {
     std::cout << "wrote " << ckpt_path << ", " << log_path << ", " << svg_path << "\n";
     if (o.sample_tokens > 0) {
       Generator gen(o.train.seed);
-      std::vector<int64_t> prompt = {ids.empty() ? 0 : ids[0]};
+      std::vector<int64_t> prompt = shard_dir ? tok.start_ids() : std::vector<int64_t>{train_data.token(0)};
       auto out = train::generate(model, prompt, o.sample_tokens, {0.8, 0, 1.0}, gen);
       std::cout << "--- sample ---\n" << tok.decode(prompt) << tok.decode(out) << "\n--- end of sample ---\n";
     }

@@ -1,14 +1,17 @@
 #pragma once
 /// @file data.hpp
 /// Training data: a character-level tokenizer, a train/validation split, and a seeded loader
-/// that cuts random windows out of a token sequence. (Files are read with io::read_file.)
+/// that cuts random windows out of a token sequence held in memory or in loom-data's token shards.
+/// (Files are read with io::read_file.)
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "loom/core/tensor.hpp"
+#include "loom/data/shards.hpp"
 
 namespace loom::train {
 
@@ -64,16 +67,27 @@ class CharTokenizer {
   int index_[256] = {};
 };
 
-/// Token ids with random (B, T) windows: x = ids[o : o + T], y = ids[o + 1 : o + T + 1].
+/// Token ids with random (B, T) windows: x = ids[o : o + T], y = ids[o + 1 : o + T + 1]. The ids
+/// are a vector in memory, or a split of loom-data's token shards read in place (memory-mapped).
 class BatchLoader {
  public:
   BatchLoader() = default;
   /// A loader over `ids`; windows need T + 1 tokens, so ids must hold more than T.
   explicit BatchLoader(std::vector<int64_t> ids) : ids_(std::move(ids)) {}
+  /// A loader over token shards (data::TokenShards), which stay mapped while any copy of the loader lives.
+  explicit BatchLoader(std::shared_ptr<const data::TokenShards> shards) : shards_(std::move(shards)) {}
   /// Number of tokens.
-  int64_t size() const { return int64_t(ids_.size()); }
-  /// The tokens.
+  int64_t size() const { return shards_ ? shards_->size() : int64_t(ids_.size()); }
+  /// The tokens of an in-memory loader (empty for one over shards; use token()).
   const std::vector<int64_t>& ids() const { return ids_; }
+  /// Token i.
+  int64_t token(int64_t i) const {
+    LOOM_CHECK(i >= 0 && i < size(), value_error, "BatchLoader: token ", i, " out of range [0, ", size(), ")");
+    if (!shards_) return ids_[size_t(i)];
+    int64_t t = 0;
+    shards_->copy(i, 1, &t);
+    return t;
+  }
 
   /// B windows of T tokens at offsets drawn from `gen`: inputs and next-token targets, (B, T) each.
   std::pair<Tensor<int64_t>, Tensor<int64_t>> batch(int64_t B, int64_t T, Generator& gen) const {
@@ -84,8 +98,11 @@ class BatchLoader {
     Tensor<int64_t> x = Tensor<int64_t>::empty({B, T}), y = Tensor<int64_t>::empty({B, T});
     int64_t* xd = x.data();  // (B, T)
     int64_t* yd = y.data();  // (B, T)
+    std::vector<int64_t> window(shards_ ? size_t(T + 1) : 0);
     for (int64_t b = 0; b < B; ++b) {
-      const int64_t* src = ids_.data() + offsets.data()[b];  // the window ids[o : o + T + 1]
+      const int64_t o = offsets.data()[b];  // the window ids[o : o + T + 1]
+      const int64_t* src = ids_.data() + o;
+      if (shards_) shards_->copy(o, T + 1, window.data()), src = window.data();
       for (int64_t t = 0; t < T; ++t) {
         xd[b * T + t] = src[t];
         yd[b * T + t] = src[t + 1];
@@ -96,6 +113,7 @@ class BatchLoader {
 
  private:
   std::vector<int64_t> ids_;
+  std::shared_ptr<const data::TokenShards> shards_;
 };
 
 /// The first `train_fraction` of the ids for training, the rest for validation (nanoGPT's split).
