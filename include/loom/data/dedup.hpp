@@ -207,7 +207,8 @@ inline double shingle_jaccard(std::string_view a, std::string_view b, int ngram 
 
 /// Near-duplicate clustering: documents added in order (numbers 0, 1, 2, ...), clustered by LSH
 /// bands + union-find. Stores each document's full signature (4 * bands * rows bytes: 448 by
-/// default), which the threshold check needs.
+/// default), which the threshold check needs. Documents without words all have the all-max
+/// signature and so form one cluster (exact dedup normally removes them first).
 class NearDupIndex {
  public:
   /// In a band, a document is compared with its group's first document and, when that fails,

@@ -41,7 +41,7 @@ inline uint64_t mix64(uint64_t x) {
   return x;
 }
 
-namespace detail {
+namespace hash_detail {
 
 // Odd 64-bit keys of hash64 / hash128 (random digits; any odd constants with mixed bits work).
 inline constexpr uint64_t hash_k0 = 0x9e3779b97f4a7c15ULL;  // 2^64 / golden ratio
@@ -94,19 +94,20 @@ inline void load_tail(const unsigned char* p, size_t n, uint64_t& a, uint64_t& b
   }
 }
 
-}  // namespace detail
+}  // namespace hash_detail
 
-/// A fast seeded 64-bit hash of bytes (wyhash-style multiply-fold, splitmix64 finaliser).
+/// A fast seeded 64-bit hash of bytes (wyhash-style multiply-fold, splitmix64 finaliser; passes
+/// the avalanche and collision checks of tests/pipeline/test_dedup.cpp).
 inline uint64_t hash64(std::string_view bytes, uint64_t seed = 0) {
+  using namespace hash_detail;
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   size_t n = bytes.size();
-  uint64_t h = mix64(seed ^ detail::hash_k0) ^ (uint64_t(n) * detail::hash_k1);
+  uint64_t h = mix64(seed ^ hash_k0) ^ (uint64_t(n) * hash_k1);
   size_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    h = detail::mum(detail::load64(p + i) ^ detail::hash_k1 ^ h, detail::load64(p + i + 8) ^ detail::hash_k2);
+  for (; i + 16 <= n; i += 16) h = mum(load64(p + i) ^ hash_k1 ^ h, load64(p + i + 8) ^ hash_k2);
   uint64_t a, b;
-  detail::load_tail(p + i, n - i, a, b);
-  return mix64(detail::mum(a ^ detail::hash_k3 ^ h, b ^ detail::hash_k4) ^ h);
+  load_tail(p + i, n - i, a, b);
+  return mix64(mum(a ^ hash_k3 ^ h, b ^ hash_k4) ^ h);
 }
 
 /// A 128-bit hash: two 64-bit lanes with independent keys.
@@ -121,25 +122,26 @@ struct Hash128 {
 
 /// A 128-bit hash of bytes for exact deduplication (both lanes computed in one pass).
 inline Hash128 hash128(std::string_view bytes) {
+  using namespace hash_detail;
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   size_t n = bytes.size();
-  uint64_t h1 = mix64(detail::hash_k2) ^ (uint64_t(n) * detail::hash_k1);
-  uint64_t h2 = mix64(detail::hash_k4) ^ (uint64_t(n) * detail::hash_k3);
+  uint64_t h1 = mix64(hash_k2) ^ (uint64_t(n) * hash_k1);
+  uint64_t h2 = mix64(hash_k4) ^ (uint64_t(n) * hash_k3);
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
-    uint64_t a = detail::load64(p + i), b = detail::load64(p + i + 8);
-    h1 = detail::mum(a ^ detail::hash_k1 ^ h1, b ^ detail::hash_k2);
-    h2 = detail::mum(a ^ detail::hash_k3 ^ h2, b ^ detail::hash_k0);
+    uint64_t a = load64(p + i), b = load64(p + i + 8);
+    h1 = mum(a ^ hash_k1 ^ h1, b ^ hash_k2);
+    h2 = mum(a ^ hash_k3 ^ h2, b ^ hash_k0);
   }
   uint64_t a, b;
-  detail::load_tail(p + i, n - i, a, b);
+  load_tail(p + i, n - i, a, b);
   Hash128 r;
-  r.lo = mix64(detail::mum(a ^ detail::hash_k3 ^ h1, b ^ detail::hash_k4) ^ h1);
-  r.hi = mix64(detail::mum(a ^ detail::hash_k0 ^ h2, b ^ detail::hash_k2) ^ h2);
+  r.lo = mix64(mum(a ^ hash_k3 ^ h1, b ^ hash_k4) ^ h1);
+  r.hi = mix64(mum(a ^ hash_k0 ^ h2, b ^ hash_k2) ^ h2);
   return r;
 }
 
-namespace detail {
+namespace hash_detail {
 
 /// For each byte: its lowercase form when it is a word byte, 0 when it separates words
 /// (ASCII whitespace, other ASCII control characters, ASCII punctuation).
@@ -158,7 +160,7 @@ struct WordByteTable {
 };
 inline constexpr WordByteTable word_byte_table{};
 
-}  // namespace detail
+}  // namespace hash_detail
 
 /// Seed of the word hashes (fixed: word hashes must agree between runs and programs).
 inline constexpr uint64_t word_hash_seed = 0x5eed0f3a11b0a7d5ULL;
@@ -168,7 +170,7 @@ inline constexpr uint64_t word_hash_seed = 0x5eed0f3a11b0a7d5ULL;
 /// word bytes. "Don't stop!" has the words "don", "t", "stop".
 inline void word_hashes(std::string_view text, std::vector<uint64_t>& out) {
   out.clear();
-  const auto& map = detail::word_byte_table.map;
+  const auto& map = hash_detail::word_byte_table.map;
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const size_t n = text.size();
   constexpr size_t kShort = 64;  // words up to this long are lowercased into a stack buffer
@@ -194,9 +196,9 @@ inline void word_hashes(std::string_view text, std::vector<uint64_t>& out) {
 /// The hash of the word sequence words[0..count) (order-sensitive; the count is mixed in, so a
 /// shorter sequence never equals a longer one by construction of the inputs).
 inline uint64_t ngram_hash(const uint64_t* words, size_t count) {
-  uint64_t h = uint64_t(count) * detail::hash_k3;
+  uint64_t h = uint64_t(count) * hash_detail::hash_k3;
   for (size_t k = 0; k < count; ++k) {
-    h = (h ^ words[k]) * detail::hash_k0;
+    h = (h ^ words[k]) * hash_detail::hash_k0;
     h ^= h >> 32;
   }
   return mix64(h);
