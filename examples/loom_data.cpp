@@ -139,7 +139,6 @@ int run(int argc, char** argv) {
   }
   LOOM_CHECK(!o.inputs.empty(), value_error, "--input PATH... is required (see --help)");
   LOOM_CHECK(!o.out.empty(), value_error, "--out DIR is required (see --help)");
-  if (o.threads > 0) set_num_threads(o.threads);
 
   io::Json r = data::run_pipeline(o, std::ref(bar));
   bar.end();
@@ -208,7 +207,7 @@ int show(int argc, char** argv) {
       const int64_t shard = j.at("shard").as_int(), offset = j.at("offset").as_int(), count = j.at("tokens").as_int();
       LOOM_CHECK(shard >= 0 && size_t(shard) < shards.num_files(), io_error, dir, "/index.jsonl:", line_no, ": shard ", shard,
                  " does not exist");
-      std::vector<uint32_t> ids(size_t(count));
+      std::vector<uint32_t> ids(static_cast<size_t>(count));
       shards.copy(starts[size_t(shard)] + offset, count, ids.data());
       std::printf("--- %s (%lld tokens)\n%s\n", j.at("id").as_string().c_str(), (long long)count, tok.decode(ids).c_str());
       ++shown;

@@ -42,7 +42,10 @@
 #include <string>
 #include <vector>
 
-#include "loom/config.hpp"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "loom/core/error.hpp"
 #include "loom/data/dedup.hpp"
 #include "loom/data/normalize.hpp"
@@ -258,7 +261,11 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
              "NFC needs utf8proc: apt-get install libutf8proc-dev and reconfigure, or pass --no-nfc");
   const BpeTokenizer tok = load_pipeline_tokenizer(o.tokenizer);  // early: a bad tokenizer file fails before any work
   const uint32_t eot = *tok.special_id("<|endoftext|>");
-  const int threads = o.threads > 0 ? o.threads : get_num_threads();
+#ifdef _OPENMP
+  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+#else
+  const int threads = 1;
+#endif
 
   const std::string dir = o.out, work = o.out + "/.work";
   io::make_directories(work);
@@ -448,12 +455,12 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
   // --- 2. neardup: LSH + union-find over the signatures -------------------------------------------
   if (!stage_done("neardup", near_cfg)) {
     const double t0 = detail::now_seconds();
-    std::vector<int64_t> dup_of(size_t(n_docs), -1);
+    std::vector<int64_t> dup_of(static_cast<size_t>(n_docs), -1);
     size_t index_bytes = 0;
     if (near_on && n_docs > 0) {
       NearDupIndex index(o.minhash);
       detail::SpoolReader sigs(work + "/sigs.bin");
-      std::vector<uint32_t> sig(size_t(sig_len));
+      std::vector<uint32_t> sig(static_cast<size_t>(sig_len));
       for (int64_t k = 0; k < n_docs; ++k) {
         sigs.read(sig.data(), sig.size() * sizeof(uint32_t));
         index.add(sig.data());
@@ -474,7 +481,7 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
     finish_stage("neardup", near_cfg, stats);
     report_progress("neardup", uint64_t(n_docs), uint64_t(n_docs));
   }
-  std::vector<int64_t> dup_of(size_t(n_docs));
+  std::vector<int64_t> dup_of(static_cast<size_t>(n_docs));
   {
     detail::SpoolReader r(work + "/neardup.bin");
     if (n_docs > 0) r.read(dup_of.data(), dup_of.size() * sizeof(int64_t));
@@ -483,8 +490,8 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
   // --- 3. split: a hash of the cluster picks the split; then decontamination ----------------------
   if (!stage_done("split", split_cfg)) {
     const double t0 = detail::now_seconds();
-    std::vector<int8_t> split(size_t(n_docs), -1);
-    std::vector<std::string> ids(size_t(n_docs));
+    std::vector<int8_t> split(static_cast<size_t>(n_docs), -1);
+    std::vector<std::string> ids(static_cast<size_t>(n_docs));
     detail::SpoolWriter rej_out(work + "/rejects_split.jsonl");
     Decontaminator decon(std::max(o.decontamination_ngram, 1));
     std::string id, text;
@@ -521,7 +528,7 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
     stats.set("seconds", detail::now_seconds() - t0);
     finish_stage("split", split_cfg, stats);
   }
-  std::vector<int8_t> split(size_t(n_docs));
+  std::vector<int8_t> split(static_cast<size_t>(n_docs));
   {
     detail::SpoolReader r(work + "/split.bin");
     if (n_docs > 0) r.read(split.data(), split.size());
