@@ -53,6 +53,7 @@
 #include <vector>
 
 #include "loom/core/error.hpp"
+#include "loom/data/hash.hpp"
 
 namespace loom::data {
 
@@ -147,31 +148,6 @@ inline QualityOptions QualityOptions::parse(const std::string& list) {
 }
 
 namespace detail_quality {
-
-/// A finalising 64-bit mixer (an xorshift-multiply avalanche).
-inline uint64_t mix64(uint64_t x) {
-  x ^= x >> 32;
-  x *= 0xd6e8feb86659fd93ULL;
-  x ^= x >> 32;
-  x *= 0xd6e8feb86659fd93ULL;
-  x ^= x >> 32;
-  return x;
-}
-
-/// A 64-bit hash of a byte string, eight bytes at a time.
-inline uint64_t hash_bytes(const char* p, size_t n) {
-  uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t(n) * 0xff51afd7ed558ccdULL);
-  while (n >= 8) {
-    uint64_t v;
-    std::memcpy(&v, p, 8);
-    h = mix64(h ^ v) + 0x632be59bd9b4e019ULL;
-    p += 8;
-    n -= 8;
-  }
-  uint64_t v = 0;
-  std::memcpy(&v, p, n);
-  return mix64(h ^ v ^ (uint64_t(n) << 59));
-}
 
 /// The hash of a sequence extended by one more element hash.
 inline uint64_t combine(uint64_t seq, uint64_t next) {
@@ -376,7 +352,7 @@ std::pair<uint64_t, uint64_t> find_duplicates(const Items& items, HashCounter& t
   uint64_t dup = 0, dup_chars = 0;
   for (uint32_t i = 0; i < items.size(); ++i) {
     std::string_view s = items[i];
-    size_t slot = table.add(hash_bytes(s.data(), s.size()), i);
+    size_t slot = table.add(hash64(s), i);
     if (table.count(slot) > 1) {
       ++dup;
       dup_chars += count_chars(s);
@@ -439,7 +415,7 @@ inline std::string check_gopher_repetition(std::string_view text, const QualityO
   S.prefix.resize(nw + 1);
   S.prefix[0] = 0;
   for (size_t i = 0; i < nw; ++i) {
-    S.word_hash[i] = hash_bytes(text.data() + W[i].begin, W[i].bytes);
+    S.word_hash[i] = hash64(text.substr(W[i].begin, W[i].bytes));
     S.prefix[i + 1] = S.prefix[i] + W[i].chars;
   }
   auto ngram_chars = [&](size_t i, size_t n) { return double(S.prefix[i + n] - S.prefix[i] + n - 1); };
