@@ -186,6 +186,9 @@ int main(int argc, char** argv) {
       LOOM_CHECK(o.tokenizer.empty(), value_error, "--tokenizer does not apply to a shard folder: ", o.data,
                  "/tokenizer.loom is the tokenizer its shards were written with");
       const std::string tok_path = o.data + "/tokenizer.loom";
+      LOOM_CHECK(::stat(tok_path.c_str(), &st) == 0, io_error, o.data,
+                 " is a folder but not one that loom-data wrote (no tokenizer.loom in it); give a text file, or the "
+                 "--out folder of loom-data run");
       tok = train::TextTokenizer::bpe(tokenizer::load(tok_path), tok_path);
       train_data = train::BatchLoader(std::make_shared<const data::TokenShards>(o.data, "train"));
       val_data = train::BatchLoader(std::make_shared<const data::TokenShards>(o.data, "val"));

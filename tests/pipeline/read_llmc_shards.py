@@ -51,7 +51,7 @@ def main():
         stream, offsets = array.array("I"), [0]
         for p in paths:
             t = read_shard(p)
-            stream.extend(t)
+            stream.extend(array.array("I", t))
             offsets.append(offsets[-1] + len(t))
         streams[split], starts[split] = stream, offsets
     EOT = 256
@@ -68,7 +68,7 @@ def main():
                 raise SystemExit(f"index.jsonl:{n}: {e['id']} is not preceded by <|endoftext|>")
             if any(t >= 256 for t in ids):
                 raise SystemExit(f"index.jsonl:{n}: {e['id']} holds a token that is not a byte")
-            decoded[e["id"]] = bytes(ids).decode("utf-8")
+            decoded[e["id"]] = bytes(ids.tolist()).decode("utf-8")
             used[s] += e["tokens"] + 1
     for s, stream in streams.items():
         if used[s] != len(stream):
@@ -80,7 +80,8 @@ def main():
             if e["id"] not in decoded:
                 continue  # dropped (decontaminated), which the C++ test checks against rejects.jsonl
             if decoded[e["id"]] != e["text"]:
-                raise SystemExit(f"{e['id']}: decoded text differs from the expected document")
+                got = decoded[e["id"]]
+                raise SystemExit(f"{e['id']}: decoded text differs from the expected document ({len(got)} vs {len(e['text'])} characters: {got[:40]!r} vs {e['text'][:40]!r})")
             checked += 1
     if checked == 0:
         raise SystemExit("no expected document was found in the shards")

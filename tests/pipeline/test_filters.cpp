@@ -655,10 +655,7 @@ TEST_CASE("pii: no matches in tinyshakespeare") {
     WARN("tinyshakespeare.txt not found: skipped");
     return;
   }
-  auto t0 = std::chrono::steady_clock::now();
   auto m = find_pii(text);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::cout << "find_pii on tinyshakespeare: " << text.size() / s / 1e6 << " MB/s\n";
   for (const auto& x : m) INFO(pii_name(x.type) << ": " << text.substr(x.begin, x.end - x.begin));
   CHECK(m.empty());
 }
@@ -669,10 +666,7 @@ TEST_CASE("pii: the Jargon File holds exactly its reviewed real addresses") {
     WARN("jargon.txt.gz not found: skipped");
     return;
   }
-  auto t0 = std::chrono::steady_clock::now();
   auto m = find_pii(text);
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::cout << "find_pii on the Jargon File: " << text.size() / s / 1e6 << " MB/s\n";
   std::vector<std::string> got;
   for (const auto& x : m) got.push_back(std::string(pii_name(x.type)) + " " + text.substr(x.begin, x.end - x.begin));
   // Reviewed one by one: every e-mail is a real, well-formed address printed in the file
@@ -706,7 +700,7 @@ TEST_CASE("pii: the Jargon File holds exactly its reviewed real addresses") {
   CHECK(counts.n[int(PiiType::iban)] == 0);
 }
 
-TEST_CASE("quality and pii: throughput on tinyshakespeare (reported, not asserted)") {
+TEST_CASE("quality and pii: throughput on tinyshakespeare (reported, not asserted)", "[.bench]") {
   std::string text = read_file_or_empty(LOOM_SHARED_DATA_DIR "/tinyshakespeare.txt");
   if (text.empty()) {
     WARN("tinyshakespeare.txt not found: skipped");

@@ -517,7 +517,7 @@ TEST_CASE("loom-train names an empty data file and a folder given as data", "[pr
   CHECK_THAT(run.output, !LOOM_CONTAINS("GPTConfig"));
   run = run_program(loom_train("--data texts --out run"), dir.path.string());
   CHECK(run.status == 1);
-  CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: texts is a directory, not a file"));
+  CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: texts is a folder but not one that loom-data wrote"));
 }
 
 TEST_CASE("loom-train with a BPE tokenizer: the checkpoint alone samples, from any folder", "[program]") {
