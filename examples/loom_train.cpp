@@ -80,7 +80,8 @@ const char* usage =
     "usage: loom-train --data FILE [options]\n"
     "  --data FILE|DIR      training text (UTF-8 or any bytes), or a folder of loom-data token shards\n"
     "  --preset NAME        char | small | gpt2-124m (default char)\n"
-    "  --tokenizer FILE     a loom-bpe model (default: one token per byte of the text)\n"
+    "  --tokenizer SPEC     a loom-bpe model FILE, bytes, gpt2:DIR (encoder.json + vocab.bpe),\n"
+    "                       tiktoken:FILE:gpt2|cl100k or hf:FILE (default: one token per distinct byte)\n"
     "  --out DIR            where to write ckpt.safetensors, log.csv, loss.svg (default out)\n"
     "  --resume             continue from DIR/ckpt.safetensors\n"
     "  --device cpu|cuda    (default cpu; gpt2-124m on cuda defaults to batch 16)\n"
@@ -199,7 +200,7 @@ int main(int argc, char** argv) {
       std::string text = io::read_file(o.data);
       LOOM_CHECK(!text.empty(), io_error, o.data, ": the data file is empty");
       tok = o.tokenizer.empty() ? train::TextTokenizer::chars(text)
-                                : train::TextTokenizer::bpe(tokenizer::load(o.tokenizer), o.tokenizer);
+                                : train::TextTokenizer::bpe(tokenizer::load_spec(o.tokenizer), o.tokenizer);
       std::vector<int64_t> ids = tok.encode(text);
       o.model.vocab_size = tok.vocab_size();
       std::tie(train_data, val_data) = train::split(ids, 0.9);

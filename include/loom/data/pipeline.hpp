@@ -97,37 +97,16 @@ inline PiiMode parse_pii_mode(const std::string& name) {
 /// documents for the others).
 using PipelineProgress = std::function<void(const std::string& stage, uint64_t done, uint64_t total)>;
 
-/// The tokenizer named by `spec` with an <|endoftext|> special token: "bytes" (256 byte tokens, id
-/// 256 for <|endoftext|>), "gpt2:DIR" (encoder.json + vocab.bpe), "tiktoken:FILE:gpt2|cl100k", or
-/// "loom:FILE" (a loom-bpe model; one without <|endoftext|> gets it at the next free id).
+/// The tokenizer named by `spec` (tokenizer::load_spec: bytes, gpt2:DIR, tiktoken:FILE:NAME,
+/// hf:FILE, loom:FILE) with an <|endoftext|> special token: one that has none (a loom-bpe model
+/// trained without it) gets it at the next free id.
 inline BpeTokenizer load_pipeline_tokenizer(const std::string& spec) {
+  BpeTokenizer t = tokenizer::load_spec(spec);
   const std::string eot = "<|endoftext|>";
-  auto with_eot = [&](BpeTokenizer t) {
-    if (t.special_id(eot)) return t;
-    std::vector<tokenizer::SpecialToken> specials = t.special_tokens();
-    specials.push_back({eot, uint32_t(t.vocab_size())});
-    return BpeTokenizer(t.pattern(), t.vocab(), t.merges(), std::move(specials));
-  };
-  if (spec == "bytes") {
-    std::vector<std::string> vocab(256);
-    for (int b = 0; b < 256; ++b) vocab[size_t(b)] = std::string(1, char(b));
-    return BpeTokenizer(tokenizer::Pattern::none, std::move(vocab), {}, {{eot, 256}});
-  }
-  const size_t colon = spec.find(':');
-  const std::string kind = spec.substr(0, colon), arg = colon == std::string::npos ? "" : spec.substr(colon + 1);
-  LOOM_CHECK(colon != std::string::npos && !arg.empty(), value_error, "--tokenizer '", spec,
-             "': expected bytes, gpt2:DIR, tiktoken:FILE:gpt2|cl100k or loom:FILE");
-  if (kind == "gpt2") return with_eot(tokenizer::load_gpt2(arg));
-  if (kind == "loom") return with_eot(tokenizer::load(arg));
-  if (kind == "tiktoken") {
-    const size_t c2 = arg.rfind(':');
-    LOOM_CHECK(c2 != std::string::npos, value_error, "--tokenizer '", spec, "': tiktoken needs FILE:gpt2 or FILE:cl100k");
-    const std::string file = arg.substr(0, c2), name = arg.substr(c2 + 1);
-    LOOM_CHECK(name == "gpt2" || name == "cl100k", value_error, "--tokenizer '", spec, "': unknown tiktoken pattern '", name,
-               "' (gpt2 or cl100k)");
-    return with_eot(tokenizer::load_tiktoken(file, name == "gpt2" ? tokenizer::Pattern::gpt2 : tokenizer::Pattern::cl100k));
-  }
-  throw value_error("--tokenizer '" + spec + "': unknown kind '" + kind + "' (bytes, gpt2, tiktoken or loom)");
+  if (t.special_id(eot)) return t;
+  std::vector<tokenizer::SpecialToken> specials = t.special_tokens();
+  specials.push_back({eot, uint32_t(t.vocab_size())});
+  return BpeTokenizer(t.pattern(), t.vocab(), t.merges(), std::move(specials));
 }
 
 namespace detail {

@@ -54,13 +54,15 @@ inline int64_t sample_token(const float* logits, int64_t V, const SamplingOption
   return order[keep - 1];  // u within rounding of 1
 }
 
-/// Continues `prompt` by `n` tokens with `model`, calling on_token(id) for each new token.
+/// Continues `prompt` by up to `n` tokens with `model`, calling on_token(id) for each new token and
+/// stopping early after a token for which stop(id) is true (a chat model's end of turn).
 /// Decoding is incremental (a KV cache per layer). When the context outgrows block_size, the
 /// older half is dropped and the cache refilled from the newer half. Runs in eval mode without
 /// recording a graph; the model's mode is restored afterwards.
 inline std::vector<int64_t> generate(nn::GPT& model, const std::vector<int64_t>& prompt, int64_t n,
                                      const SamplingOptions& opt, Generator& gen,
-                                     const std::function<void(int64_t)>& on_token = nullptr) {
+                                     const std::function<void(int64_t)>& on_token = nullptr,
+                                     const std::function<bool(int64_t)>& stop = nullptr) {
   LOOM_CHECK(!prompt.empty(), value_error, "generate: the prompt needs at least one token");
   NoGradGuard no_grad;
   bool was_training = model.is_training();
@@ -80,7 +82,7 @@ inline std::vector<int64_t> generate(nn::GPT& model, const std::vector<int64_t>&
     int64_t next = sample_token(last, V, opt, gen);
     ids.push_back(next);
     if (on_token) on_token(next);
-    if (i + 1 == n) break;
+    if (i + 1 == n || (stop && stop(next))) break;
     if (cache[0].len + 1 > block) {
       logits = prefill(std::max<int64_t>(block / 2, 1));
     } else {

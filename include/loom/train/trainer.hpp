@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -53,6 +55,12 @@ inline nn::GPTConfig gpt_config_from_json(const io::Json& j) {
   return c;
 }
 
+/// One training micro-batch: inputs and targets (B, T), -1 where a position carries no loss, and
+/// for packed rows the segment ids (B, T) of the examples (undefined otherwise).
+struct Batch {
+  Tensor<int64_t> x, y, segments;
+};
+
 /// Runs the training loop of a model over a train and a validation split.
 class Trainer {
  public:
@@ -70,6 +78,10 @@ class Trainer {
     return lr_cosine(s, cfg_.lr, cfg_.min_lr, std::min(cfg_.warmup_steps, decay), decay);
   }
 
+  /// Replaces the random windows of the training split by batches from `source` (fine-tuning
+  /// draws rendered conversations, with their loss masks in the targets and packed rows' segments).
+  void set_batch_source(std::function<Batch()> source) { source_ = std::move(source); }
+
   /// One optimizer step over grad_accum micro-batches; returns their mean loss.
   double step() {
     const int64_t T = model_.config.block_size;
@@ -77,11 +89,13 @@ class Trainer {
     opt_.zero_grad();
     double total = 0;
     for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
-      auto [x, y] = train_.batch(cfg_.batch_size, T, data_gen_);
+      Batch b;
+      if (source_) b = source_();
+      else std::tie(b.x, b.y) = train_.batch(cfg_.batch_size, T, data_gen_);
       Tensor<float> loss;
       {
         AutocastGuard autocast(cfg_.bf16);  // the forward; the backward keeps what it recorded
-        loss = model_(x, y).loss;
+        loss = model_.forward(b.x, b.y, nullptr, b.segments).loss;
       }
       total += double(loss.item());
       if (cfg_.grad_accum > 1) loss = loss * float(1.0 / double(cfg_.grad_accum));
@@ -173,6 +187,7 @@ class Trainer {
   AdamW opt_;
   int64_t step_ = 0;
   double last_grad_norm_ = 0;
+  std::function<Batch()> source_;
 };
 
 }  // namespace loom::train
