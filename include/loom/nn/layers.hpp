@@ -1,8 +1,12 @@
 #pragma once
 /// @file layers.hpp
 /// The basic layers: Linear, Embedding, LayerNorm, RMSNorm, SwiGLU, Dropout.
+/// A Linear may carry an adapter whose output adds to its own (LoRA: align/lora.hpp).
 
 #include <cmath>
+#include <memory>
+#include <string>
+#include <utility>
 
 #include "loom/nn/module.hpp"
 #include "loom/ops/dropout.hpp"
@@ -12,11 +16,19 @@
 
 namespace loom::nn {
 
-/// y = x @ weight^T + bias, with weight (out, in) as in PyTorch's nn.Linear.
+/// Something that adds to a Linear's output: y = x W^T + b + adapter(x) (e.g. a LoRA update).
+struct LinearAdapter : Module {
+  /// x (..., in) -> (..., out), added to the Linear's output.
+  virtual Tensor<float> operator()(const Tensor<float>& x) const = 0;
+};
+
+/// y = x @ weight^T + bias (+ adapter(x) when one is attached), with weight (out, in) as in
+/// PyTorch's nn.Linear.
 class Linear : public Module {
  public:
   Tensor<float> weight;  ///< (out_features, in_features)
   Tensor<float> bias;    ///< (out_features), or undefined without bias
+  std::shared_ptr<LinearAdapter> adapter;  ///< null unless set_adapter attached one
 
   /// Weights uniform in +-1/sqrt(in) (PyTorch's default); GPT re-initialises its own.
   Linear(int64_t in_features, int64_t out_features, bool with_bias, Generator& gen) {
@@ -31,7 +43,18 @@ class Linear : public Module {
   /// x (..., in) -> (..., out).
   Tensor<float> operator()(const Tensor<float>& x) const {
     Tensor<float> y = matmul(x, weight.t());  // weight.t() is a view: the GEMM reads it in place
-    return bias.defined() ? y + bias : y;
+    if (bias.defined()) y = y + bias;
+    return adapter ? y + (*adapter)(x) : y;
+  }
+  /// Attaches `a` (replacing any adapter; null removes it), registered as a sub-module called
+  /// `name`: its parameters appear as "<this>.<name>.<param>", or "<this>.<param>" when `name`
+  /// is empty (LoRA's "lora_A.weight" beside "weight", as PEFT names them).
+  void set_adapter(std::shared_ptr<LinearAdapter> a, const std::string& name = "") {
+    if (adapter) unregister_module(*adapter);
+    adapter = std::move(a);
+    if (!adapter) return;
+    register_module(name, *adapter);
+    adapter->train(is_training());
   }
 };
 

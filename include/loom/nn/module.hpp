@@ -69,6 +69,13 @@ class Module {
                " entr", by_name.size() == 1 ? "y" : "ies", " the model lacks, e.g. '",
                by_name.empty() ? "" : by_name.begin()->first, "'");
   }
+  /// This module ("") and every sub-module below it, with dotted names, parents before children.
+  /// A sub-module registered under the empty name shares its parent's name (see register_module).
+  std::vector<std::pair<std::string, Module*>> named_modules() {
+    std::vector<std::pair<std::string, Module*>> out;
+    collect_modules("", this, out);
+    return out;
+  }
   /// Training mode (dropout active) for this module and its sub-modules.
   void train(bool on = true) {
     training_ = on;
@@ -101,17 +108,32 @@ class Module {
     return p;
   }
   /// Registers member module `m` as a sub-module called `name` (dots allowed: "transformer.wte").
+  /// Under the empty name, m's parameters take this module's prefix directly (an adapter's
+  /// "lora_A.weight" sits beside the Linear's own "weight", as PEFT names it).
   template <class M>
   M& register_module(const std::string& name, M& m) {
     children_.emplace_back(name, &m);
     return m;
+  }
+  /// Forgets sub-module `m` (registered earlier); its parameters leave named_parameters().
+  void unregister_module(const Module& m) {
+    children_.erase(std::remove_if(children_.begin(), children_.end(), [&](const auto& c) { return c.second == &m; }),
+                    children_.end());
   }
 
  private:
   void collect(const std::string& prefix, NamedTensors& out) const {
     for (auto& [name, p] : params_)
       if (p->defined()) out.emplace_back(prefix + name, *p);
-    for (auto& [name, m] : children_) m->collect(prefix + name + ".", out);
+    for (auto& [name, m] : children_) m->collect(child_prefix(prefix, name), out);
+  }
+  static std::string child_prefix(const std::string& prefix, const std::string& name) {
+    return name.empty() ? prefix : prefix + name + ".";
+  }
+  static void collect_modules(const std::string& name, Module* m, std::vector<std::pair<std::string, Module*>>& out) {
+    out.emplace_back(name, m);
+    for (auto& [child, c] : m->children_)
+      collect_modules(child.empty() ? name : name.empty() ? child : name + "." + child, c, out);
   }
 
   std::vector<std::pair<std::string, Tensor<float>*>> params_;
