@@ -1,0 +1,173 @@
+// Fine-tuning end to end: growing the vocabulary for the chat tokens keeps the model's old
+// logits, the masked loss weighs batches by their loss tokens, greedy answers stop at <|end|>,
+// and the programs (loom-finetune, loom-eval, loom-chat) run on the committed fixture and reject
+// bad input with a message naming it.
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "catch.hpp"
+
+#include <loom/align/finetune.hpp>
+#include <loom/align/lora.hpp>
+
+#include "programs.hpp"
+
+using namespace loom;
+namespace fs = std::filesystem;
+
+namespace {
+
+nn::GPTConfig tiny_config(int64_t vocab) {
+  nn::GPTConfig c;
+  c.vocab_size = vocab, c.block_size = 32, c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.dropout = 0, c.bias = false;
+  return c;
+}
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static int counter = 0;
+    path = fs::temp_directory_path() / ("loom_test_finetune_" + std::to_string(long(::getpid())) + "_" + std::to_string(counter++));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+}  // namespace
+
+TEST_CASE("grow_vocab keeps every old logit and adds mean-embedding rows") {
+  nn::GPT model(tiny_config(256), 3);
+  align::ChatModel cm = align::with_chat_tokens(std::make_unique<nn::GPT>(tiny_config(256), 3), BpeTokenizer());
+  REQUIRE(cm.model->config.vocab_size == int64_t(cm.chat.tokenizer().vocab_size()));
+  REQUIRE(cm.model->config.vocab_size > 256);
+  Tensor<int64_t> idx = from_vector<int64_t>({72, 105, 33, 10, 200, 7}, {1, 6});
+  Tensor<float> a = model(idx).logits, b = cm.model->forward(idx).logits;  // (1, 6, V) and (1, 6, V')
+  for (int64_t t = 0; t < 6; ++t)
+    for (int64_t v = 0; v < 256; ++v) CHECK(b.at({0, t, v}) == Approx(a.at({0, t, v})).margin(1e-6));
+  // A new row is the mean of the old rows.
+  const Tensor<float>& w = cm.model->wte.weight;
+  double mean0 = 0;
+  for (int64_t v = 0; v < 256; ++v) mean0 += model.wte.weight.at({v, 0});
+  CHECK(w.at({256, 0}) == Approx(mean0 / 256).margin(1e-6));
+  CHECK_THROWS_WITH(align::grow_vocab(model, 100), Catch::Contains("fewer than the model's"));
+}
+
+TEST_CASE("masked_loss is the mean over loss-carrying tokens across batches") {
+  align::ChatModel cm = align::with_chat_tokens(std::make_unique<nn::GPT>(tiny_config(256), 5), BpeTokenizer());
+  std::vector<align::Conversation> convs = align::read_conversations(LOOM_TEST_DATA_DIR "/sft/tiny.jsonl");
+  std::vector<align::SftExample> ex;
+  for (const align::Conversation& c : convs) {
+    align::Rendered r = cm.chat.render(c);
+    if (int64_t(r.ids.size()) <= 33) ex.push_back({r.ids, r.mask});
+  }
+  REQUIRE(ex.size() >= 3);
+  const std::vector<align::SftBatch> one = align::SftLoader(ex, 64, 32, false, 0).all();
+  const std::vector<align::SftBatch> many = align::SftLoader(ex, 1, 32, false, 0).all();
+  REQUIRE(one.size() == 1);
+  // One batch of every example, or one batch per example weighted by its loss tokens: the same mean.
+  CHECK(align::masked_loss(*cm.model, many) == Approx(align::masked_loss(*cm.model, one)).epsilon(1e-5));
+  // And it is the mean of the per-token losses over the targets that are not -1.
+  const align::SftBatch& b = one[0];
+  Tensor<float> logits = cm.model->forward(b.idx).logits;  // (B, T, V)
+  const int64_t B = logits.size(0), T = logits.size(1), V = logits.size(2);
+  Tensor<float> per = cross_entropy(logits.reshape({B * T, V}), b.targets.reshape({B * T}), -1, Reduction::none);
+  double sum = 0;
+  int64_t n = 0;
+  for (int64_t i = 0; i < B * T; ++i)
+    if (b.targets.data()[i] != -1) sum += per.data()[i], ++n;
+  CHECK(n == b.loss_tokens);
+  CHECK(align::masked_loss(*cm.model, one) == Approx(sum / double(n)).epsilon(1e-5));
+}
+
+TEST_CASE("answer stops at the end-of-turn token and exact_match compares trimmed text") {
+  nn::GPTConfig c = tiny_config(256);
+  c.bias = true;
+  align::ChatModel cm = align::with_chat_tokens(std::make_unique<nn::GPT>(c, 9), BpeTokenizer());
+  const align::Conversation prompt{{{"user", "What is 2 + 3?"}}};
+  const train::SamplingOptions greedy{0.0, 0, 1.0};
+  Generator gen(1);
+  // An untrained model never says <|end|> first: it talks until max_tokens.
+  std::vector<uint32_t> got = align::answer(*cm.model, cm.chat, prompt, 5, greedy, gen);
+  CHECK(got.size() == 5);
+  // Make the final hidden state all ones (ln_f: weight 0, bias 1) and the <|end|> row of the tied
+  // embeddings large: every greedy step now picks <|end|>, so the answer stops at once.
+  {
+    NoGradGuard g;
+    cm.model->ln_f.weight.fill_(0.0f);
+    cm.model->ln_f.bias.fill_(1.0f);
+    Tensor<float> w = cm.model->wte.weight;  // (V, C), shares storage with the parameter
+    for (int64_t j = 0; j < w.size(1); ++j) w.data()[int64_t(cm.chat.end_id()) * w.size(1) + j] = 10.0f;
+  }
+  got = align::answer(*cm.model, cm.chat, prompt, 5, greedy, gen);
+  CHECK(got.empty());
+  // exact_match: the reference "" (trimmed) equals the empty answer.
+  std::vector<align::Conversation> convs = {{{{"user", "x"}, {"assistant", "  "}}}, {{{"user", "y"}, {"assistant", "5"}}}};
+  const align::ExactMatch m = align::exact_match(*cm.model, cm.chat, convs, 5);
+  CHECK(m.total == 2);
+  CHECK(m.correct == 1);
+  CHECK(align::trim("  85\n") == "85");
+}
+
+#if defined(LOOM_FINETUNE_EXE) && defined(LOOM_EVAL_EXE) && defined(LOOM_CHAT_EXE)
+TEST_CASE("programs: loom-finetune then loom-eval and loom-chat on the fixture", "[program]") {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  TempDir tmp;
+  const std::string data = LOOM_TEST_DATA_DIR "/sft/tiny.jsonl";
+  auto ft = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --preset tiny --block-size 64 --data " + shell_quote(data) +
+                        " --val " + shell_quote(data) + " --steps 6 --batch-size 2 --eval-interval 3 --log-interval 2" +
+                        " --eval-examples 3 --max-answer 4 --out " + shell_quote(tmp / "ft"));
+  INFO(ft.output);
+  REQUIRE(ft.status == 0);
+  CHECK(ft.output.find("final step=6 ") != std::string::npos);
+  CHECK(ft.output.find("of target positions carry loss") != std::string::npos);
+  CHECK(fs::exists(tmp / "ft/ckpt.safetensors"));
+  auto ev = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(tmp / "ft/ckpt.safetensors") + " --data " +
+                        shell_quote(data) + " --max-answer 4 --show 2");
+  INFO(ev.output);
+  REQUIRE(ev.status == 0);
+  CHECK(ev.output.find("eval loss=") != std::string::npos);
+  CHECK(ev.output.find(" n=10") != std::string::npos);
+  auto chat = run_program("printf 'What is 2 + 3?\\n\\n' | " + shell_quote(LOOM_CHAT_EXE) + " --ckpt " +
+                          shell_quote(tmp / "ft/ckpt.safetensors") + " --max-tokens 5 --system 'Be brief.'");
+  INFO(chat.output);
+  REQUIRE(chat.status == 0);
+  CHECK(chat.output.find("final turns=1 ") != std::string::npos);
+  // LoRA on top of the fine-tuned model: the adapter file appears, and the merged model loads.
+  auto lora = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --init " + shell_quote(tmp / "ft/ckpt.safetensors") +
+                          " --data " + shell_quote(data) + " --lora 2 --steps 2 --batch-size 2 --out " + shell_quote(tmp / "lora"));
+  INFO(lora.output);
+  REQUIRE(lora.status == 0);
+  CHECK(fs::exists(tmp / "lora/adapter_model.safetensors"));
+  CHECK(lora.output.find("base frozen") != std::string::npos);
+  auto ev2 = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(tmp / "lora/ckpt.safetensors") +
+                         " --data " + shell_quote(data) + " --limit 2 --max-answer 2");
+  INFO(ev2.output);
+  CHECK(ev2.status == 0);
+  CHECK(ev2.output.find(" n=2") != std::string::npos);
+}
+
+TEST_CASE("programs: loom-finetune names a malformed line and a missing starting point", "[program]") {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  TempDir tmp;
+  {
+    std::ofstream f(tmp / "bad.jsonl");
+    f << R"({"prompt": "2+2=", "completion": "4"})" << "\n" << R"({"messages": [{"role": "wizard", "content": "x"}]})" << "\n";
+  }
+  auto bad = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --preset tiny --data " + shell_quote(tmp / "bad.jsonl") +
+                         " --steps 1 --out " + shell_quote(tmp / "o"));
+  CHECK(bad.status == 1);
+  CHECK(bad.output.find("bad.jsonl:2") != std::string::npos);
+  auto none = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --data " + shell_quote(tmp / "bad.jsonl"));
+  CHECK(none.status == 1);
+  CHECK(none.output.find("exactly one of --init") != std::string::npos);
+  CHECK_FALSE(fs::exists(tmp / "o/ckpt.safetensors"));
+}
+#endif
