@@ -368,6 +368,50 @@ TEST_CASE("Packed attention (the GPT's op) matches the CPU in fp32 and bf16") {
   check_op("attention_packed bf16 HS64", {qkv}, [](auto& x, Device) { return causal_attention_packed(x[0], 2); }, 2e-2);
 }
 
+TEST_CASE("Packed-sequence attention (kv_start) matches the CPU forward and backward") {
+  // kv_start (B, Tq) of rows cut into runs: query i sees keys from its run's start to itself
+  auto starts = [](const std::vector<std::vector<int64_t>>& rows, int64_t off) {
+    std::vector<int32_t> out;
+    for (const auto& lens : rows) {
+      int64_t start = 0;
+      for (int64_t n : lens) {
+        for (int64_t t = 0; t < n; ++t) out.push_back(int32_t(start + off));
+        start += n;
+      }
+    }
+    return from_vector<int32_t>(out, {int64_t(rows.size()), int64_t(out.size() / rows.size())});
+  };
+  struct Case { int64_t NH, Tq, Tk, HS; std::vector<std::vector<int64_t>> rows; };
+  // runs ending inside, before and across the 64-query tiles; lengths 1; a KV-cache offset (Tq < Tk)
+  for (const Case& c : {Case{3, 150, 150, 64, {{3, 17, 1, 40, 9, 64, 16}, {70, 2, 2, 5, 30, 41}}},
+                        Case{2, 130, 130, 32, {std::vector<int64_t>(130, 1), {130}}},
+                        Case{2, 70, 70, 128, {{20, 50}, {1, 69}}}, Case{1, 77, 77, 48, {{33, 44}, {77}}},
+                        Case{2, 5, 69, 64, {{2, 3}, {5}}}}) {
+    const int64_t B = 2;
+    auto q = rnd({B, c.NH, c.Tq, c.HS}, 35, -1.5, 1.5), k = rnd({B, c.NH, c.Tk, c.HS}, 36, -1.5, 1.5),
+         v = rnd({B, c.NH, c.Tk, c.HS}, 37);
+    Tensor<int32_t> ks = starts(c.rows, c.Tk - c.Tq);
+    char name[96];
+    std::snprintf(name, sizeof name, "kv_start NH%ld Tq%ld Tk%ld HS%ld", long(c.NH), long(c.Tq), long(c.Tk), long(c.HS));
+    check_op(name, {q, k, v}, [ks](auto& x, Device d) { return causal_attention(x[0], x[1], x[2], ks.to(d)); });
+  }
+  // the GPT's op; under autocast kv_start falls back to the fp32 kernels, so fp32 tolerance holds
+  auto qkv = rnd({2, 100, 3 * 128}, 38, -1.5, 1.5);
+  Tensor<int32_t> ks = starts({{10, 60, 30}, {1, 99}}, 0);
+  check_op("attention_packed kv_start HS64", {qkv}, [ks](auto& x, Device d) { return causal_attention_packed(x[0], 2, ks.to(d)); });
+  {
+    AutocastGuard bf16;
+    check_op("attention_packed kv_start autocast", {qkv},
+             [ks](auto& x, Device d) { return causal_attention_packed(x[0], 2, ks.to(d)); });
+  }
+  // kv_start all zero: the bits of no kv_start
+  auto xg = qkv.to(dev_gpu);
+  CHECK(causal_attention_packed(xg, 2).to(Device::cpu()).to_vector() ==
+        causal_attention_packed(xg, 2, zeros<int32_t>({2, 100}, dev_gpu)).to(Device::cpu()).to_vector());
+  // a kv_start left on the CPU is a clear error
+  CHECK_THROWS_AS(causal_attention_packed(xg, 2, zeros<int32_t>({2, 100})), device_error);
+}
+
 TEST_CASE("Causal attention on bf16 tensor cores matches the CPU within bf16 tolerance") {
   for (int64_t T : {64, 200, 1024}) {
     auto q = rnd({2, 3, T, 64}, 40, -1.5, 1.5), k = rnd({2, 3, T, 64}, 41, -1.5, 1.5), v = rnd({2, 3, T, 64}, 42);

@@ -327,27 +327,29 @@ class Contiguous {
 
 /// Causal flash attention forward: out (B, NH, Tq, HS) and lse (B, NH, Tq, contiguous) from q
 /// (B, NH, Tq, HS) and k, v (B, NH, Tk, HS), each with its strides; query i sits at position
-/// i + Tk - Tq. Contract in backend/cpu/attention.hpp.
+/// i + Tk - Tq; kv_start (B, Tq) int32 or null: query i of row b also hides keys j < kv_start[b, i]
+/// (packed sequences). Contract in backend/cpu/attention.hpp.
 template <class T>
 void attention_forward(Device d, T* out, AttnStrides so, T* lse, const T* q, AttnStrides sq, const T* k,
                        AttnStrides sk, const T* v, AttnStrides sv, int64_t B, int64_t NH, int64_t Tq, int64_t Tk,
-                       int64_t HS) {
-  if (d.is_cpu()) return cpu::attention_forward(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS);
+                       int64_t HS, const int32_t* kv_start = nullptr) {
+  if (d.is_cpu()) return cpu::attention_forward(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, kv_start);
   using detail::to_cuda;
   LOOM_CUDA_F32(T, "causal_attention",
                 cuda::attention_forward_f32(out, to_cuda(so), lse, q, to_cuda(sq), k, to_cuda(sk), v, to_cuda(sv), B,
-                                            NH, Tq, Tk, HS, d.index));
+                                            NH, Tq, Tk, HS, kv_start, d.index));
 }
 
-/// Its backward from the saved lse: writes dq, dk, dv (each with its strides). The CUDA kernel
+/// Its backward from the saved lse (and the same kv_start): writes dq, dk, dv (each with its strides). The CUDA kernel
 /// reads and writes contiguous operands; strided ones go through contiguous copies here.
 template <class T>
 void attention_backward(Device d, T* dq, AttnStrides sdq, T* dk, AttnStrides sdk, T* dv, AttnStrides sdv, const T* g,
                         AttnStrides sg, const T* q, AttnStrides sq, const T* k, AttnStrides sk, const T* v,
                         AttnStrides sv, const T* o, AttnStrides so, const T* lse, int64_t B, int64_t NH, int64_t Tq,
-                        int64_t Tk, int64_t HS) {
+                        int64_t Tk, int64_t HS, const int32_t* kv_start = nullptr) {
   if (d.is_cpu())
-    return cpu::attention_backward(dq, sdq, dk, sdk, dv, sdv, g, sg, q, sq, k, sk, v, sv, o, so, lse, B, NH, Tq, Tk, HS);
+    return cpu::attention_backward(dq, sdq, dk, sdk, dv, sdv, g, sg, q, sq, k, sk, v, sv, o, so, lse, B, NH, Tq, Tk, HS,
+                                   kv_start);
   LOOM_CUDA_F32(T, "causal_attention backward", {
     using C = detail::Contiguous;
     auto in = [&](const float* p, AttnStrides s, int64_t T_) { return C(const_cast<float*>(p), s, B, NH, T_, HS, d.index, true); };
@@ -355,7 +357,7 @@ void attention_backward(Device d, T* dq, AttnStrides sdq, T* dk, AttnStrides sdk
     C cdq(dq, sdq, B, NH, Tq, HS, d.index, false), cdk(dk, sdk, B, NH, Tk, HS, d.index, false),
         cdv(dv, sdv, B, NH, Tk, HS, d.index, false);
     cuda::attention_backward_f32(cdq.get(), cdk.get(), cdv.get(), cg.get(), cq.get(), ck.get(), cv.get(), co.get(), lse,
-                                 B, NH, Tq, Tk, HS, d.index);
+                                 B, NH, Tq, Tk, HS, kv_start, d.index);
     cdq.write_back(), cdk.write_back(), cdv.write_back();
   });
 }

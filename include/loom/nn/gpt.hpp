@@ -8,6 +8,12 @@
 /// Parameter names follow Hugging Face's GPT-2 ("transformer.h.0.attn.c_attn.weight", ...);
 /// loom stores Linear weights as (out, in) like PyTorch's nn.Linear, where Hugging Face's Conv1D
 /// stores (in, out): io code transposes them on import and export (see hf_conv1d_weight()).
+///
+/// Packed sequences (SFT packing, as TRL's `padding_free` / position-id packing): a row may hold
+/// several examples one after another, named by a segments tensor (B, T) whose runs of equal ids
+/// are the examples. Each example then sees only itself (block-diagonal causal attention through
+/// kv_start) and its positions restart at 0, so its losses and gradients equal those of the
+/// example run alone.
 
 #include <cmath>
 #include <memory>
@@ -37,6 +43,37 @@ struct KVCache {
   int64_t len = 0;     ///< positions filled
 };
 
+/// Where each example of a packed row starts: for segments (B, T), pos (B, T) counts from 0 within
+/// each run of equal ids, and kv_start (B, T) is the index of the run's first position.
+struct SegmentLayout {
+  Tensor<int64_t> pos;       ///< (B, T) position ids, restarting at each example
+  Tensor<int32_t> kv_start;  ///< (B, T) first key each query may attend to
+};
+
+/// The positions and attention bounds of packed rows, computed on the host (segments come from
+/// the batch builder on the CPU; a GPU tensor is copied back). A new example starts at t = 0 and
+/// wherever the id changes: ids need not be sorted, nor distinct across rows.
+inline SegmentLayout segment_layout(const Tensor<int64_t>& segments) {
+  LOOM_CHECK(segments.defined() && segments.dim() == 2, shape_error, "GPT: segments must be (B, T), got ",
+             segments.defined() ? segments.shape() : Shape{});
+  const int64_t B = segments.size(0), T = segments.size(1);
+  const Tensor<int64_t> seg = segments.to(Device::cpu()).contiguous();
+  SegmentLayout out{Tensor<int64_t>::empty({B, T}), Tensor<int32_t>::empty({B, T})};
+  const int64_t* s = seg.data();
+  int64_t* pos = out.pos.data();
+  int32_t* ks = out.kv_start.data();
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t start = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = b * T + t;
+      if (t > 0 && s[n] != s[n - 1]) start = t;  // a new example
+      pos[n] = t - start;
+      ks[n] = int32_t(start);
+    }
+  }
+  return out;
+}
+
 /// Multi-head causal self-attention: qkv = c_attn(x), fused attention per head, c_proj.
 class CausalSelfAttention : public Module {
  public:
@@ -57,11 +94,14 @@ class CausalSelfAttention : public Module {
   }
 
   /// x (B, T, C) -> (B, T, C). With a cache, x holds the new positions only, and attention
-  /// runs over every cached position plus these (inference: call under NoGradGuard).
-  Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr) const {
+  /// runs over every cached position plus these (inference: call under NoGradGuard). kv_start
+  /// (B, T), optional, packs examples: query t sees keys kv_start[b, t] .. t only (no cache then).
+  Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr,
+                           const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
     const int64_t B = x.size(0), T = x.size(1), C = n_embd, NH = n_head, HS = C / NH;
     Tensor<float> qkv = c_attn(x);                                       // (B, T, 3C)
-    if (!cache) return resid_dropout(c_proj(causal_attention_packed(qkv, NH)));  // training: one fused op
+    if (!cache) return resid_dropout(c_proj(causal_attention_packed(qkv, NH, kv_start)));  // training: one fused op
+    LOOM_CHECK(!kv_start.defined(), value_error, "CausalSelfAttention: kv_start (packed rows) cannot be used with a KV cache");
     auto head_view = [&](int64_t i) {                                    // (B, NH, T, HS), no copy
       return qkv.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2);
     };
@@ -115,9 +155,10 @@ class Block : public Module {
     register_module("ln_2", ln_2);
     register_module("mlp", mlp);
   }
-  /// x (B, T, C) -> (B, T, C).
-  Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr) const {
-    Tensor<float> h = x + attn(ln_1(x), cache);
+  /// x (B, T, C) -> (B, T, C); kv_start (B, T) optional, for packed rows (see CausalSelfAttention).
+  Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr,
+                           const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
+    Tensor<float> h = x + attn(ln_1(x), cache, kv_start);
     return h + mlp(ln_2(h));
   }
 };
@@ -160,29 +201,34 @@ class GPT : public Module {
 
   /// idx (B, T) token ids -> logits (B, T, V); with targets (B, T), also the mean cross-entropy
   /// (targets equal to -1 are ignored). With caches (one per layer, see make_kv_cache), idx holds
-  /// only the new positions, which continue the cached ones.
+  /// only the new positions, which continue the cached ones. With segments (B, T) (packed rows,
+  /// see segment_layout), each run of equal ids is one example: positions restart at 0 there and
+  /// attention stays inside it; not allowed together with caches.
   Output forward(const Tensor<int64_t>& idx_in, const Tensor<int64_t>& targets_in = Tensor<int64_t>(),
-                 std::vector<KVCache>* caches = nullptr) const {
-    // token ids from anywhere (the batch loader makes them on the CPU) go to the model's device
-    const Device dev = wte.weight.device();
-    const Tensor<int64_t> idx = idx_in.defined() ? idx_in.to(dev) : idx_in;
-    const Tensor<int64_t> targets = targets_in.defined() ? targets_in.to(dev) : targets_in;
-    LOOM_CHECK(idx.dim() == 2, shape_error, "GPT: idx must be (B, T), got ", idx.shape());
-    const int64_t B = idx.size(0), T = idx.size(1), start = caches ? (*caches)[0].len : 0;
-    LOOM_CHECK(start + T <= config.block_size, value_error, "GPT: sequence of ", start + T,
-               " positions is longer than block_size ", config.block_size);
-    Tensor<int64_t> pos = arange<int64_t>(double(start), double(start + T)).to(idx.device());  // (T)
-    Tensor<float> x = drop(wte(idx) + wpe(pos));                                    // (B, T, C)
-    for (size_t l = 0; l < h.size(); ++l) x = (*h[l])(x, caches ? &(*caches)[l] : nullptr);
-    x = ln_f(x);
+                 std::vector<KVCache>* caches = nullptr, const Tensor<int64_t>& segments = Tensor<int64_t>()) const {
+    const Tensor<int64_t> idx = on_model(idx_in);
     Output out;
-    out.logits = matmul(x, wte.weight.t());                                         // (B, T, V), tied weights
+    out.logits = logits_of(idx, caches, segments);                                 // (B, T, V)
+    const Tensor<int64_t> targets = checked_targets(targets_in, idx);
     if (targets.defined()) {
-      LOOM_CHECK(targets.shape() == idx.shape(), shape_error, "GPT: targets ", targets.shape(),
-                 " must have the shape of idx ", idx.shape());
+      const int64_t B = idx.size(0), T = idx.size(1);
       out.loss = cross_entropy(out.logits.reshape({B * T, config.vocab_size}), targets.reshape({B * T}), -1);
     }
     return out;
+  }
+
+  /// The cross-entropy of every position, (B, T), without reduction: 0 where the target is -1.
+  /// segments as in forward (packed rows). Summing a packed example's losses gives the summed loss
+  /// of that example run alone.
+  Tensor<float> token_losses(const Tensor<int64_t>& idx_in, const Tensor<int64_t>& targets_in,
+                             const Tensor<int64_t>& segments = Tensor<int64_t>()) const {
+    const Tensor<int64_t> idx = on_model(idx_in);
+    const Tensor<int64_t> targets = checked_targets(targets_in, idx);
+    LOOM_CHECK(targets.defined(), value_error, "GPT::token_losses: targets are required");
+    const int64_t B = idx.size(0), T = idx.size(1);
+    Tensor<float> logits = logits_of(idx, nullptr, segments);                      // (B, T, V)
+    return cross_entropy(logits.reshape({B * T, config.vocab_size}), targets.reshape({B * T}), -1, Reduction::none)
+        .reshape({B, T});
   }
   /// forward(idx, targets).
   Output operator()(const Tensor<int64_t>& idx, const Tensor<int64_t>& targets = Tensor<int64_t>()) const {
@@ -211,6 +257,42 @@ class GPT : public Module {
   }
 
  private:
+  // token ids from anywhere (the batch loader makes them on the CPU) go to the model's device
+  Tensor<int64_t> on_model(const Tensor<int64_t>& t) const { return t.defined() ? t.to(wte.weight.device()) : t; }
+
+  // targets on the model's device, checked against idx (undefined stays undefined)
+  Tensor<int64_t> checked_targets(const Tensor<int64_t>& targets_in, const Tensor<int64_t>& idx) const {
+    const Tensor<int64_t> targets = on_model(targets_in);
+    LOOM_CHECK(!targets.defined() || targets.shape() == idx.shape(), shape_error, "GPT: targets ", targets.shape(),
+               " must have the shape of idx ", idx.shape());
+    return targets;
+  }
+
+  // idx (B, T) on the model's device -> logits (B, T, V), with caches or packed segments
+  Tensor<float> logits_of(const Tensor<int64_t>& idx, std::vector<KVCache>* caches,
+                          const Tensor<int64_t>& segments) const {
+    LOOM_CHECK(idx.defined() && idx.dim() == 2, shape_error, "GPT: idx must be (B, T), got ",
+               idx.defined() ? idx.shape() : Shape{});
+    const int64_t T = idx.size(1), start = caches ? (*caches)[0].len : 0;
+    LOOM_CHECK(start + T <= config.block_size, value_error, "GPT: sequence of ", start + T,
+               " positions is longer than block_size ", config.block_size);
+    Tensor<int64_t> pos;     // (T), or (B, T) for packed rows
+    Tensor<int32_t> kv_start;  // (B, T) for packed rows, else undefined
+    if (segments.defined()) {
+      LOOM_CHECK(!caches, value_error, "GPT: segments (packed rows) cannot be used with KV caches");
+      LOOM_CHECK(segments.shape() == idx.shape(), shape_error, "GPT: segments ", segments.shape(),
+                 " must have the shape of idx ", idx.shape());
+      SegmentLayout lay = segment_layout(segments);
+      pos = lay.pos.to(idx.device()), kv_start = lay.kv_start.to(idx.device());
+    } else {
+      pos = arange<int64_t>(double(start), double(start + T)).to(idx.device());
+    }
+    Tensor<float> x = drop(wte(idx) + wpe(pos));                                    // (B, T, C)
+    for (size_t l = 0; l < h.size(); ++l) x = (*h[l])(x, caches ? &(*caches)[l] : nullptr, kv_start);
+    x = ln_f(x);
+    return matmul(x, wte.weight.t());                                               // (B, T, V), tied weights
+  }
+
   void init_weights() {
     NoGradGuard no_grad;
     const double residual_std = 0.02 / std::sqrt(2.0 * double(config.n_layer));

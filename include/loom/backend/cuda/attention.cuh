@@ -12,6 +12,10 @@
 //   dK/dV: one thread per key j, looping over the queries i >= j:
 //     p = exp(q_i.k_j * scale - lse_i), dv_j += p dout_i, ds = p (dout_i.v_j - D_i), dk_j += ds q_i * scale
 //   dQ: one thread per query i, looping over the keys j <= i:  dq_i += ds k_j * scale
+// Packed sequences: kv_start (B, Tq) int32, when not null, hides the keys j < kv_start[b, i] from
+// query i (a block-diagonal causal mask; contract in backend/cpu/attention.hpp). Each block starts
+// its key loop at the smallest first key of its queries, and the dK/dV kernel skips query tiles
+// whose queries all start after the block's keys, so packed rows also save work.
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/reduce.cuh"
@@ -24,17 +28,38 @@ constexpr int attn_tile = 64;  // queries (or keys) per block: one per thread
 // Keys per shared-memory tile: 64, or 32 for the widest heads (two 32 KB tiles at most).
 template <int D> constexpr int key_tile = D <= 64 ? 64 : 32;
 
+// The first key query i (of a row whose bounds start at ks) sees: kv_start[i] clamped to
+// [0, i + shift], or 0 without kv_start.
+__device__ inline int first_key(const int32_t* ks, int i, int shift) {
+  return ks ? min(max(ks[i], 0), i + shift) : 0;
+}
+// The smallest first key over the block's threads (a block-wide barrier; 0 without kv_start).
+__device__ inline int block_min_first_key(const int32_t* ks, int mine) {
+  if (!ks) return 0;
+  __shared__ int lo;
+  if (threadIdx.x == 0) lo = mine;
+  __syncthreads();
+  atomicMin(&lo, mine);
+  __syncthreads();
+  const int r = lo;
+  __syncthreads();  // everyone has read lo before a later call rewrites it
+  return r;
+}
+
 // q (B, NH, Tq, HS) and friends: element (b, h, t, d) at b*s.b + h*s.h + t*s.t + d.
 template <int D>
 __global__ void __launch_bounds__(attn_tile) attention_forward_kernel(float* out, AttnStrides so, float* lse,
     const float* q, AttnStrides sq, const float* k, AttnStrides sk, const float* v, AttnStrides sv, int NH, int Tq,
-    int Tk, int HS, float scale) {
+    int Tk, int HS, float scale, const int32_t* kv_start) {
   constexpr int KT = key_tile<D>;
   __shared__ float Ks[KT][D], Vs[KT][D];
   const int bh = blockIdx.y, b = bh / NH, h = bh % NH;
   const int i = blockIdx.x * attn_tile + threadIdx.x;  // this thread's query
   const int shift = Tk - Tq;                           // query i sits at position i + shift
   const int last_key = min(Tk - 1, (blockIdx.x + 1) * attn_tile - 1 + shift);  // the block's last visible key
+  const int32_t* ks = kv_start ? kv_start + int64_t(b) * Tq : nullptr;
+  const int first = first_key(ks, min(i, Tq - 1), shift);       // this query's first key
+  const int first_block = block_min_first_key(ks, first);       // keys before it: no query here sees them
   const float* qr = q + b * sq.b + h * sq.h + int64_t(min(i, Tq - 1)) * sq.t;
   float qv[D], o[D];
 #pragma unroll
@@ -42,7 +67,7 @@ __global__ void __launch_bounds__(attn_tile) attention_forward_kernel(float* out
   float m = -INFINITY, l = 0.0f;
   const float* kb = k + b * sk.b + h * sk.h;
   const float* vb = v + b * sv.b + h * sv.h;
-  for (int j0 = 0; j0 <= last_key; j0 += KT) {
+  for (int j0 = first_block; j0 <= last_key; j0 += KT) {
     __syncthreads();  // the previous tile is no longer read
     for (int e = threadIdx.x; e < KT * D; e += attn_tile) {
       int r = e / D, d = e % D, j = j0 + r;
@@ -52,7 +77,9 @@ __global__ void __launch_bounds__(attn_tile) attention_forward_kernel(float* out
     }
     __syncthreads();
     const int visible = min(i + shift, Tk - 1) - j0 + 1;  // keys of this tile this query sees
-    for (int c0 = 0; c0 < KT && c0 < visible; c0 += 16) {
+    const int hidden = first - j0;                         // keys of this tile before its first (packing)
+    // chunks start at the one holding the first key, so each chunk has a visible key (finite max)
+    for (int c0 = max(hidden, 0) / 16 * 16; c0 < KT && c0 < visible; c0 += 16) {
       float s[16];
       float mc = -INFINITY;
 #pragma unroll
@@ -60,7 +87,7 @@ __global__ void __launch_bounds__(attn_tile) attention_forward_kernel(float* out
         float acc = 0.0f;
 #pragma unroll
         for (int d = 0; d < D; ++d) acc += qv[d] * Ks[c0 + c][d];
-        s[c] = c0 + c < visible ? acc : -INFINITY;
+        s[c] = c0 + c < visible && c0 + c >= hidden ? acc : -INFINITY;
         mc = fmaxf(mc, s[c]);
       }
       const float mn = fmaxf(m, mc);
@@ -100,14 +127,17 @@ __global__ void attention_delta_kernel(float* delta, const float* dout, const fl
 // dK, dV: one block per (b, h, 64 keys), one thread per key; contiguous (B, NH, T, HS) tensors.
 template <int D>
 __global__ void __launch_bounds__(attn_tile) attention_dkdv_kernel(float* dk, float* dv, const float* q,
-    const float* k, const float* v, const float* dout, const float* lse, const float* delta, int Tq, int Tk, int HS,
-    float scale) {
+    const float* k, const float* v, const float* dout, const float* lse, const float* delta, int NH, int Tq, int Tk,
+    int HS, float scale, const int32_t* kv_start) {
   extern __shared__ float smem[];
   float* Qs = smem;                      // [64][D]
   float* Os = Qs + attn_tile * D;        // [64][D] (dout)
   float* Ls = Os + attn_tile * D;        // [64]
   float* Ds = Ls + attn_tile;            // [64]
+  __shared__ int Fs[attn_tile];          // the first key of each query of the tile
   const int64_t bh = blockIdx.y;
+  const int32_t* ks = kv_start ? kv_start + (bh / NH) * Tq : nullptr;
+  const int last_key = min(Tk - 1, int(blockIdx.x + 1) * attn_tile - 1);  // the block's last key
   const int j = blockIdx.x * attn_tile + threadIdx.x;  // this thread's key
   const int shift = Tk - Tq;
   const int jj = min(j, Tk - 1);
@@ -121,7 +151,11 @@ __global__ void __launch_bounds__(attn_tile) attention_dkdv_kernel(float* dk, fl
   // queries that see any key of this block: i + shift >= first key
   const int first_query = max(0, int(blockIdx.x) * attn_tile - shift);
   for (int i0 = first_query / attn_tile * attn_tile; i0 < Tq; i0 += attn_tile) {
-    __syncthreads();
+    // packed rows: a query tile whose queries all start after this block's keys adds nothing
+    // (the barrier also means the previous tile is no longer read)
+    const int iq = i0 + threadIdx.x;
+    const int fq = iq < Tq ? first_key(ks, iq, shift) : Tk;
+    if (__syncthreads_and(fq > last_key)) continue;
     for (int e = threadIdx.x; e < attn_tile * D; e += attn_tile) {
       int r = e / D, d = e % D, i = i0 + r;
       bool ok = i < Tq && d < HS;
@@ -132,12 +166,13 @@ __global__ void __launch_bounds__(attn_tile) attention_dkdv_kernel(float* dk, fl
       int i = i0 + threadIdx.x;
       Ls[threadIdx.x] = i < Tq ? lse[bh * Tq + i] : 0.0f;
       Ds[threadIdx.x] = i < Tq ? delta[bh * Tq + i] : 0.0f;
+      Fs[threadIdx.x] = fq;
     }
     __syncthreads();
     if (j >= Tk) continue;
     for (int r = 0; r < attn_tile; ++r) {
       const int i = i0 + r;
-      if (i >= Tq || j > i + shift) continue;  // (uniform per row r except on the diagonal)
+      if (i >= Tq || j > i + shift || j < Fs[r]) continue;  // (uniform per row r except on the diagonal)
       const float* qi = Qs + r * D;
       const float* oi = Os + r * D;
       float s = 0.0f, dp = 0.0f;
@@ -159,13 +194,16 @@ __global__ void __launch_bounds__(attn_tile) attention_dkdv_kernel(float* dk, fl
 // dQ: one block per (b, h, 64 queries), one thread per query.
 template <int D>
 __global__ void __launch_bounds__(attn_tile) attention_dq_kernel(float* dq, const float* q, const float* k,
-    const float* v, const float* dout, const float* lse, const float* delta, int Tq, int Tk, int HS, float scale) {
+    const float* v, const float* dout, const float* lse, const float* delta, int NH, int Tq, int Tk, int HS, float scale,
+    const int32_t* kv_start) {
   constexpr int KT = key_tile<D>;
   __shared__ float Ks[KT][D], Vs[KT][D];
   const int64_t bh = blockIdx.y;
   const int i = blockIdx.x * attn_tile + threadIdx.x;
   const int shift = Tk - Tq;
   const int ii = min(i, Tq - 1);
+  const int32_t* ks = kv_start ? kv_start + (bh / NH) * Tq : nullptr;
+  const int first = first_key(ks, ii, shift), first_block = block_min_first_key(ks, first);
   float qv[D], ov[D], dqv[D];
 #pragma unroll
   for (int d = 0; d < D; ++d) {
@@ -175,7 +213,7 @@ __global__ void __launch_bounds__(attn_tile) attention_dq_kernel(float* dq, cons
   }
   const float L = lse[bh * Tq + ii], Dl = delta[bh * Tq + ii];
   const int last_key = min(Tk - 1, (blockIdx.x + 1) * attn_tile - 1 + shift);
-  for (int j0 = 0; j0 <= last_key; j0 += KT) {
+  for (int j0 = first_block; j0 <= last_key; j0 += KT) {
     __syncthreads();
     for (int e = threadIdx.x; e < KT * D; e += attn_tile) {
       int r = e / D, d = e % D, j = j0 + r;
@@ -185,7 +223,7 @@ __global__ void __launch_bounds__(attn_tile) attention_dq_kernel(float* dq, cons
     }
     __syncthreads();
     const int visible = min(ii + shift, Tk - 1) - j0 + 1;
-    for (int c = 0; c < KT && c < visible; ++c) {
+    for (int c = max(first - j0, 0); c < KT && c < visible; ++c) {
       float s = 0.0f, dp = 0.0f;
 #pragma unroll
       for (int d = 0; d < D; ++d) s += qv[d] * Ks[c][d], dp += ov[d] * Vs[c][d];
@@ -252,25 +290,27 @@ inline void check_attention_shape(int64_t B, int64_t NH, int64_t Tq, int64_t Tk,
 template <int D>
 void attention_forward_launch(float* out, AttnStrides so, float* lse, const float* q, AttnStrides sq, const float* k,
                               AttnStrides sk, const float* v, AttnStrides sv, int64_t B, int64_t NH, int64_t Tq,
-                              int64_t Tk, int64_t HS, cudaStream_t s) {
+                              int64_t Tk, int64_t HS, const int32_t* kv_start, cudaStream_t s) {
   dim3 grid(unsigned((Tq + attn_tile - 1) / attn_tile), unsigned(B * NH));
   attention_forward_kernel<D><<<grid, attn_tile, 0, s>>>(out, so, lse, q, sq, k, sk, v, sv, int(NH), int(Tq), int(Tk),
-                                                         int(HS), float(1.0 / std::sqrt(double(HS))));
+                                                         int(HS), float(1.0 / std::sqrt(double(HS))), kv_start);
   LOOM_CUDA_CHECK_LAUNCH();
 }
 
 template <int D>
 void attention_backward_launch(float* dq, float* dk, float* dv, const float* q, const float* k, const float* v,
                                const float* dout, const float* lse, const float* delta, int64_t B, int64_t NH,
-                               int64_t Tq, int64_t Tk, int64_t HS, cudaStream_t s) {
+                               int64_t Tq, int64_t Tk, int64_t HS, const int32_t* kv_start, cudaStream_t s) {
   const float scale = float(1.0 / std::sqrt(double(HS)));
   const size_t smem = (2 * attn_tile * D + 2 * attn_tile) * sizeof(float);
   LOOM_CUDA_CHECK(cudaFuncSetAttribute(attention_dkdv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   dim3 gk(unsigned((Tk + attn_tile - 1) / attn_tile), unsigned(B * NH));
-  attention_dkdv_kernel<D><<<gk, attn_tile, smem, s>>>(dk, dv, q, k, v, dout, lse, delta, int(Tq), int(Tk), int(HS), scale);
+  attention_dkdv_kernel<D><<<gk, attn_tile, smem, s>>>(dk, dv, q, k, v, dout, lse, delta, int(NH), int(Tq), int(Tk),
+                                                    int(HS), scale, kv_start);
   LOOM_CUDA_CHECK_LAUNCH();
   dim3 gq(unsigned((Tq + attn_tile - 1) / attn_tile), unsigned(B * NH));
-  attention_dq_kernel<D><<<gq, attn_tile, 0, s>>>(dq, q, k, v, dout, lse, delta, int(Tq), int(Tk), int(HS), scale);
+  attention_dq_kernel<D><<<gq, attn_tile, 0, s>>>(dq, q, k, v, dout, lse, delta, int(NH), int(Tq), int(Tk), int(HS),
+                                                 scale, kv_start);
   LOOM_CUDA_CHECK_LAUNCH();
 }
 
@@ -301,18 +341,20 @@ void merge_heads_f32(float* out, const float* const* in, int P, int64_t B, int64
 
 void attention_forward_f32(float* out, AttnStrides so, float* lse, const float* q, AttnStrides sq, const float* k,
                            AttnStrides sk, const float* v, AttnStrides sv, int64_t B, int64_t NH, int64_t Tq,
-                           int64_t Tk, int64_t HS, int device) {
+                           int64_t Tk, int64_t HS, const int32_t* kv_start, int device) {
   if (B * NH * Tq == 0) return;
   detail::check_attention_shape(B, NH, Tq, Tk, HS);
   cudaStream_t s = detail::use(device);
-  if (HS <= 32) return detail::attention_forward_launch<32>(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, s);
-  if (HS <= 64) return detail::attention_forward_launch<64>(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, s);
-  detail::attention_forward_launch<128>(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, s);
+  if (HS <= 32)
+    return detail::attention_forward_launch<32>(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, kv_start, s);
+  if (HS <= 64)
+    return detail::attention_forward_launch<64>(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, kv_start, s);
+  detail::attention_forward_launch<128>(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, kv_start, s);
 }
 
 void attention_backward_f32(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                             const float* v, const float* out, const float* lse, int64_t B, int64_t NH, int64_t Tq,
-                            int64_t Tk, int64_t HS, int device) {
+                            int64_t Tk, int64_t HS, const int32_t* kv_start, int device) {
   if (B * NH * Tk == 0) return;
   detail::check_attention_shape(B, NH, Tq, Tk, HS);
   cudaStream_t s = detail::use(device);
@@ -329,10 +371,13 @@ void attention_backward_f32(float* dq, float* dk, float* dv, const float* dout, 
     return;
   }
   if (HS <= 32)
-    return detail::attention_backward_launch<32>(dq, dk, dv, q, k, v, dout, lse, delta.as<float>(), B, NH, Tq, Tk, HS, s);
+    return detail::attention_backward_launch<32>(dq, dk, dv, q, k, v, dout, lse, delta.as<float>(), B, NH, Tq, Tk, HS,
+                                                     kv_start, s);
   if (HS <= 64)
-    return detail::attention_backward_launch<64>(dq, dk, dv, q, k, v, dout, lse, delta.as<float>(), B, NH, Tq, Tk, HS, s);
-  detail::attention_backward_launch<128>(dq, dk, dv, q, k, v, dout, lse, delta.as<float>(), B, NH, Tq, Tk, HS, s);
+    return detail::attention_backward_launch<64>(dq, dk, dv, q, k, v, dout, lse, delta.as<float>(), B, NH, Tq, Tk, HS,
+                                                     kv_start, s);
+  detail::attention_backward_launch<128>(dq, dk, dv, q, k, v, dout, lse, delta.as<float>(), B, NH, Tq, Tk, HS,
+                                                     kv_start, s);
 }
 
 }  // namespace loom::cuda

@@ -167,15 +167,16 @@ struct AttnStrides {
   int64_t b, h, t;
 };
 /// Causal flash attention forward, fp32: out (B, NH, Tq, HS), lse (B, NH, Tq) contiguous.
-/// Query i sits at position i + Tk - Tq. HS must be at most 128.
+/// Query i sits at position i + Tk - Tq. HS must be at most 128. kv_start: null, or a contiguous
+/// (B, Tq) int32 device array; query i of row b then sees keys kv_start[b, i] <= j only (packing).
 void attention_forward_f32(float* out, AttnStrides so, float* lse, const float* q, AttnStrides sq, const float* k,
                            AttnStrides sk, const float* v, AttnStrides sv, int64_t B, int64_t NH, int64_t Tq,
-                           int64_t Tk, int64_t HS, int device);
-/// Its backward from the saved lse: writes dq, dk, dv (same strides as q, k, v, which must be
-/// contiguous (B, NH, T, HS) here, as must dout and out).
+                           int64_t Tk, int64_t HS, const int32_t* kv_start, int device);
+/// Its backward from the saved lse and the same kv_start: writes dq, dk, dv (same strides as q, k,
+/// v, which must be contiguous (B, NH, T, HS) here, as must dout and out).
 void attention_backward_f32(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
                             const float* v, const float* out, const float* lse, int64_t B, int64_t NH, int64_t Tq,
-                            int64_t Tk, int64_t HS, int device);
+                            int64_t Tk, int64_t HS, const int32_t* kv_start, int device);
 /// Causal flash attention on bf16 tensor cores (mma.sync, fp32 accumulation). q, k, v, dout are
 /// contiguous bf16 (B, NH, T, HS) with Tq == Tk == T and HS == 64; out, lse, dq, dk, dv as in
 /// the fp32 path (float). Returns false, doing nothing, for shapes it does not handle.
