@@ -138,19 +138,16 @@ int main(int argc, char** argv) {
                       log_path = o.out + "/log.csv", svg_path = o.out + "/loss.svg";
 
     // --- the starting point and the chat template -----------------------------------------------
-    align::ChatModel cm;
-    std::string start;
-    if (!o.init.empty()) {
-      cm = align::load_chat_model(o.init, o.tokenizer);
-      start = o.init;
-    } else if (!o.init_hf.empty()) {
-      cm = align::load_hf_gpt2_chat_model(o.init_hf, o.tokenizer);
-      start = o.init_hf + " (Hugging Face GPT-2)";
-    } else {
-      o.model.vocab_size = int64_t(tokenizer::load_spec(o.tokenizer).vocab_size());
-      cm = align::with_chat_tokens(std::make_unique<nn::GPT>(o.model, o.seed), tokenizer::load_spec(o.tokenizer));
-      start = "a fresh " + o.preset + " model";
-    }
+    const std::string start = !o.init.empty()      ? o.init
+                              : !o.init_hf.empty() ? o.init_hf + " (Hugging Face GPT-2)"
+                                                   : "a fresh " + o.preset + " model";
+    align::ChatModel cm = [&] {
+      if (!o.init.empty()) return align::load_chat_model(o.init, o.tokenizer);
+      if (!o.init_hf.empty()) return align::load_hf_gpt2_chat_model(o.init_hf, o.tokenizer);
+      const BpeTokenizer tok = tokenizer::load_spec(o.tokenizer);
+      o.model.vocab_size = int64_t(tok.vocab_size());
+      return align::with_chat_tokens(std::make_unique<nn::GPT>(o.model, o.seed), tok);
+    }();
     nn::GPT& model = *cm.model;
     const int64_t T = model.config.block_size;
 

@@ -86,7 +86,7 @@ inline ChatModel load_chat_model(const std::string& ckpt, const std::string& tok
   LOOM_CHECK(tok.is_bpe(), value_error, ckpt,
              ": the model was trained with one token per character; chat needs a byte-level BPE tokenizer "
              "(train it with loom-train --tokenizer bytes, or any BPE model)");
-  return with_chat_tokens(std::move(model), tok.bpe());
+  return with_chat_tokens(std::move(model), tok.bpe_model());
 }
 
 /// GPT-2 124M from a Hugging Face model.safetensors, with `tokenizer_spec` (GPT-2's: gpt2:DIR).
