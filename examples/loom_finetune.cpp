@@ -183,6 +183,14 @@ int main(int argc, char** argv) {
       const std::vector<std::string> adapted = align::apply_lora(model, lora, lora_gen);
       std::cout << "LoRA: rank " << lora.rank << ", alpha " << lora.alpha << " on " << adapted.size() << " layers ("
                 << lora.targets_string() << "), base frozen\n";
+      if (cm.base_vocab < model.config.vocab_size) {
+        // The chat tokens are new to this model: frozen, their rows would stay equal (the mean
+        // embedding) and the model could not tell <|user|> from <|end|>. Train those rows only, as
+        // PEFT's trainable_token_indices does; the other rows' gradients are zeroed every step.
+        model.wte.weight.requires_grad_(true);
+        std::cout << "training the embeddings of the " << model.config.vocab_size - cm.base_vocab
+                  << " new chat tokens too (the rows are saved in ckpt.safetensors)\n";
+      }
     }
     model.to(device);
     int64_t trainable = 0;
@@ -192,6 +200,11 @@ int main(int argc, char** argv) {
 
     // --- training ---------------------------------------------------------------------------------
     train::Trainer trainer(model, train::BatchLoader(), train::BatchLoader(), o.train);
+    if (o.lora_rank > 0 && cm.base_vocab < model.config.vocab_size)
+      trainer.set_grad_hook([&] {
+        Tensor<float> g = model.wte.weight.grad();
+        if (g.defined()) g.slice(0, 0, cm.base_vocab).fill_(0.0f);  // only the new rows learn
+      });
     double share = 0, tokens_in_step = 0;
     trainer.set_batch_source([&] {
       align::SftBatch b = loader.next();

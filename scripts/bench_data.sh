@@ -60,12 +60,17 @@ read -r s1 w1 b1 t1 m1 <<< "$(run3 --dedup exact --decontaminate 0)"
 row "read+normalise+filters+PII+exact dedup" "$s1" "$w1" "$b1" "$t1" "$m1"
 read -r s2 w2 b2 t2 m2 <<< "$(run3)"
 row "whole run (defaults, byte-level tokens)" "$s2" "$w2" "$b2" "$t2" "$m2"
-minhash=$(python3 -c "b=$b2/1e6; print(f'{b / (b/$s2 - b/$s1):.2f}')")
-echo "MinHash signatures alone (scan difference):      $minhash MB/s"
+read -r s4 w4 b4 t4 m4 <<< "$(run3 --quality none)"
+row "whole run, no quality rules (all text kept)" "$s4" "$w4" "$b4" "$t4" "$m4"
 if [ -n "$gpt2" ]; then
-  read -r s3 w3 b3 t3 m3 <<< "$(run3 --tokenizer "gpt2:$gpt2")"
-  row "whole run, GPT-2 tokenizer" "$s3" "$w3" "$b3" "$t3" "$m3"
+  read -r s3 w3 b3 t3 m3 <<< "$(run3 --quality none --tokenizer "gpt2:$gpt2")"
+  row "whole run, no quality rules, GPT-2 tokens" "$s3" "$w3" "$b3" "$t3" "$m3"
 fi
+echo
+echo "each stage alone over every document (bench_data, one core, median of 3):"
+OMP_NUM_THREADS=1 "$build/benchmarks/bench_data" "$corpus" ${gpt2:+--gpt2 "$gpt2"} | tee "$tmp/loom-bench-stages.log"
+minhash=$(sed -n 's/.* minhash=\([^ ]*\).*/\1/p' "$tmp/loom-bench-stages.log")
+s1=$(sed -n 's/.* chain=\([^ ]*\).*/\1/p' "$tmp/loom-bench-stages.log")
 python3 - "$tmp/loom-bench-out/report.json" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -108,4 +113,4 @@ EOF
   grep "^final" "$tmp/loom-big.log"
   echo "1 GB corpus: $(grep 'Maximum resident' "$tmp/loom-big.time" | awk '{print $NF/1024 " MB peak"}'), $(grep 'Elapsed' "$tmp/loom-big.time" | awk '{print $NF}') wall"
 fi
-echo "final read_filter_dedup_mb_per_s=$s1 minhash_mb_per_s=$minhash whole_mb_per_s=$w2"
+echo "final read_filter_dedup_mb_per_s=$s1 minhash_mb_per_s=$minhash whole_mb_per_s=$w2 whole_all_kept_mb_per_s=$w4"

@@ -17,6 +17,9 @@ Files written into OUT_DIR:
                                        numbers and operation, or the word, whatever the phrasing)
                                        appears in two splits, nor twice in one
   test_add2.jsonl                      2-digit additions only, held out from every other split
+  train_add2.jsonl                     every other 2-digit addition (8,100 pairs less the held-out
+                                       ones), for the 2-digit addition target: dense coverage of
+                                       one skill, as minGPT's adder trains on
   pretrain.txt                         plain text, one fact per line ("47 + 38 = 85",
                                        "planet reversed is tenalp."), drawn only from problems
                                        that are not in val, test or test_add2, for optional
@@ -168,7 +171,12 @@ def main():
     held_out = set(used)
     train = draw_unique(rng, a.train, used, draw_key, "training")
 
+    # every 2-digit addition that no held-out split contains: the set the 2-digit target trains on
+    add2_train = [("arith", x, "+", y) for x in range(10, 100) for y in range(10, 100)
+                  if ("arith", x, "+", y) not in held_out]
+
     write_jsonl(os.path.join(a.out_dir, "train.jsonl"), train, rng)
+    write_jsonl(os.path.join(a.out_dir, "train_add2.jsonl"), add2_train, rng)
     write_jsonl(os.path.join(a.out_dir, "val.jsonl"), val, rng)
     write_jsonl(os.path.join(a.out_dir, "test.jsonl"), test, rng)
     write_jsonl(os.path.join(a.out_dir, "test_add2.jsonl"), add2, rng)
@@ -191,6 +199,7 @@ def main():
     print(f"val.jsonl        {len(val):6d}  ({kinds(val)})")
     print(f"test.jsonl       {len(test):6d}  ({kinds(test)})")
     print(f"test_add2.jsonl  {len(add2):6d}  (2-digit additions held out of every split)")
+    print(f"train_add2.jsonl {len(add2_train):6d}  (every other 2-digit addition, none held out)")
     print(f"pretrain.txt     {len(facts):6d}  lines")
     print(f"out_dir={a.out_dir} train={len(train)} val={len(val)} test={len(test)} "
           f"test_add2={len(add2)} pretrain={len(facts)} seed={a.seed}")

@@ -488,9 +488,26 @@ TEST_CASE("make_sft_data.py writes disjoint splits that read and render", "[alig
     }
   }
   for (const Conversation& c : split["test_add2"]) CHECK(c.messages[0].content.find(" + ") != std::string::npos);
+  // train_add2: every 2-digit addition that no held-out split (val, test, test_add2) holds
+  const std::vector<Conversation> add2 = read_conversations((dir / "a" / "train_add2.jsonl").string());
+  int64_t held_add2 = 0;
+  for (const char* name : {"val", "test", "test_add2"})
+    for (const Conversation& c : split[name]) {
+      const std::string& q = c.messages[0].content;
+      int a = 0, b = 0;
+      held_add2 += q.find(" + ") != std::string::npos && std::sscanf(q.c_str() + q.find_first_of("0123456789"), "%d + %d", &a, &b) == 2 &&
+                   a < 100 && b < 100;
+    }
+  CHECK(int64_t(add2.size()) == 8100 - held_add2);
+  for (const Conversation& c : add2) {
+    const std::string key = answer_key(c.messages[0].content);
+    CAPTURE(c.messages[0].content);
+    CHECK((owner.count(key) == 0 || owner[key] == "train"));  // never a held-out problem
+    CHECK(check_answer(c.messages[0].content, c.messages[1].content));
+  }
   // seeded: a second run writes the same files
   REQUIRE(run(dir / "b").status == 0);
-  for (const char* f : {"train.jsonl", "val.jsonl", "test.jsonl", "test_add2.jsonl", "pretrain.txt"})
+  for (const char* f : {"train.jsonl", "val.jsonl", "test.jsonl", "test_add2.jsonl", "train_add2.jsonl", "pretrain.txt"})
     CHECK(io::read_file((dir / "a" / f).string()) == io::read_file((dir / "b" / f).string()));
   // the pretraining text holds no held-out problem
   const std::string pre = io::read_file((dir / "a" / "pretrain.txt").string());

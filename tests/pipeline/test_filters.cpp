@@ -613,6 +613,11 @@ TEST_CASE("pii: invalid lookalikes are not matched") {
       "Broken: a@b.c and x@y.123 and @example.com and joe@.com.",
       "std::vector<int> and boost::asio::ip::tcp are types.",
       "The MAC is 00:1a:2b:3c:4d:5e on that card.",
+      // seen in Debian's changelogs: version numbers, identifiers and clause numbers
+      "  * Standards-Version to 4.5.1.0",
+      "Added base-passwd (>= 2.0.3.4) to the Depends field; base-passwd (2.0.3.5) unstable.",
+      "see testcase-detail/5390364397928448 and hb-subset-fuzzer-5390364397928448",
+      "as defined in Clause 252.227-7013 (c) (1) of DFARs.",
       "Call 555-0100 for service.",
       "It scored +5 points and +100 bonus.",
       "ISBN 978-3-16-148410-0 is a book.",

@@ -33,6 +33,7 @@ namespace loom::align {
 struct ChatModel {
   std::unique_ptr<nn::GPT> model;  ///< its vocabulary covers the chat tokens
   ChatTemplate chat;               ///< the tokenizer with the chat tokens
+  int64_t base_vocab = 0;          ///< the vocabulary before the chat tokens were added (rows past it are new)
 };
 
 /// A copy of `model` whose vocabulary has `vocab_size` ids: the existing embedding rows are kept
@@ -69,8 +70,9 @@ inline ChatModel with_chat_tokens(std::unique_ptr<nn::GPT> model, const BpeToken
   const int64_t V = int64_t(chat.tokenizer().vocab_size());
   LOOM_CHECK(V >= model->config.vocab_size, value_error, "the tokenizer has ", V, " ids but the model ",
              model->config.vocab_size, ": they do not belong together");
-  if (V > model->config.vocab_size) model = grow_vocab(*model, V);
-  return ChatModel{std::move(model), std::move(chat)};
+  const int64_t base = model->config.vocab_size;
+  if (V > base) model = grow_vocab(*model, V);
+  return ChatModel{std::move(model), std::move(chat), base};
 }
 
 /// A GPT from a checkpoint written by loom-train or loom-finetune, with the tokenizer it carries

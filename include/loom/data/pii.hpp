@@ -157,9 +157,28 @@ inline bool match_email(std::string_view s, size_t at, size_t floor, PiiMatch& m
 
 // ---------------------------------------------------------------- IP addresses
 
+/// True when the text before i marks what follows as a version number, not an address:
+/// "version 2.0.3.4", "Standards-Version to 4.5.1.0", "(>= 2.0.3.4)", "base-passwd (2.0.3.5)".
+inline bool after_version_marker(std::string_view s, size_t i) {
+  size_t p = i;
+  while (p > 0 && s[p - 1] == ' ') --p;
+  const std::string_view before = s.substr(0, p);
+  auto ends = [&](std::string_view w) {
+    if (before.size() < w.size()) return false;
+    for (size_t k = 0; k < w.size(); ++k)
+      if ((before[before.size() - w.size() + k] | 0x20) != w[k]) return false;
+    return true;
+  };
+  if (ends("version") || ends("version to") || ends(">=") || ends("<=") || ends(">>") || ends("<<") || ends("(="))
+    return true;
+  // "package (1.2.3.4)": an opening parenthesis right after a word (ending in a letter) and a space
+  return p == i && p >= 3 && s[p - 1] == '(' && s[p - 2] == ' ' && is_alpha(s[p - 3]);
+}
+
 /// An IPv4 address starting at i (a digit).
 inline bool match_ipv4(std::string_view s, size_t i, PiiMatch& m) {
   if (!number_starts(s, i, true)) return false;
+  if (after_version_marker(s, i)) return false;
   size_t p = i;
   for (int part = 0; part < 4; ++part) {
     if (part > 0) {
@@ -254,6 +273,9 @@ inline bool card_issuer_ok(const char* d, size_t n) {
 /// A card number starting at i (a digit).
 inline bool match_card(std::string_view s, size_t i, PiiMatch& m) {
   if (!number_starts(s, i)) return false;
+  // part of an identifier or a URL ("fuzzer-5390364397928448", "testcase-detail/5390...")
+  if (i > 0 && (s[i - 1] == '/' || s[i - 1] == '-' || s[i - 1] == '_' || s[i - 1] == '#' || s[i - 1] == '=' || s[i - 1] == ':'))
+    return false;
   char digits[24];
   size_t nd = 0, p = i;
   char sep = 0;
@@ -344,10 +366,12 @@ inline bool match_nanp(std::string_view s, size_t i, PiiMatch& m) {
     if (p >= s.size() || !is_sep(s[p])) return false;
     ++p;
   }
+  const char first_sep = paren ? 0 : s[p - 1];
   q = read_digits(s, p, 3);
   if (q == npos || s[p] < '2') return false;
   p = q;
-  if (p >= s.size() || !is_sep(s[p])) return false;
+  // one kind of separator: "617-555-0199", "617.555.0199", not the clause "252.227-7013"
+  if (p >= s.size() || !is_sep(s[p]) || (first_sep && s[p] != first_sep)) return false;
   ++p;
   q = read_digits(s, p, 4);
   if (q == npos) return false;

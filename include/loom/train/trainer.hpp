@@ -82,6 +82,10 @@ class Trainer {
   /// draws rendered conversations, with their loss masks in the targets and packed rows' segments).
   void set_batch_source(std::function<Batch()> source) { source_ = std::move(source); }
 
+  /// Calls `hook` after the backward passes of each step, before clipping and the update (to mask
+  /// gradients: fine-tuning with LoRA trains only the new rows of a grown embedding).
+  void set_grad_hook(std::function<void()> hook) { grad_hook_ = std::move(hook); }
+
   /// One optimizer step over grad_accum micro-batches; returns their mean loss.
   double step() {
     const int64_t T = model_.config.block_size;
@@ -101,6 +105,7 @@ class Trainer {
       if (cfg_.grad_accum > 1) loss = loss * float(1.0 / double(cfg_.grad_accum));
       loss.backward();
     }
+    if (grad_hook_) grad_hook_();
     if (cfg_.grad_clip > 0) last_grad_norm_ = clip_grad_norm(opt_.params(), cfg_.grad_clip);
     opt_.step();
     ++step_;
@@ -188,6 +193,7 @@ class Trainer {
   int64_t step_ = 0;
   double last_grad_norm_ = 0;
   std::function<Batch()> source_;
+  std::function<void()> grad_hook_;
 };
 
 }  // namespace loom::train
