@@ -7,6 +7,7 @@
 #include <string>
 
 #include "catch.hpp"
+#include "temp_dir.hpp"
 
 #include <loom/align/finetune.hpp>
 #include <loom/align/lora.hpp>
@@ -24,20 +25,7 @@ nn::GPTConfig tiny_config(int64_t vocab) {
   return c;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("loom_test_finetune_" + std::to_string(long(::getpid())) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using loom_test::TempDir;
 
 }  // namespace
 

@@ -15,6 +15,7 @@
 #include <loom/nn/gpt.hpp>
 
 #include "catch.hpp"
+#include "temp_dir.hpp"
 
 using namespace loom;
 using namespace loom::align;
@@ -22,22 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory for one test case, removed when the case ends.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loom_test_lora_" + std::to_string(long(::getpid())) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using loom_test::TempDir;
 
 nn::GPTConfig tiny_config(int64_t n_embd = 32) {
   nn::GPTConfig c;

@@ -21,6 +21,7 @@
 #include <loom/loom.hpp>
 
 #include "catch.hpp"
+#include "temp_dir.hpp"
 
 using namespace loom;
 using namespace loom::io;
@@ -28,29 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory for one test case, removed when the case ends.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loom_test_io_" + std::to_string(long(::getpid())) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  // Names of the entries in the directory, sorted.
-  std::vector<std::string> list() const {
-    std::vector<std::string> out;
-    for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-};
+using loom_test::TempDir;
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

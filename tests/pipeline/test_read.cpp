@@ -26,6 +26,7 @@
 #include <loom/data/read.hpp>
 
 #include "catch.hpp"
+#include "temp_dir.hpp"
 
 using namespace loom;
 using namespace loom::data;
@@ -33,22 +34,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory for one test case, removed when the case ends.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("loom_test_read_" + std::to_string(long(::getpid())) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using loom_test::TempDir;
 
 void write_file(const std::string& path, const std::string& bytes) {
   fs::create_directories(fs::path(path).parent_path());
