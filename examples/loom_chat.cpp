@@ -9,6 +9,7 @@
 // An empty line or end of input ends the chat. The last line on stdout: final turns=N tokens=M
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -48,13 +49,14 @@ int main(int argc, char** argv) {
   try {
     std::string ckpt, system;
     train::SamplingOptions opt{0.7, 0, 1.0};
-    int64_t max_tokens = 200;
+    int64_t max_tokens = 0;  // 0: 200, or half the model's context when that is shorter
     uint64_t seed = 1337;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--help" || a == "-h") {
         std::cout << "usage: loom-chat --ckpt FILE [--system TEXT] [--temperature X] [--top-k N] [--top-p X]\n"
-                     "                 [--max-tokens N] [--seed N]\n";
+                     "                 [--max-tokens N] [--seed N]\n"
+                     "  --max-tokens N   longest answer (default 200, or half the model's context if shorter)\n";
         return 0;
       }
       LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
@@ -74,9 +76,10 @@ int main(int argc, char** argv) {
       }
     }
     LOOM_CHECK(!ckpt.empty(), value_error, "--ckpt FILE is required (see --help)");
-    LOOM_CHECK(max_tokens > 0, value_error, "--max-tokens must be positive");
+    LOOM_CHECK(max_tokens >= 0, value_error, "--max-tokens must be positive");
     align::ChatModel cm = align::load_chat_model(ckpt);
     nn::GPT& model = *cm.model;
+    if (max_tokens == 0) max_tokens = std::min<int64_t>(200, model.config.block_size / 2);
     LOOM_CHECK(max_tokens < model.config.block_size, value_error, "--max-tokens ", max_tokens,
                " must be below the model's context of ", model.config.block_size, " tokens");
     const bool tty = isatty(0) != 0;

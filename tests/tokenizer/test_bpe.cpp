@@ -809,6 +809,20 @@ TEST_CASE("docs example", "[tokenizer][docs]") {
   CHECK(w.encode("aaabac") == std::vector<std::uint32_t>{258, 97, 99});  // the table in section 1
 }
 
+TEST_CASE("load_spec reads every kind of tokenizer spec and names a bad one", "[tokenizer][io]") {
+  const loom::BpeTokenizer bytes = tk::load_spec("bytes");
+  CHECK(bytes.vocab_size() == 257);
+  CHECK(bytes.special_id("<|endoftext|>") == std::optional<std::uint32_t>(256));
+  CHECK(bytes.encode_ordinary("hi") == std::vector<std::uint32_t>{104, 105});
+  const loom::BpeTokenizer gpt2 = tk::load_spec("gpt2:" + data_dir);
+  CHECK(gpt2.vocab_size() == 50257);
+  CHECK(gpt2.encode_ordinary("Hello world") == std::vector<std::uint32_t>{15496, 995});
+  CHECK_THROWS_WITH(tk::load_spec("sentencepiece:x.model"), Catch::Contains("unknown kind 'sentencepiece'"));
+  CHECK_THROWS_WITH(tk::load_spec("tiktoken:x.tiktoken"), Catch::Contains("FILE:gpt2 or FILE:cl100k"));
+  CHECK_THROWS_WITH(tk::load_spec("tiktoken:x.tiktoken:p50k"), Catch::Contains("unknown tiktoken pattern 'p50k'"));
+  CHECK_THROWS_WITH(tk::load_spec("loom:/no/such.loom"), Catch::Contains("/no/such.loom"));
+}
+
 TEST_CASE("inputs the fuzzers found stay fixed", "[tokenizer][io][errors]") {
   // Each file in tests/data/tokenizer/fuzz_regressions once crashed a loader; now it must load or
   // give io_error. The extension names the loader.
