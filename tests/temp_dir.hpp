@@ -1,10 +1,12 @@
 #pragma once
-// A fresh folder for one test case, removed when the case ends (tests share it; it needs only the
-// standard library, so the data and tokenizer tests stay light to compile).
+// A fresh folder for one test case, removed when the case ends, and a file writer (tests share
+// them; they need only the standard library, so the data tests stay light to compile).
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -39,5 +41,13 @@ struct TempDir {
     return out;
   }
 };
+
+/// Writes `bytes` to `path`, creating its folders; throws std::runtime_error when it cannot.
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+  if (!out.good()) throw std::runtime_error("cannot write " + path);
+}
 
 }  // namespace loom_test

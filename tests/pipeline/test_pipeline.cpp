@@ -32,12 +32,7 @@ namespace {
 
 using loom_test::TempDir;
 
-void write_file(const std::string& path, const std::string& bytes) {
-  fs::create_directories(fs::path(path).parent_path());
-  std::ofstream out(path, std::ios::binary);
-  out.write(bytes.data(), std::streamsize(bytes.size()));
-  REQUIRE(out.good());
-}
+using loom_test::write_file;
 
 std::string read_bytes(const std::string& path) { return io::read_file(path); }
 

@@ -29,17 +29,11 @@
 #include <string_view>
 #include <vector>
 
+#include "loom/core/hash.hpp"
+
 namespace loom::data {
 
-/// Mixes one 64-bit value: the splitmix64 finaliser (a bijection with full avalanche).
-inline uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
+using loom::mix64;  ///< the splitmix64 finaliser (core/hash.hpp)
 
 namespace hash_detail {
 

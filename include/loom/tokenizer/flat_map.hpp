@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include "loom/core/hash.hpp"
+
 namespace loom::tokenizer::detail {
 
 /// Packs two token ids into one 64-bit key.
@@ -16,15 +18,7 @@ inline std::uint64_t pack_pair(std::uint32_t left, std::uint32_t right) {
   return (static_cast<std::uint64_t>(left) << 32) | right;
 }
 
-/// Mixes a 64-bit key into a well-spread hash (the splitmix64 finaliser).
-inline std::uint64_t mix64(std::uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 27;
-  x *= 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  return x;
-}
+using loom::mix64;  // core/hash.hpp
 
 /// A fast hash of a byte string (8 bytes at a time, then mixed).
 inline std::uint64_t hash_bytes(std::string_view s) {
