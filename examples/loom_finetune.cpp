@@ -19,6 +19,7 @@
 // Each logged step shows the share of target positions that carry loss; a batch where it is 0
 // (no assistant tokens) or 1 (the prompt is trained on too) stops the run with an error.
 // The last line on stdout: final step=N train_loss=X val_loss=Y tokens_per_s=Z exact_match=E
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -164,8 +165,13 @@ int main(int argc, char** argv) {
     align::SftLoader loader(train_ex, o.train.batch_size, T, o.pack == 1, o.train.seed);
     std::vector<align::SftBatch> val_batches;
     if (!val_ex.empty()) val_batches = align::SftLoader(val_ex, o.train.batch_size, T, o.pack == 1, 0).all();
-    std::vector<align::SftBatch> train_eval = align::SftLoader(train_ex, o.train.batch_size, T, o.pack == 1, 0).all();
-    if (train_eval.size() > 20) train_eval.resize(20);  // the train loss is measured on the first 20 batches
+    // The final train loss is measured on the batches of the first 20 * B examples (enough for 20
+    // batches even unpacked), not on batches of the whole training set.
+    const size_t n_eval = std::min(train_ex.size(), size_t(20 * o.train.batch_size));
+    const std::vector<align::SftBatch> train_eval =
+        align::SftLoader({train_ex.begin(), train_ex.begin() + std::ptrdiff_t(n_eval)}, o.train.batch_size, T,
+                         o.pack == 1, 0)
+            .all();
     std::cout << "data: " << train_convs.size() << " conversations in " << o.data << " (" << loader.rows().size()
               << (o.pack ? " packed rows" : " rows") << " of " << T << " tokens)";
     if (!o.val.empty()) std::cout << ", " << val_convs.size() << " in " << o.val;
