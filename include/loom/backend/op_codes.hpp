@@ -17,6 +17,7 @@ enum class UnaryOp : int {
   rdiv_scalar,  ///< alpha / x
   pow_scalar,   ///< x ^ alpha
   silu,         ///< x * sigmoid(x)
+  log_sigmoid,  ///< log sigmoid(x), computed without overflow (DPO's and the reward model's losses)
 };
 
 /// True when the derivative of the unary map is written in terms of its output y = f(x) (exp,

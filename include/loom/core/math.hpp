@@ -34,6 +34,12 @@ LOOM_HOST_DEVICE T sigmoid(T x) {
   return e / (T(1) + e);
 }
 
+/// log sigmoid(x) = min(x, 0) - log(1 + exp(-|x|)): finite for every x (no overflow, no log 0).
+template <class T>
+LOOM_HOST_DEVICE T log_sigmoid(T x) {
+  return (x < T(0) ? x : T(0)) - std::log1p(std::exp(-(x < T(0) ? -x : x)));
+}
+
 /// SiLU (swish): x * sigmoid(x), the activation of Llama's SwiGLU MLP.
 template <class T>
 LOOM_HOST_DEVICE T silu(T x) {

@@ -224,6 +224,12 @@ template <class T> Tensor<T> sigmoid(const Tensor<T>& x) {
   detail::require_floating<T>("sigmoid");
   return detail::map_with_grad("sigmoid", UnaryOp::sigmoid, 0, x);
 }
+/// log sigmoid(x), without overflow for large |x| (gradient sigmoid(-x)); -log_sigmoid(m) is
+/// the logistic loss of a margin m (the reward model's and DPO's).
+template <class T> Tensor<T> log_sigmoid(const Tensor<T>& x) {
+  detail::require_floating<T>("log_sigmoid");
+  return detail::map_with_grad("log_sigmoid", UnaryOp::log_sigmoid, 0, x);
+}
 /// GELU: exact (erf) by default, or the tanh approximation GPT-2 uses.
 template <class T> Tensor<T> gelu(const Tensor<T>& x, GeluApprox approx = GeluApprox::none) {
   detail::require_floating<T>("gelu");

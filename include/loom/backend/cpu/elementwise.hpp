@@ -211,6 +211,7 @@ void unary(UnaryOp op, double alpha, T* out, const T* x, const StridedLayout<2>&
       case U::silu: return map_unary(out, x, L, detail::SiluFn{});
       case U::gelu_tanh: return map_unary(out, x, L, detail::GeluTanhFn{});
       case U::gelu_erf: return map_unary(out, x, L, [](C v) { return math::gelu_erf(v); });
+      case U::log_sigmoid: return map_unary(out, x, L, [](C v) { return math::log_sigmoid(v); });
       case U::pow_scalar:
         if (alpha == 2.0) return map_unary(out, x, L, [](C v) { return v * v; });
         return map_unary(out, x, L, [a](C v) { return C(std::pow(v, a)); });
@@ -250,6 +251,7 @@ void unary_backward(UnaryOp op, double alpha, T* dx, const T* g, const T* s, con
           C pdf = std::exp(C(-0.5) * x * x) * C(0.3989422804014327);  // 1 / sqrt(2 pi)
           return cdf + x * pdf;
         });
+      case U::log_sigmoid: return d([](C x) { return math::sigmoid(-x); });  // 1 - sigmoid(x)
       case U::rdiv_scalar: return d([a](C x) { return -a / (x * x); });
       case U::pow_scalar:
         if (alpha == 2.0) return d([](C x) { return C(2) * x; });

@@ -37,6 +37,7 @@ __device__ inline float unary_fn(Unary op, float x, float a) {
     case Unary::rdiv_scalar: return a / x;
     case Unary::pow_scalar: return a == 2.0f ? x * x : powf(x, a);
     case Unary::silu: return math::silu(x);
+    case Unary::log_sigmoid: return math::log_sigmoid(x);
   }
   return x;
 }
@@ -69,6 +70,7 @@ __device__ inline float unary_grad_fn(Unary op, float x, float y, float a) {
     case Unary::rdiv_scalar: return -a / (x * x);
     case Unary::pow_scalar: return a == 2.0f ? 2.0f * x : a * powf(x, a - 1.0f);
     case Unary::silu: return math::silu_grad(x);
+    case Unary::log_sigmoid: return math::sigmoid(-x);
   }
   return 0.0f;
 }
