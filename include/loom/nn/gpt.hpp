@@ -95,13 +95,13 @@ class CausalSelfAttention : public Module {
 
   /// x (B, T, C) -> (B, T, C). With a cache, x holds the new positions only, and attention
   /// runs over every cached position plus these (inference: call under NoGradGuard). kv_start
-  /// (B, T), optional, packs examples: query t sees keys kv_start[b, t] .. t only (no cache then).
+  /// (B, T), optional, packs examples: query t sees keys kv_start[b, t] .. t only; with a cache it
+  /// hides the left padding of batched decoding (keys before it are never seen).
   Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr,
                            const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
     const int64_t B = x.size(0), T = x.size(1), C = n_embd, NH = n_head, HS = C / NH;
     Tensor<float> qkv = c_attn(x);                                       // (B, T, 3C)
     if (!cache) return resid_dropout(c_proj(causal_attention_packed(qkv, NH, kv_start)));  // training: one fused op
-    LOOM_CHECK(!kv_start.defined(), value_error, "CausalSelfAttention: kv_start (packed rows) cannot be used with a KV cache");
     auto head_view = [&](int64_t i) {                                    // (B, NH, T, HS), no copy
       return qkv.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2);
     };
@@ -114,7 +114,7 @@ class CausalSelfAttention : public Module {
     cache->len += T;
     k = cache->k.slice(2, 0, cache->len);
     v = cache->v.slice(2, 0, cache->len);
-    Tensor<float> y = causal_attention(q, k, v);                         // (B, NH, T, HS), stored (B, T, NH, HS)
+    Tensor<float> y = causal_attention(q, k, v, kv_start);               // (B, NH, T, HS), stored (B, T, NH, HS)
     y = y.transpose(1, 2).reshape({B, T, C});                            // heads side by side: a view
     return resid_dropout(c_proj(y));
   }
@@ -217,6 +217,25 @@ class GPT : public Module {
     return out;
   }
 
+  /// Batched decoding of left-padded rows: the logits (B, V) of the last position of idx (B, T),
+  /// which continues the cached positions. Row b's tokens begin at cache position first[b] (the
+  /// padding before it is never attended to, and its positions count from 0 there), so rows of
+  /// different lengths decode together and each gets the logits it would get alone.
+  Tensor<float> decode(const Tensor<int64_t>& idx_in, std::vector<KVCache>& caches,
+                       const std::vector<int64_t>& first) const {
+    const Tensor<int64_t> idx = on_model(idx_in);
+    LOOM_CHECK(idx.defined() && idx.dim() == 2 && int64_t(first.size()) == idx.size(0), shape_error,
+               "GPT::decode: idx must be (B, T) with one start per row, got ", idx.defined() ? idx.shape() : Shape{},
+               " and ", first.size(), " starts");
+    return logits_of(idx, &caches, Tensor<int64_t>(), &first, true).select(1, 0);
+  }
+
+  /// The final hidden states (B, T, C) (after ln_f, before the output projection), for heads other
+  /// than the language model's (a reward model's score). segments as in forward.
+  Tensor<float> hidden(const Tensor<int64_t>& idx_in, const Tensor<int64_t>& segments = Tensor<int64_t>()) const {
+    return features(on_model(idx_in), nullptr, segments, nullptr);
+  }
+
   /// The cross-entropy of every position, (B, T), without reduction: 0 where the target is -1.
   /// segments as in forward (packed rows). Summing a packed example's losses gives the summed loss
   /// of that example run alone.
@@ -268,17 +287,42 @@ class GPT : public Module {
     return targets;
   }
 
-  // idx (B, T) on the model's device -> logits (B, T, V), with caches or packed segments
-  Tensor<float> logits_of(const Tensor<int64_t>& idx, std::vector<KVCache>* caches,
-                          const Tensor<int64_t>& segments) const {
+  // idx (B, T) on the model's device -> logits (B, T, V), with caches or packed segments; only
+  // the last position's (B, 1, V) when last_only. first: see decode().
+  Tensor<float> logits_of(const Tensor<int64_t>& idx, std::vector<KVCache>* caches, const Tensor<int64_t>& segments,
+                          const std::vector<int64_t>* first = nullptr, bool last_only = false) const {
+    Tensor<float> x = features(idx, caches, segments, first);                       // (B, T, C)
+    if (last_only) x = x.slice(1, x.size(1) - 1, x.size(1));                        // (B, 1, C)
+    return matmul(x, wte.weight.t());                                               // (B, T, V), tied weights
+  }
+
+  // idx (B, T) on the model's device -> the final hidden states (B, T, C)
+  Tensor<float> features(const Tensor<int64_t>& idx, std::vector<KVCache>* caches, const Tensor<int64_t>& segments,
+                         const std::vector<int64_t>* first) const {
     LOOM_CHECK(idx.defined() && idx.dim() == 2, shape_error, "GPT: idx must be (B, T), got ",
                idx.defined() ? idx.shape() : Shape{});
-    const int64_t T = idx.size(1), start = caches ? (*caches)[0].len : 0;
-    LOOM_CHECK(start + T <= config.block_size, value_error, "GPT: sequence of ", start + T,
+    const int64_t B = idx.size(0), T = idx.size(1), start = caches ? (*caches)[0].len : 0;
+    LOOM_CHECK(start + T <= config.block_size || first, value_error, "GPT: sequence of ", start + T,
                " positions is longer than block_size ", config.block_size);
-    Tensor<int64_t> pos;     // (T), or (B, T) for packed rows
-    Tensor<int32_t> kv_start;  // (B, T) for packed rows, else undefined
-    if (segments.defined()) {
+    Tensor<int64_t> pos;     // (T), or (B, T) for packed or left-padded rows
+    Tensor<int32_t> kv_start;  // (B, T) for packed or left-padded rows, else undefined
+    if (first) {  // left-padded rows: row b's position p is p - first[b]; its queries skip the padding
+      LOOM_CHECK(caches, value_error, "GPT: row starts apply to decoding with KV caches");
+      Tensor<int64_t> p = Tensor<int64_t>::empty({B, T});
+      Tensor<int32_t> ks = Tensor<int32_t>::empty({B, T});
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t f = (*first)[size_t(b)];
+        LOOM_CHECK(f >= 0, value_error, "GPT: row ", b, " starts at ", f);
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t at = start + t;  // the cache position of this token
+          p.data()[b * T + t] = std::max<int64_t>(at - f, 0);
+          ks.data()[b * T + t] = int32_t(at >= f ? f : 0);  // padding queries see padding only (unused)
+          LOOM_CHECK(at - f < config.block_size, value_error, "GPT: row ", b, " reaches position ", at - f,
+                     ", beyond block_size ", config.block_size);
+        }
+      }
+      pos = p.to(idx.device()), kv_start = ks.to(idx.device());
+    } else if (segments.defined()) {
       LOOM_CHECK(!caches, value_error, "GPT: segments (packed rows) cannot be used with KV caches");
       LOOM_CHECK(segments.shape() == idx.shape(), shape_error, "GPT: segments ", segments.shape(),
                  " must have the shape of idx ", idx.shape());
@@ -289,8 +333,7 @@ class GPT : public Module {
     }
     Tensor<float> x = drop(wte(idx) + wpe(pos));                                    // (B, T, C)
     for (size_t l = 0; l < h.size(); ++l) x = (*h[l])(x, caches ? &(*caches)[l] : nullptr, kv_start);
-    x = ln_f(x);
-    return matmul(x, wte.weight.t());                                               // (B, T, V), tied weights
+    return ln_f(x);
   }
 
   void init_weights() {

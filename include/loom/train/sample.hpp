@@ -1,7 +1,8 @@
 #pragma once
 /// @file sample.hpp
 /// Generating text: next-token sampling with temperature, top-k and top-p (nucleus), and a
-/// generate() loop that decodes incrementally with a KV cache.
+/// batched sampler that decodes many sequences at once with a KV cache (generate_batch), which
+/// generate() runs with one row: loom-sample, loom-chat, evaluation and on-policy RL share it.
 
 #include <algorithm>
 #include <cmath>
@@ -54,43 +55,97 @@ inline int64_t sample_token(const float* logits, int64_t V, const SamplingOption
   return order[keep - 1];  // u within rounding of 1
 }
 
+/// Continues each prompt by up to `n` tokens, all rows decoded together (one forward per token
+/// for the whole batch, with a KV cache per layer), and returns each row's new tokens. Row b
+/// draws from its own generator gens[b], so a row's tokens do not depend on the other rows
+/// (seed each row by what it is, e.g. (step, prompt, sample), and runs reproduce). A row stops
+/// after a token for which stop(id) is true (that token is included); the others go on.
+/// on_token(b, id) sees each new token as it comes.
+///
+/// Prompts of different lengths are left-padded: row b's tokens begin at cache position
+/// first[b], its positions count from there and its queries never see the padding
+/// (GPT::decode), so each row gets the logits it would get alone. When a row outgrows the
+/// model's context, every row restarts its cache from its newest block_size / 2 tokens. Runs in
+/// eval mode without recording a graph; the model's mode is restored afterwards.
+inline std::vector<std::vector<int64_t>> generate_batch(
+    nn::GPT& model, const std::vector<std::vector<int64_t>>& prompts, int64_t n, const SamplingOptions& opt,
+    std::vector<Generator>& gens, const std::function<bool(int64_t)>& stop = nullptr,
+    const std::function<void(size_t, int64_t)>& on_token = nullptr) {
+  const size_t B = prompts.size();
+  LOOM_CHECK(B > 0, value_error, "generate_batch: no prompts");
+  LOOM_CHECK(gens.size() == B, value_error, "generate_batch: ", B, " prompts but ", gens.size(), " generators");
+  LOOM_CHECK(n >= 0, value_error, "generate_batch: n must be >= 0, got ", n);
+  for (size_t b = 0; b < B; ++b)
+    LOOM_CHECK(!prompts[b].empty(), value_error, "generate_batch: prompt ", b, " is empty (it needs at least one token)");
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  const int64_t block = model.config.block_size, V = model.config.vocab_size;
+  std::vector<std::vector<int64_t>> seqs = prompts, out(B);
+  std::vector<char> done(B, 0);
+  std::vector<nn::KVCache> cache;
+  std::vector<int64_t> first(B);
+  int64_t capacity = 0;
+  // (Re)starts the caches from each row's newest `keep` tokens (at most), left-padded with 0.
+  auto prefill = [&](int64_t keep) {
+    int64_t P = 0;
+    for (const auto& s : seqs) P = std::max<int64_t>(P, std::min<int64_t>(int64_t(s.size()), keep));
+    Tensor<int64_t> idx = full<int64_t>({int64_t(B), P}, 0);  // (B, P)
+    for (size_t b = 0; b < B; ++b) {
+      const int64_t L = std::min<int64_t>(int64_t(seqs[b].size()), keep);
+      first[b] = P - L;
+      std::copy(seqs[b].end() - L, seqs[b].end(), idx.data() + int64_t(b) * P + first[b]);
+    }
+    capacity = P + std::min<int64_t>(n, block);  // room for the new tokens until the next restart
+    cache = model.make_kv_cache(int64_t(B), capacity);
+    return model.decode(idx, cache, first);  // (B, V)
+  };
+  Tensor<float> logits = prefill(block);
+  Tensor<int64_t> next = Tensor<int64_t>::empty({int64_t(B), 1});  // (B, 1)
+  for (int64_t i = 0; i < n; ++i) {
+    const Tensor<float> rows = logits.to(Device::cpu()).contiguous();  // (B, V)
+    bool any_left = false;
+    for (size_t b = 0; b < B; ++b) {
+      if (done[b]) {
+        next.data()[b] = seqs[b].back();  // a finished row idles on its last token (never read)
+        continue;
+      }
+      const int64_t id = sample_token(rows.data() + int64_t(b) * V, V, opt, gens[b]);
+      next.data()[b] = id;
+      seqs[b].push_back(id);
+      out[b].push_back(id);
+      if (on_token) on_token(b, id);
+      if (stop && stop(id)) done[b] = 1;
+      any_left = any_left || !done[b];
+    }
+    if (i + 1 == n || !any_left) break;
+    int64_t longest = 0;  // the most positions any unfinished row would have with this token
+    for (size_t b = 0; b < B; ++b)
+      if (!done[b]) longest = std::max<int64_t>(longest, cache[0].len + 1 - first[b]);
+    if (longest > block || cache[0].len + 1 > capacity) {
+      logits = prefill(std::max<int64_t>(block / 2, 1));
+    } else {
+      logits = model.decode(next, cache, first);
+    }
+  }
+  model.train(was_training);
+  return out;
+}
+
 /// Continues `prompt` by up to `n` tokens with `model`, calling on_token(id) for each new token and
-/// stopping early after a token for which stop(id) is true (a chat model's end of turn).
-/// Decoding is incremental (a KV cache per layer). When the context outgrows block_size, the
-/// older half is dropped and the cache refilled from the newer half. Runs in eval mode without
-/// recording a graph; the model's mode is restored afterwards.
+/// stopping early after a token for which stop(id) is true (a chat model's end of turn): the
+/// batched sampler above with one row, drawing from `gen`.
 inline std::vector<int64_t> generate(nn::GPT& model, const std::vector<int64_t>& prompt, int64_t n,
                                      const SamplingOptions& opt, Generator& gen,
                                      const std::function<void(int64_t)>& on_token = nullptr,
                                      const std::function<bool(int64_t)>& stop = nullptr) {
   LOOM_CHECK(!prompt.empty(), value_error, "generate: the prompt needs at least one token");
-  NoGradGuard no_grad;
-  bool was_training = model.is_training();
-  model.eval();
-  const int64_t block = model.config.block_size, V = model.config.vocab_size;
-  std::vector<int64_t> ids = prompt;
-  std::vector<nn::KVCache> cache;
-  auto prefill = [&](int64_t keep) {  // restart the cache from the last `keep` tokens
-    cache = model.make_kv_cache(1, block);
-    std::vector<int64_t> ctx(ids.end() - keep, ids.end());
-    return model.forward(from_vector<int64_t>(ctx, {1, keep}), {}, &cache).logits;
-  };
-  Tensor<float> logits = prefill(std::min<int64_t>(int64_t(ids.size()), block));
-  for (int64_t i = 0; i < n; ++i) {
-    Tensor<float> row = logits.select(1, logits.size(1) - 1).to(Device::cpu()).contiguous();  // (1, V)
-    const float* last = row.data();
-    int64_t next = sample_token(last, V, opt, gen);
-    ids.push_back(next);
-    if (on_token) on_token(next);
-    if (i + 1 == n || (stop && stop(next))) break;
-    if (cache[0].len + 1 > block) {
-      logits = prefill(std::max<int64_t>(block / 2, 1));
-    } else {
-      logits = model.forward(from_vector<int64_t>({next}, {1, 1}), {}, &cache).logits;
-    }
-  }
-  model.train(was_training);
-  return std::vector<int64_t>(ids.begin() + std::ptrdiff_t(prompt.size()), ids.end());
+  std::vector<Generator> gens{gen};
+  std::vector<std::vector<int64_t>> out = generate_batch(
+      model, {prompt}, n, opt, gens, stop, on_token ? [&](size_t, int64_t id) { on_token(id); }
+                                                    : std::function<void(size_t, int64_t)>());
+  gen = gens[0];
+  return out[0];
 }
 
 }  // namespace loom::train
