@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "loom/align/chat.hpp"
+#include "loom/align/logprob.hpp"
 #include "loom/align/sft.hpp"
 #include "loom/io/checkpoint.hpp"
 #include "loom/io/hf_gpt2.hpp"
@@ -105,22 +106,10 @@ inline std::string tokenizer_json(const ChatModel& m) {
   return train::TextTokenizer::bpe(m.chat.tokenizer(), "chat").to_json();
 }
 
-/// Mean cross-entropy per loss-carrying token over `batches` (the masked loss), in eval mode and
-/// without a graph.
+/// Mean cross-entropy per loss-carrying token over `batches` (the masked loss): answer_nll, the
+/// summed log-probabilities of the answers (logprob.hpp), in eval mode and without a graph.
 inline double masked_loss(nn::GPT& model, const std::vector<SftBatch>& batches) {
-  NoGradGuard no_grad;
-  const bool was_training = model.is_training();
-  model.eval();
-  double total = 0;
-  int64_t tokens = 0;
-  for (const SftBatch& b : batches) {
-    if (b.loss_tokens == 0) continue;
-    total += double(model.forward(b.idx, b.targets, nullptr, b.segments).loss.item()) * double(b.loss_tokens);
-    tokens += b.loss_tokens;
-  }
-  model.train(was_training);
-  LOOM_CHECK(tokens > 0, value_error, "masked_loss: no token carries loss in these batches");
-  return total / double(tokens);
+  return answer_nll(model, batches);
 }
 
 /// The conversation without its last (assistant) turn, and that turn's text.
@@ -170,21 +159,41 @@ inline std::string trim(const std::string& s) {
 }
 
 /// Greedy answers to the first `limit` conversations (0: all), each compared with its last
-/// assistant turn; on_result(i, answer, correct) is called for each.
+/// assistant turn, `batch` conversations decoded at once (generate_batch); on_result(i, answer,
+/// correct) is called for each, in order.
 inline ExactMatch exact_match(nn::GPT& model, const ChatTemplate& chat, const std::vector<Conversation>& convs,
                               int64_t max_tokens = 32, int64_t limit = 0,
-                              const std::function<void(size_t, const std::string&, bool)>& on_result = nullptr) {
+                              const std::function<void(size_t, const std::string&, bool)>& on_result = nullptr,
+                              int64_t batch = 64) {
+  const int64_t room = model.config.block_size - max_tokens;
+  LOOM_CHECK(room > 1, value_error, "--max-tokens ", max_tokens, " leaves no room for the prompt in a context of ",
+             model.config.block_size);
   ExactMatch m;
-  Generator gen(0);  // greedy: never drawn from
   const train::SamplingOptions greedy{0.0, 0, 1.0};
   const size_t n = limit > 0 ? std::min(convs.size(), size_t(limit)) : convs.size();
-  for (size_t i = 0; i < n; ++i) {
-    auto [prompt, reference] = split_last_answer(convs[i]);
-    const std::string got = chat.tokenizer().decode(answer(model, chat, prompt, max_tokens, greedy, gen));
-    const bool ok = trim(got) == trim(reference);
-    m.correct += ok;
-    ++m.total;
-    if (on_result) on_result(i, got, ok);
+  auto stop = [&](int64_t id) { return chat.is_end(uint32_t(id)); };
+  for (size_t first = 0; first < n; first += size_t(batch)) {
+    const size_t last = std::min(n, first + size_t(batch));
+    std::vector<std::vector<int64_t>> prompts;
+    std::vector<std::string> references;
+    for (size_t i = first; i < last; ++i) {
+      auto [prompt, reference] = split_last_answer(convs[i]);
+      const std::vector<uint32_t> p = chat.render_prompt(prompt, room);
+      prompts.emplace_back(p.begin(), p.end());
+      references.push_back(std::move(reference));
+    }
+    std::vector<Generator> gens(prompts.size(), Generator(0));  // greedy: never drawn from
+    const std::vector<std::vector<int64_t>> out = train::generate_batch(model, prompts, max_tokens, greedy, gens, stop);
+    for (size_t k = 0; k < out.size(); ++k) {
+      std::vector<uint32_t> ids;
+      for (int64_t id : out[k])
+        if (!chat.is_end(uint32_t(id))) ids.push_back(uint32_t(id));
+      const std::string got = chat.tokenizer().decode(ids);
+      const bool ok = trim(got) == trim(references[k]);
+      m.correct += ok;
+      ++m.total;
+      if (on_result) on_result(first + k, got, ok);
+    }
   }
   return m;
 }

@@ -51,6 +51,7 @@ struct SftBatch {
   Tensor<int64_t> segments;  ///< (B, T) example index within the row (padding: its own id); undefined when unpacked
   int64_t loss_tokens = 0;   ///< number of targets that are not -1
   int64_t tokens = 0;        ///< number of positions holding an example's token (not padding)
+  std::vector<int64_t> row_examples;  ///< how many examples each row holds (1 each when unpacked)
   /// The share of the non-padding positions that carry loss (0 for an empty batch).
   double loss_share() const { return tokens > 0 ? double(loss_tokens) / double(tokens) : 0.0; }
 };
@@ -160,6 +161,7 @@ inline SftBatch make_batch(const std::vector<SftExample>& examples, const std::v
     }
     if (seg)
       for (int64_t k = t; k < T; ++k) seg[r * T + k] = s;
+    b.row_examples.push_back(s);
   }
   return b;
 }

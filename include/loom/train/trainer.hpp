@@ -64,10 +64,12 @@ struct Batch {
 /// Runs the training loop of a model over a train and a validation split.
 class Trainer {
  public:
-  /// A trainer for `model` (which must outlive it); AdamW over decay/no-decay groups.
-  Trainer(nn::GPT& model, BatchLoader train, BatchLoader val, TrainConfig cfg)
+  /// A trainer for `model` (which must outlive it); AdamW over decay/no-decay groups of the model's
+  /// parameters and `extra` ones (a reward model's head).
+  Trainer(nn::GPT& model, BatchLoader train, BatchLoader val, TrainConfig cfg, const nn::NamedTensors& extra = {})
       : model_(model), train_(std::move(train)), val_(std::move(val)), cfg_(cfg), data_gen_(cfg.seed),
-        eval_gen_(cfg.seed + 1), opt_(decay_groups(model.named_parameters(), cfg.weight_decay), adamw_options(cfg)) {
+        eval_gen_(cfg.seed + 1), opt_(decay_groups(with_extra(model.named_parameters(), extra), cfg.weight_decay),
+                                      adamw_options(cfg)) {
     LOOM_CHECK(cfg.batch_size > 0 && cfg.grad_accum > 0 && cfg.steps >= 0, value_error,
                "Trainer: batch_size, grad_accum must be positive and steps non-negative");
   }
@@ -82,6 +84,10 @@ class Trainer {
   /// draws rendered conversations, with their loss masks in the targets and packed rows' segments).
   void set_batch_source(std::function<Batch()> source) { source_ = std::move(source); }
 
+  /// Replaces the language-model loss by `loss`: each micro-batch calls loss(m) (m = 0 ..
+  /// grad_accum - 1) for a scalar with a graph (a reward model's, DPO's or a policy gradient's).
+  void set_loss(std::function<Tensor<float>(int64_t)> loss) { loss_ = std::move(loss); }
+
   /// Calls `hook` after the backward passes of each step, before clipping and the update (to mask
   /// gradients: fine-tuning with LoRA trains only the new rows of a grown embedding).
   void set_grad_hook(std::function<void()> hook) { grad_hook_ = std::move(hook); }
@@ -93,11 +99,14 @@ class Trainer {
     opt_.zero_grad();
     double total = 0;
     for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
-      Batch b;
-      if (source_) b = source_();
-      else std::tie(b.x, b.y) = train_.batch(cfg_.batch_size, T, data_gen_);
       Tensor<float> loss;
-      {
+      if (loss_) {
+        AutocastGuard autocast(cfg_.bf16);
+        loss = loss_(m);
+      } else {
+        Batch b;
+        if (source_) b = source_();
+        else std::tie(b.x, b.y) = train_.batch(cfg_.batch_size, T, data_gen_);
         AutocastGuard autocast(cfg_.bf16);  // the forward; the backward keeps what it recorded
         loss = model_.forward(b.x, b.y, nullptr, b.segments).loss;
       }
@@ -179,6 +188,10 @@ class Trainer {
   }
 
  private:
+  static nn::NamedTensors with_extra(nn::NamedTensors params, const nn::NamedTensors& extra) {
+    params.insert(params.end(), extra.begin(), extra.end());
+    return params;
+  }
   static AdamWOptions adamw_options(const TrainConfig& c) {
     AdamWOptions o;
     o.lr = c.lr, o.beta1 = c.beta1, o.beta2 = c.beta2, o.weight_decay = c.weight_decay;
@@ -193,6 +206,7 @@ class Trainer {
   int64_t step_ = 0;
   double last_grad_norm_ = 0;
   std::function<Batch()> source_;
+  std::function<Tensor<float>(int64_t)> loss_;
   std::function<void()> grad_hook_;
 };
 
