@@ -117,7 +117,8 @@ def check(args):
     model = build_model(args)
     B, new = 3, 20
     if args.prompt + new > args.block_size:
-        sys.exit(f"torch_generate --check: prompt {args.prompt} + 20 tokens exceed block {args.block_size}")
+        print(f"torch_generate --check: --prompt {args.prompt} + 20 tokens exceed --block-size {args.block_size}")
+        sys.exit(1)
     g = torch.Generator().manual_seed(args.seed + 1)
     prompt = torch.randint(0, args.vocab, (B, args.prompt), generator=g)
     cached, cached_logits = generate(model, prompt, new, args.block_size, greedy=True)
@@ -185,7 +186,7 @@ def main():
         ap.error(f"--batch needs batch sizes >= 1, got '{args.batch}'")
     if args.prompt < 1 or args.new < 1 or args.repeats < 1:
         ap.error("--prompt, --new and --repeats must be >= 1")
-    if args.prompt + args.new > args.block_size:
+    if not args.check and args.prompt + args.new > args.block_size:  # --check decodes 20 tokens
         ap.error(f"--prompt {args.prompt} + --new {args.new} exceed --block-size {args.block_size}")
     if args.n_embd % args.n_head:
         ap.error(f"--n-embd {args.n_embd} is not a multiple of --n-head {args.n_head}")
