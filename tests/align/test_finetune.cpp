@@ -1,7 +1,8 @@
 // Fine-tuning end to end: growing the vocabulary for the chat tokens keeps the model's old
 // logits, the masked loss weighs batches by their loss tokens, greedy answers stop at <|end|>,
 // and the programs (loom-finetune, loom-eval, loom-chat) run on the committed fixture and reject
-// bad input with a message naming it.
+// bad input with a message naming it; loom-chat's /good, /bad, /retry and /better write
+// preference pairs that read back as JSON.
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -103,6 +104,62 @@ TEST_CASE("answer stops at the end-of-turn token and exact_match compares trimme
 }
 
 #if defined(LOOM_FINETUNE_EXE) && defined(LOOM_EVAL_EXE) && defined(LOOM_CHAT_EXE)
+namespace {
+
+/// A loom-chat session on checkpoint `ckpt` with --feedback: a command before any answer, /bad,
+/// /retry, /good (one pair), /better (a second pair), an unknown command; then the same commands
+/// without --feedback, which record nothing and say so once.
+void check_feedback_session(const TempDir& tmp, const std::string& ckpt) {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  const std::string pairs_path = tmp / "pairs.jsonl";
+  auto chat = run_program("printf '/good\\nWhat is 2 + 3?\\n/bad\\n/retry\\n/good\\n/better 5\\n/xyz\\n\\n' | " +
+                          shell_quote(LOOM_CHAT_EXE) + " --ckpt " + shell_quote(ckpt) +
+                          " --max-tokens 5 --temperature 1 --system 'Be brief.' --feedback " + shell_quote(pairs_path));
+  INFO(chat.output);
+  REQUIRE(chat.status == 0);
+  CHECK(chat.output.find("final turns=1 ") != std::string::npos);
+  CHECK(chat.output.find(" pairs=2\n") != std::string::npos);
+  CHECK(chat.output.find("/good: there is no answer yet") != std::string::npos);
+  CHECK(chat.output.find("unknown command '/xyz'") != std::string::npos);
+  const std::string text = io::read_file(pairs_path);
+  INFO(text);
+  std::vector<io::Json> lines;
+  for (size_t pos = 0, nl; (nl = text.find('\n', pos)) != std::string::npos; pos = nl + 1)
+    lines.push_back(io::parse_json(std::string_view(text).substr(pos, nl - pos)));
+  REQUIRE(lines.size() == 2);  // /good after /bad, then /better
+  CHECK(text.back() == '\n');
+  for (const io::Json& j : lines) {
+    const io::Json& prompt = j.at("prompt");
+    REQUIRE(prompt.size() == 2);
+    CHECK(prompt.at(size_t(0)).at("role").as_string() == "system");
+    CHECK(prompt.at(size_t(0)).at("content").as_string() == "Be brief.");
+    CHECK(prompt.at(size_t(1)).at("role").as_string() == "user");
+    CHECK(prompt.at(size_t(1)).at("content").as_string() == "What is 2 + 3?");
+    REQUIRE(j.at("chosen").size() == 1);
+    REQUIRE(j.at("rejected").size() == 1);
+    CHECK(j.at("chosen").at(size_t(0)).at("role").as_string() == "assistant");
+    CHECK(j.at("rejected").at(size_t(0)).at("role").as_string() == "assistant");
+    CHECK(j.at("chosen").at(size_t(0)).at("content") != j.at("rejected").at(size_t(0)).at("content"));
+    CHECK(j.at("source").as_string() == "loom-chat");
+  }
+  // The /better pair: the user's text over the answer rated good before (the retried one).
+  CHECK(lines[1].at("chosen").at(size_t(0)).at("content").as_string() == "5");
+  CHECK(lines[1].at("rejected") == lines[0].at("chosen"));
+
+  // Without --feedback: the chat goes on, nothing is recorded, and it says so once.
+  auto plain = run_program("printf 'Hi\\n/bad\\n/retry\\n/good\\n/better fine\\n\\n' | " + shell_quote(LOOM_CHAT_EXE) +
+                           " --ckpt " + shell_quote(ckpt) + " --max-tokens 3");
+  INFO(plain.output);
+  REQUIRE(plain.status == 0);
+  CHECK(plain.output.find(" pairs=0\n") != std::string::npos);
+  const size_t said = plain.output.find("nothing is recorded without --feedback FILE");
+  CHECK(said != std::string::npos);
+  CHECK(plain.output.find("nothing is recorded", said + 1) == std::string::npos);
+}
+
+}  // namespace
+
 TEST_CASE("programs: loom-finetune then loom-eval and loom-chat on the fixture", "[program]") {
   using loom_test::run_program;
   using loom_test::shell_quote;
@@ -127,6 +184,7 @@ TEST_CASE("programs: loom-finetune then loom-eval and loom-chat on the fixture",
   INFO(chat.output);
   REQUIRE(chat.status == 0);
   CHECK(chat.output.find("final turns=1 ") != std::string::npos);
+  check_feedback_session(tmp, tmp / "ft/ckpt.safetensors");
   // LoRA on top of the fine-tuned model: the adapter file appears, and the merged model loads.
   auto lora = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --init " + shell_quote(tmp / "ft/ckpt.safetensors") +
                           " --data " + shell_quote(data) + " --lora 2 --steps 2 --batch-size 2 --out " + shell_quote(tmp / "lora"));
@@ -157,5 +215,19 @@ TEST_CASE("programs: loom-finetune names a malformed line and a missing starting
   CHECK(none.status == 1);
   CHECK(none.output.find("exactly one of --init") != std::string::npos);
   CHECK_FALSE(fs::exists(tmp / "o/ckpt.safetensors"));
+}
+
+TEST_CASE("programs: loom-chat names a --feedback file it cannot append to", "[program]") {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  TempDir tmp;
+  fs::create_directories(tmp / "pairs");
+  // The file is opened before the model is loaded, so no checkpoint is needed to see it fail.
+  auto run = run_program("printf 'Hi\\n' | " + shell_quote(LOOM_CHAT_EXE) + " --ckpt " + shell_quote(tmp / "none.safetensors") +
+                         " --feedback " + shell_quote(tmp / "pairs"));
+  INFO(run.output);
+  CHECK(run.status == 1);
+  CHECK(run.output.find("cannot open the --feedback file '" + tmp / "pairs" + "' for appending") != std::string::npos);
+  CHECK(run.output.find("final turns") == std::string::npos);
 }
 #endif
