@@ -275,6 +275,38 @@ inline SampledAnswers sample_answers(nn::GPT& model, const ChatTemplate& chat, c
   return out;
 }
 
+/// pass@1 and pass@k of sampled answers on prompts with reference answers.
+struct PassRates {
+  double pass_at_1 = 0;  ///< mean over prompts of the share of right samples (the unbiased pass@1)
+  double pass_at_k = 0;  ///< mean over prompts of pass_at_k(k, right, k): at least one of k right
+  int64_t k = 0;         ///< samples per prompt
+  int64_t prompts = 0;   ///< prompts scored
+};
+
+/// Samples k answers to every prompt (seeded by sample_seed(seed, -1, i, j): the same samples for
+/// the same model) and scores them by exact match with the reference; throws value_error for a
+/// prompt without a reference answer.
+inline PassRates pass_rates(nn::GPT& model, const ChatTemplate& chat, const std::vector<PromptItem>& prompts, int64_t k,
+                            int64_t max_tokens, const train::SamplingOptions& opt, uint64_t seed, int64_t batch = 64) {
+  LOOM_CHECK(k >= 1 && !prompts.empty(), value_error, "pass_rates: need k >= 1 and at least one prompt");
+  std::vector<int64_t> index(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    LOOM_CHECK(!prompts[i].answer.empty(), value_error, "pass_rates: prompt ", i, " has no reference answer");
+    index[i] = int64_t(i);
+  }
+  const SampledAnswers s = sample_answers(model, chat, prompts, index, k, max_tokens, opt, seed, -1, batch);
+  PassRates r;
+  r.k = k, r.prompts = int64_t(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    int64_t right = 0;
+    for (int64_t j = 0; j < k; ++j) right += exact_reward(s.text[i * size_t(k) + size_t(j)], prompts[i].answer) > 0;
+    r.pass_at_1 += double(right) / double(k);
+    r.pass_at_k += pass_at_k(k, right, k);
+  }
+  r.pass_at_1 /= double(prompts.size()), r.pass_at_k /= double(prompts.size());
+  return r;
+}
+
 /// The training examples of sampled answers: prompt + answer ids, the answer carrying loss.
 inline std::vector<SftExample> answer_examples(const SampledAnswers& s, int64_t G) {
   std::vector<SftExample> out;
