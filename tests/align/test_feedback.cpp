@@ -408,3 +408,88 @@ TEST_CASE("sampled answers are seeded per prompt and sample and become training 
   CHECK(ex[4].mask[a.prompt_ids[1].size() - 1] == 0);
   CHECK(ex[4].mask.back() == 1);
 }
+
+#if defined(LOOM_RL_EXE)
+#include <filesystem>
+
+#include "programs.hpp"
+
+// The program on a tiny model: each command runs and ends with its key=value line; bad input of
+// every kind named in the docs stops it with status 1, a message naming the problem, and no
+// checkpoint written.
+TEST_CASE("programs: loom-rl rm dpo and grpo run and reject bad input", "[program]") {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  TempDir dir;
+  align::ChatModel cm = tiny_chat_model(51, 48);
+  io::Checkpoint c;
+  for (auto& [name, t] : cm.model->named_parameters()) c.add("model." + name, t.detach());
+  c.set_meta_json("config", train::to_json(cm.model->config));
+  c.set_meta("tokenizer", align::tokenizer_json(cm));
+  const std::string init = dir.file("init.safetensors");
+  io::save_checkpoint(init, c);
+  std::string pairs, prompts;
+  for (int a = 10; a < 40; ++a) {
+    const std::string q = "What is " + std::to_string(a) + " + 11?", right = std::to_string(a + 11);
+    pairs += "{\"prompt\": \"" + q + "\", \"chosen\": \"" + right + "\", \"rejected\": \"" + std::to_string(a + 21) + "\"}\n";
+    prompts += "{\"prompt\": \"" + q + "\", \"answer\": \"" + right + "\"}\n";
+  }
+  write_file(dir.file("pairs.jsonl"), pairs);
+  write_file(dir.file("prompts.jsonl"), prompts);
+  const std::string rl = shell_quote(LOOM_RL_EXE) + " ";
+  const std::string common = " --init " + shell_quote(init) + " --steps 3 --batch-size 4 --threads 1";
+
+  auto rm = run_program(rl + "rm" + common + " --data pairs.jsonl --val pairs.jsonl --out rm", dir.path.string());
+  INFO(rm.output);
+  REQUIRE(rm.status == 0);
+  CHECK(rm.output.find("final step=3 ") != std::string::npos);
+  CHECK(rm.output.find(" val_accuracy=") != std::string::npos);
+  CHECK(std::filesystem::exists(dir.file("rm/ckpt.safetensors")));
+  auto dpo = run_program(rl + "dpo" + common + " --data pairs.jsonl --val pairs.jsonl --eval-prompts prompts.jsonl "
+                         "--max-answer 4 --loss ipo --out dpo", dir.path.string());
+  INFO(dpo.output);
+  REQUIRE(dpo.status == 0);
+  CHECK(dpo.output.find(" exact_match_start=") != std::string::npos);
+  // GRPO with each kind of reward: built-in, a reward model, an external command.
+  for (const std::string reward : {"exact", "format", "rm:rm/ckpt.safetensors", "cmd:'awk \"{print 0.5}\"'"}) {
+    auto g = run_program(rl + "grpo" + common + " --prompts prompts.jsonl --reward " + reward +
+                         " --group 2 --prompts-per-step 2 --max-answer 4 --eval-prompts prompts.jsonl --samples 2 --out g",
+                         dir.path.string());
+    INFO(reward << "\n" << g.output);
+    REQUIRE(g.status == 0);
+    CHECK(g.output.find(" pass_at_1=") != std::string::npos);
+  }
+  auto g = run_program(rl + "grpo" + common + " --prompts prompts.jsonl --reward \"cmd:awk '{print 0.5}'\" --group 2 "
+                       "--prompts-per-step 2 --max-answer 4 --out g2", dir.path.string());
+  INFO(g.output);
+  CHECK(g.output.find("reward_mean=0.5000") != std::string::npos);
+
+  // Bad input: status 1, the problem named, no checkpoint.
+  auto fails = [&](const std::string& args, const std::string& expect) {
+    std::filesystem::remove_all(dir.path / "bad");
+    auto r = run_program(rl + args + " --out bad", dir.path.string());
+    INFO(args << "\n" << r.output);
+    CHECK(r.status == 1);
+    CHECK(r.output.find(expect) != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(dir.path / "bad/ckpt.safetensors"));
+  };
+  write_file(dir.file("broken.jsonl"), pairs + "{\"prompt\": \"x\", \"chosen\": \"1\"\n");
+  fails("rm" + common + " --data broken.jsonl", "broken.jsonl:31: not JSON");
+  write_file(dir.file("same.jsonl"), "{\"prompt\": \"x\", \"chosen\": \"1\", \"rejected\": \"1\"}\n");
+  fails("dpo" + common + " --data same.jsonl", "same.jsonl:1: chosen and rejected are the same answer");
+  write_file(dir.file("none.jsonl"), "\n");
+  fails("grpo" + common + " --prompts none.jsonl --reward exact", "no prompts");
+  const std::string grpo = "grpo" + common + " --prompts prompts.jsonl --group 2 --prompts-per-step 2 --max-answer 4 ";
+  fails(grpo + "--reward \"cmd:kill -SEGV \\$\\$\"", "crashed (signal 11");
+  fails(grpo + "--reward \"cmd:sleep 30\" --reward-timeout 0.5", "did not finish within 0.5 s");
+  fails(grpo + "--reward \"cmd:awk '{print \\\"abc\\\"}'\"", "not a number");
+  fails(grpo + "--reward rm:" + shell_quote(init), "not a reward model");
+  fails(grpo + "--reward judge", "unknown --reward 'judge'");
+  fails("dpo" + common + " --data pairs.jsonl --beta 0", "beta must be > 0");
+  fails("grpo" + common + " --prompts prompts.jsonl --reward exact --group 1", "--group must be at least 2");
+  fails("ppo" + common, "unknown command 'ppo'");
+  // A diverging run stops at the step whose loss is not a number.
+  fails("dpo --init " + shell_quote(init) + " --steps 20 --batch-size 4 --data pairs.jsonl --lr 1e30 --grad-clip 0",
+        ": the loss is ");
+}
+#endif
