@@ -224,10 +224,13 @@ int run_rm(Options& o, const Device device) {
   model.to(device), rm.head.to(device);
   model.eval();  // dropout off
   // Rewards of pairs `idx` of `e`: chosen rows first, then rejected, in one forward.
+  double step_tokens = 0;  // tokens read by the last batch (the progress bar's speed)
   auto rewards = [&](const std::vector<align::SftExample>& e, const std::vector<size_t>& idx) {
     std::vector<align::SftExample> rows;
     for (size_t i : idx) rows.push_back(e[2 * i]);
     for (size_t i : idx) rows.push_back(e[2 * i + 1]);
+    step_tokens = 0;
+    for (const align::SftExample& x : rows) step_tokens += double(x.ids.size());
     const Tensor<float> r = rm(align::score_batch(rows, T));  // (2B)
     const int64_t B = int64_t(idx.size());
     return std::make_pair(r.slice(0, 0, B), r.slice(0, B, 2 * B));
@@ -258,10 +261,11 @@ int run_rm(Options& o, const Device device) {
   train::ProgressBar bar(stderr, o.train.steps, o.log_interval);
   double val_loss = NAN, val_acc = NAN;
   while (trainer.step_count() < o.train.steps) {
+    const double t0 = bar.seconds();
     const double loss = trainer.step();
     const int64_t s = trainer.step_count();
     check_finite(loss, s);
-    bar.update(s, loss, 0);
+    bar.update(s, loss, step_tokens / (bar.seconds() - t0));
     if (!val_ex.empty() && (s % o.train.eval_interval == 0 || s == o.train.steps)) {
       std::tie(val_loss, val_acc) = evaluate(val_ex, val_ex.size());
       char msg[160];
@@ -298,6 +302,7 @@ int run_dpo(Options& o, const Device device) {
   const std::vector<align::Conversation> eval_convs = as_conversations(eval_prompts);
   model.to(device);
   model.eval();  // dropout off: the policy and its reference are the same network at the start
+  double step_tokens = 0;  // tokens read by the last batch (the progress bar's speed)
   // Log-probabilities of pairs `idx`: chosen rows first, then rejected, in one forward; and the
   // chosen answers' lengths.
   auto logprobs = [&](const std::vector<align::SftExample>& e, const std::vector<size_t>& idx) {
@@ -305,6 +310,7 @@ int run_dpo(Options& o, const Device device) {
     for (size_t i : idx) rows.push_back(e[2 * i]);
     for (size_t i : idx) rows.push_back(e[2 * i + 1]);
     const align::SftBatch b = align::example_batch(rows, T);
+    step_tokens = double(b.tokens);
     const Tensor<float> lp = align::sequence_logprobs(model, b);  // (2B)
     const std::vector<int64_t> len = align::answer_lengths(b);
     Tensor<float> chosen_len = Tensor<float>::empty({int64_t(idx.size())});
@@ -378,10 +384,11 @@ int run_dpo(Options& o, const Device device) {
   double w_loss = 0, w_margin = 0, w_acc = 0;
   int64_t w_n = 0;
   while (trainer.step_count() < o.train.steps) {
+    const double t0 = bar.seconds();
     const double loss = trainer.step();
     const int64_t s = trainer.step_count();
     check_finite(loss, s);
-    bar.update(s, loss, 0);
+    bar.update(s, loss, step_tokens / (bar.seconds() - t0));
     if (s > o.train.steps - std::max<int64_t>(o.train.steps / 10, 1)) w_loss += loss, w_margin += last.margin, w_acc += last.accuracy, ++w_n;
     if (s % o.log_interval == 0) {
       char msg[200];
@@ -558,7 +565,7 @@ int run_grpo(Options& o, const Device device) {
     reward_mean = mean;
     if (step >= o.train.steps - std::max<int64_t>(o.train.steps / 10, 1)) w_reward += mean, ++w_n;
     const int64_t done = step + 1;
-    bar.update(done, loss, 0);
+    bar.update(done, loss, double(batch.tokens) / (t2 - t0));  // prompt and answer tokens, sampling included
     if (done % o.log_interval == 0) {
       char msg[240];
       std::snprintf(msg, sizeof msg,

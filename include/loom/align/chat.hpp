@@ -87,20 +87,25 @@ inline std::string conversation_problem(const Conversation& c) {
   return {};
 }
 
+/// The JSON object on one JSONL line; throws io_error "WHERE: ..." when it is not JSON or not an object.
+inline io::Json parse_json_object(std::string_view line, const std::string& where) {
+  io::Json j;
+  try {
+    j = io::parse_json(line);
+  } catch (const io::json_error& e) {
+    throw io_error(loom::detail::concat(where, ": not JSON: ", e.what()));
+  }
+  LOOM_CHECK(j.is_object(), io_error, where, ": expected a JSON object, got ", j.type_phrase());
+  return j;
+}
+
 }  // namespace detail
 
 /// Parses one JSONL line into a conversation; throws io_error "WHERE: what is wrong" (where is
 /// usually "FILE:LINE") for text that is not a JSON object, neither layout, a message that is
 /// not {"role": string, "content": string}, or turns that fail the order rules above.
 inline Conversation parse_conversation(std::string_view line, const std::string& where) {
-  using loom::detail::concat;
-  io::Json j;
-  try {
-    j = io::parse_json(line);
-  } catch (const io::json_error& e) {
-    throw io_error(concat(where, ": not JSON: ", e.what()));
-  }
-  LOOM_CHECK(j.is_object(), io_error, where, ": expected a JSON object, got ", j.type_phrase());
+  const io::Json j = detail::parse_json_object(line, where);
   Conversation c;
   const io::Json* messages = j.find("messages");
   const io::Json* prompt = j.find("prompt");
@@ -134,11 +139,13 @@ inline Conversation parse_conversation(std::string_view line, const std::string&
   return c;
 }
 
-/// Reads a JSONL file of conversations (blank lines skipped; CRLF accepted); throws io_error
-/// "FILE:LINE: ..." for a bad line and "FILE: ..." for a file with no conversation.
-inline std::vector<Conversation> read_conversations(const std::string& path) {
+/// Every non-blank line of a JSONL file parsed by parse(line, "FILE:LINE") (CRLF accepted);
+/// throws io_error "FILE: no WHAT (an empty file?)" when the file holds none. Conversations,
+/// preference pairs and prompts are read through it.
+template <class T, class Parse>
+std::vector<T> read_jsonl(const std::string& path, const char* what, Parse parse) {
   const std::string text = io::read_file(path);
-  std::vector<Conversation> out;
+  std::vector<T> out;
   size_t pos = 0, line_no = 0;
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);
@@ -148,10 +155,16 @@ inline std::vector<Conversation> read_conversations(const std::string& path) {
     pos = nl + 1;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    out.push_back(parse_conversation(line, loom::detail::concat(path, ":", line_no)));
+    out.push_back(parse(line, loom::detail::concat(path, ":", line_no)));
   }
-  LOOM_CHECK(!out.empty(), io_error, path, ": no conversations (an empty file?)");
+  LOOM_CHECK(!out.empty(), io_error, path, ": no ", what, " (an empty file?)");
   return out;
+}
+
+/// Reads a JSONL file of conversations (blank lines skipped; CRLF accepted); throws io_error
+/// "FILE:LINE: ..." for a bad line and "FILE: ..." for a file with no conversation.
+inline std::vector<Conversation> read_conversations(const std::string& path) {
+  return read_jsonl<Conversation>(path, "conversations", parse_conversation);
 }
 
 /// A conversation rendered for training: token ids, the loss mask (1 = the model is trained to

@@ -46,13 +46,7 @@ struct PromptItem {
 /// {"messages": [...]} (a conversation: when it ends with an assistant turn, that turn is the
 /// answer). "answer" is optional. Throws io_error "WHERE: ..." for anything else.
 inline PromptItem parse_prompt(std::string_view line, const std::string& where) {
-  io::Json j;
-  try {
-    j = io::parse_json(line);
-  } catch (const io::json_error& e) {
-    throw io_error(loom::detail::concat(where, ": not JSON: ", e.what()));
-  }
-  LOOM_CHECK(j.is_object(), io_error, where, ": expected a JSON object, got ", j.type_phrase());
+  const io::Json j = detail::parse_json_object(line, where);
   PromptItem p;
   const io::Json* prompt = j.find("prompt");
   const io::Json* messages = j.find("messages");
@@ -82,21 +76,7 @@ inline PromptItem parse_prompt(std::string_view line, const std::string& where) 
 /// Reads a JSONL file of prompts (blank lines skipped); throws io_error "FILE:LINE: ..." for a bad
 /// line and "FILE: no prompts" for an empty set.
 inline std::vector<PromptItem> read_prompts(const std::string& path) {
-  const std::string text = io::read_file(path);
-  std::vector<PromptItem> out;
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    std::string_view line(text.data() + pos, nl - pos);
-    ++line_no;
-    pos = nl + 1;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    out.push_back(parse_prompt(line, loom::detail::concat(path, ":", line_no)));
-  }
-  LOOM_CHECK(!out.empty(), io_error, path, ": no prompts (an empty file?)");
-  return out;
+  return read_jsonl<PromptItem>(path, "prompts", parse_prompt);
 }
 
 /// The exact-answer reward: 1 when the answer equals the reference (white space at either end

@@ -62,14 +62,7 @@ inline std::string answer_text(const io::Json& j, const std::string& where, cons
 /// wrong" for a missing or mistyped field, an empty answer, a prompt that does not end with a user
 /// turn, or chosen == rejected (nothing to learn from).
 inline PreferencePair parse_preference(std::string_view line, const std::string& where) {
-  using loom::detail::concat;
-  io::Json j;
-  try {
-    j = io::parse_json(line);
-  } catch (const io::json_error& e) {
-    throw io_error(concat(where, ": not JSON: ", e.what()));
-  }
-  LOOM_CHECK(j.is_object(), io_error, where, ": expected a JSON object, got ", j.type_phrase());
+  const io::Json j = detail::parse_json_object(line, where);
   const io::Json* prompt = j.find("prompt");
   const io::Json* chosen = j.find("chosen");
   const io::Json* rejected = j.find("rejected");
@@ -111,21 +104,7 @@ inline PreferencePair parse_preference(std::string_view line, const std::string&
 /// Reads a JSONL file of preference pairs (blank lines skipped); throws io_error "FILE:LINE: ..."
 /// for a bad line and "FILE: ..." for a file without pairs.
 inline std::vector<PreferencePair> read_preferences(const std::string& path) {
-  const std::string text = io::read_file(path);
-  std::vector<PreferencePair> out;
-  size_t pos = 0, line_no = 0;
-  while (pos < text.size()) {
-    size_t nl = text.find('\n', pos);
-    if (nl == std::string::npos) nl = text.size();
-    std::string_view line(text.data() + pos, nl - pos);
-    ++line_no;
-    pos = nl + 1;
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.find_first_not_of(" \t") == std::string_view::npos) continue;
-    out.push_back(parse_preference(line, loom::detail::concat(path, ":", line_no)));
-  }
-  LOOM_CHECK(!out.empty(), io_error, path, ": no preference pairs (an empty file?)");
-  return out;
+  return read_jsonl<PreferencePair>(path, "preference pairs", parse_preference);
 }
 
 /// The conversation of `prompt` answered with `answer`.
