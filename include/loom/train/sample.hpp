@@ -28,6 +28,25 @@ inline int64_t sample_token(const float* logits, int64_t V, const SamplingOption
   LOOM_CHECK(opt.top_k >= 0, value_error, "sample_token: top_k must be >= 0, got ", opt.top_k);
   LOOM_CHECK(opt.top_p > 0 && opt.top_p <= 1, value_error, "sample_token: top_p must lie in (0, 1], got ", opt.top_p);
   if (opt.temperature == 0) return int64_t(std::max_element(logits, logits + V) - logits);
+  if (opt.top_k == 0 && opt.top_p == 1) {
+    // Every token kept: one uniform against the cumulative softmax in id order, no sort. Each token
+    // keeps its probability (the same distribution as below); only which token a given uniform
+    // lands on differs from the sorted order.
+    const double top = double(*std::max_element(logits, logits + V));
+    std::vector<double> p(static_cast<size_t>(V), 0.0);
+    double z = 0;
+    for (int64_t i = 0; i < V; ++i) z += p[size_t(i)] = std::exp((double(logits[i]) - top) / opt.temperature);
+    const double target = rand<double>({1}, gen).item() * z;
+    double cum = 0;
+    int64_t last = 0;  // the last token with a nonzero probability
+    for (int64_t i = 0; i < V; ++i) {
+      if (p[size_t(i)] == 0) continue;
+      cum += p[size_t(i)];
+      last = i;
+      if (target < cum) return i;
+    }
+    return last;  // target within rounding of z
+  }
   // Candidates sorted by logit, best first (ties: lower id first, so results are reproducible).
   std::vector<int64_t> order(static_cast<size_t>(V), 0);
   std::iota(order.begin(), order.end(), 0);
