@@ -4,7 +4,7 @@
 //   loom-rl dpo  --init CKPT --data pairs.jsonl [--val pairs_val.jsonl] --out DIR
 //                [--beta 0.1 --loss sigmoid|ipo|cdpo --label-smoothing 0.1 --sft-weight 0] [--eval-prompts FILE]
 //   loom-rl grpo --init CKPT --prompts prompts.jsonl --reward exact|format|rm:CKPT|cmd:"PROGRAM" --out DIR
-//                [--group 8 --prompts-per-step 8 --kl 0 --clip 0.2 --epochs 1 --max-answer 8 --temperature 1]
+//                [--group 8 --prompts-per-step 8 --kl 0 --clip 0.2 --epochs 1 --scale-std 0 --max-answer 8 --temperature 1]
 //                [--eval-prompts FILE --samples 8]
 //
 // rm trains a reward model (the GPT with a scalar head) on preference pairs with the Bradley–Terry
@@ -46,7 +46,7 @@ namespace {
 struct Options {
   std::string command, init, data, val, out = "out", prompts, reward, eval_prompts, device = "cpu", loss = "sigmoid";
   int64_t threads = 0, log_interval = 10, group = 8, prompts_per_step = 8, epochs = 1, max_answer = 8, samples = 8;
-  int64_t eval_limit = 0;
+  int64_t eval_limit = 0, scale_std = 0;
   double center = 0, beta = 0.1, label_smoothing = 0.1, sft_weight = 0, kl = 0, clip = 0.2, temperature = 1.0;
   double reward_timeout = 60;
   uint64_t seed = 1337;
@@ -58,7 +58,8 @@ const char* usage =
     "       loom-rl dpo  --init CKPT --data pairs.jsonl [--val pairs.jsonl] --out DIR [--beta X] [--loss sigmoid|ipo|cdpo]\n"
     "                    [--label-smoothing X] [--sft-weight X] [--eval-prompts FILE]\n"
     "       loom-rl grpo --init CKPT --prompts FILE --reward exact|format|rm:CKPT|cmd:PROGRAM --out DIR [--group G]\n"
-    "                    [--prompts-per-step P] [--kl X] [--clip X] [--epochs N] [--max-answer N] [--temperature X]\n"
+    "                    [--prompts-per-step P] [--kl X] [--clip X] [--epochs N] [--scale-std 0|1] [--max-answer N]\n"
+    "                    [--temperature X]\n"
     "                    [--eval-prompts FILE] [--samples K] [--reward-timeout S]\n"
     "  common: --steps N --batch-size N --lr X --min-lr X --warmup N --weight-decay X --grad-clip X\n"
     "          --eval-interval N --log-interval N --seed N --threads N --device cpu|cuda --eval-limit N\n"
@@ -67,6 +68,7 @@ const char* usage =
     "        --sft-weight X    add X * the chosen answers' NLL per token (default 0)\n"
     "  grpo: --group G         answers sampled per prompt (default 8)\n"
     "        --kl X            k3 KL penalty to the starting model (default 0)\n"
+    "        --scale-std 0|1   divide advantages by their group's std, as DeepSeekMath (default 0, as Dr. GRPO)\n"
     "        --epochs N        optimizer passes over each sampled batch (ratios clipped at 1 +- --clip)\n"
     "        --samples K       answers per held-out prompt for pass@1 and pass@K (default 8)\n";
 
@@ -106,7 +108,7 @@ Options parse(int argc, char** argv) {
     flags["--prompts"] = str(o.prompts), flags["--reward"] = str(o.reward), flags["--group"] = i64(o.group);
     flags["--prompts-per-step"] = i64(o.prompts_per_step), flags["--kl"] = f64(o.kl), flags["--clip"] = f64(o.clip);
     flags["--epochs"] = i64(o.epochs), flags["--temperature"] = f64(o.temperature), flags["--samples"] = i64(o.samples);
-    flags["--reward-timeout"] = f64(o.reward_timeout);
+    flags["--reward-timeout"] = f64(o.reward_timeout), flags["--scale-std"] = i64(o.scale_std);
   }
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
@@ -131,6 +133,7 @@ Options parse(int argc, char** argv) {
   LOOM_CHECK(o.group >= 2, value_error, "--group must be at least 2 (the advantage compares answers within a group)");
   LOOM_CHECK(o.prompts_per_step >= 1 && o.epochs >= 1 && o.samples >= 1 && o.max_answer >= 1, value_error,
              "--prompts-per-step, --epochs, --samples and --max-answer must be positive");
+  LOOM_CHECK(o.scale_std == 0 || o.scale_std == 1, value_error, "--scale-std must be 0 or 1");
   LOOM_CHECK(o.temperature > 0, value_error, "--temperature must be > 0 for sampling, got ", o.temperature);
   LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda");
   LOOM_CHECK(o.log_interval >= 1 && t.eval_interval >= 1, value_error, "--log-interval and --eval-interval must be positive");
@@ -536,7 +539,7 @@ int run_grpo(Options& o, const Device device) {
         align::sample_answers(model, cm.chat, chosen, index, G, o.max_answer, sampling, o.seed, step);
     const std::vector<double> r = reward(chosen, s.text, G);
     const double t1 = bar.seconds();
-    const align::GroupAdvantages adv = align::group_advantages(r, G);
+    const align::GroupAdvantages adv = align::group_advantages(r, G, o.scale_std == 1);
     advantages = adv.advantages;
     // 2. the batch, its mask, and the log-probabilities of the sampler and the reference
     batch = align::example_batch(align::answer_examples(s, G), T);

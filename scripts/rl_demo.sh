@@ -7,7 +7,7 @@
 #   3. loom-train pretrain a 4-layer model (C 128, bytes) on the shards
 #   4. loom-finetune supervised fine-tuning on the conversations
 #   5. loom-rl rm   a reward model on the pairs: held-out preference accuracy
-#   6. loom-rl dpo  DPO on the pairs: margin and held-out exact match
+#   6. loom-rl dpo  DPO on the pairs, with the SFT term and without: margin and held-out exact match
 #   7. loom-rl grpo GRPO on 3-digit sums with the exact-answer reward: pass@1 before and after
 #   8. loom-eval    the final model on the held-out sums, with pass@k
 #   9. loom-chat    one scripted chat, its feedback recorded as a preference pair
@@ -41,7 +41,7 @@ if [ "$quick" = 1 ]; then
   pre_steps=20; ft_steps=20; rm_steps=10; dpo_steps=6; grpo_steps=4; eval_limit=40; group=4; pps=4
 else
   gen=""
-  pre_steps=600; ft_steps=1500; rm_steps=300; dpo_steps=150; grpo_steps=200; eval_limit=400; group=8; pps=8
+  pre_steps=1500; ft_steps=3000; rm_steps=1000; dpo_steps=150; grpo_steps=200; eval_limit=400; group=8; pps=32
 fi
 final() { grep '^final' "$1" | tail -1; }
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<< "$1"; }
@@ -65,7 +65,7 @@ with open(d + "/raw.jsonl", "w") as out:
 EOF
 
 stage "2. loom-data: raw text -> shards"
-"$bin/loom-data" run --input "$d/raw.jsonl" --out "$out/shards" --quality none --quiet --threads "$threads" > "$out/shards.log"
+"$bin/loom-data" run --input "$d/raw.jsonl" --out "$out/shards" --quality none --split 0.94,0.03,0.03 --quiet --threads "$threads" > "$out/shards.log"
 data_final=$(final "$out/shards.log")
 
 stage "3. loom-train: pretraining ($pre_steps steps)"
@@ -83,15 +83,18 @@ stage "5. loom-rl rm: a reward model ($rm_steps steps)"
   --batch-size 32 --lr 3e-4 --eval-interval 100000 $common --out "$out/rm" > "$out/rm.log" 2>&1
 rm_final=$(final "$out/rm.log")
 
-stage "6. loom-rl dpo ($dpo_steps steps)"
-"$bin/loom-rl" dpo --init "$sft" --data "$d/pairs_train.jsonl" --val "$d/pairs_val.jsonl" --eval-prompts "$d/prompts_test.jsonl" \
-  --eval-limit "$eval_limit" --steps "$dpo_steps" --batch-size 32 --lr 2e-5 --beta 0.1 --eval-interval 100000 $common \
-  --out "$out/dpo" > "$out/dpo.log" 2>&1
-dpo_final=$(final "$out/dpo.log")
+stage "6. loom-rl dpo ($dpo_steps steps), with the SFT term and without it"
+for w in 1 0; do
+  "$bin/loom-rl" dpo --init "$sft" --data "$d/pairs_train.jsonl" --val "$d/pairs_val.jsonl" --eval-prompts "$d/prompts_test.jsonl" \
+    --eval-limit "$eval_limit" --steps "$dpo_steps" --batch-size 32 --lr 2e-5 --beta 0.1 --sft-weight "$w" \
+    --eval-interval 100000 $common --out "$out/dpo$w" > "$out/dpo$w.log" 2>&1
+done
+dpo_final=$(final "$out/dpo1.log")
+dpo0_final=$(final "$out/dpo0.log")
 
 stage "7. loom-rl grpo on 3-digit sums ($grpo_steps steps)"
 "$bin/loom-rl" grpo --init "$sft" --prompts "$d/prompts_train.jsonl" --reward exact --eval-prompts "$d/prompts_test.jsonl" \
-  --eval-limit "$eval_limit" --steps "$grpo_steps" --group "$group" --prompts-per-step "$pps" --lr 2e-5 --max-answer 6 \
+  --eval-limit "$eval_limit" --steps "$grpo_steps" --group "$group" --prompts-per-step "$pps" --lr 3e-5 --epochs 4 --max-answer 6 \
   --samples 8 --eval-interval 100000 $common --out "$out/grpo" > "$out/grpo.log" 2>&1
 grpo_final=$(final "$out/grpo.log")
 
@@ -114,7 +117,8 @@ echo "| loom-data | $(field "$data_final" kept) of $(field "$data_final" documen
 echo "| loom-train | val loss $(field "$pre_final" val_loss) after $pre_steps steps |"
 echo "| loom-finetune | $(final "$out/sft.log" | sed 's/^final //') |"
 echo "| loom-rl rm | held-out preference accuracy $(pct "$(field "$rm_final" val_accuracy)") |"
-echo "| loom-rl dpo | held-out margin $(field "$dpo_final" val_margin_start) -> $(field "$dpo_final" val_margin), exact match $(pct "$(field "$dpo_final" exact_match_start)") -> $(pct "$(field "$dpo_final" exact_match)") |"
+echo "| loom-rl dpo --sft-weight 1 | held-out margin $(field "$dpo_final" val_margin_start) -> $(field "$dpo_final" val_margin), pair accuracy $(pct "$(field "$dpo_final" val_accuracy)"), exact match $(pct "$(field "$dpo_final" exact_match_start)") -> $(pct "$(field "$dpo_final" exact_match)") |"
+echo "| loom-rl dpo --sft-weight 0 | held-out margin $(field "$dpo0_final" val_margin_start) -> $(field "$dpo0_final" val_margin), pair accuracy $(pct "$(field "$dpo0_final" val_accuracy)"), exact match $(pct "$(field "$dpo0_final" exact_match_start)") -> $(pct "$(field "$dpo0_final" exact_match)") |"
 echo "| loom-rl grpo | pass@1 $(pct "$(field "$grpo_final" pass_at_1_start)") -> $(pct "$(field "$grpo_final" pass_at_1)"), greedy exact match $(pct "$(field "$grpo_final" exact_match_start)") -> $(pct "$(field "$grpo_final" exact_match)"), sampling $(pct "$(field "$grpo_final" gen_share)") of the time |"
 echo "| loom-eval | ${eval_final#eval } |"
 echo "| loom-chat | $(field "$chat_final" pairs) preference pair(s) recorded |"
