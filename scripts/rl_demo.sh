@@ -104,7 +104,7 @@ stage "8. loom-eval: the final model on the held-out sums"
 eval_final=$(grep '^eval' "$out/eval.log" | tail -1)
 
 stage "9. loom-chat: one question, rated and corrected"
-printf 'What is 123 + 456?\n/bad\n/better 579\n\n' | "$bin/loom-chat" --ckpt "$out/grpo/ckpt.safetensors" \
+printf 'What is 123 + 456?\n/bad\n/better 123 + 456 = 579\n\n' | "$bin/loom-chat" --ckpt "$out/grpo/ckpt.safetensors" \
   --feedback "$out/feedback.jsonl" --max-tokens 8 > "$out/chat.log" 2> "$out/chat.err"
 chat_final=$(final "$out/chat.log")
 t_end=$(date +%s)

@@ -482,7 +482,7 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
           rej_out.write_str(detail::reject_line(id, "near_dup", ids[size_t(dup_of[size_t(k)])]));
           continue;
         }
-        split[size_t(k)] = int8_t(assign_split(id, fractions, o.seed));  // the cluster's key: its kept document's id
+        split[size_t(k)] = int8_t(assign_split(text, fractions, o.seed));  // the cluster's key: its kept document's text
         if (o.decontamination_ngram > 0 && split[size_t(k)] != int8_t(Split::train)) decon.add_reference(text);
       }
     }

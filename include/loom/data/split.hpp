@@ -2,9 +2,10 @@
 /// @file split.hpp
 /// Train/val/test assignment and decontamination.
 ///
-/// - assign_split draws a document's split from a hash of its duplicate cluster's key (the id of
-///   the cluster's kept document) and a seed, so near-copies always land in the same split and
-///   cannot leak from train into val/test. Default fractions 98/1/1.
+/// - assign_split draws a document's split from a hash of its duplicate cluster's key (the text
+///   of the cluster's kept document) and a seed, so near-copies always land in the same split and
+///   cannot leak from train into val/test, and the same corpus splits the same way wherever its
+///   files lie (an id holds the file's path). Default fractions 98/1/1.
 /// - Decontaminator implements GPT-3's 13-gram rule (Brown et al. 2020, "Language Models are
 ///   Few-Shot Learners", appendix C): a training document that shares any word 13-gram with a
 ///   val/test document is contaminated. Words are those of hash.hpp's word_hashes (ASCII
@@ -75,7 +76,7 @@ struct SplitFractions {
   }
 };
 
-/// The split of a duplicate cluster, from a hash of its key (the id of the cluster's kept
+/// The split of a duplicate cluster, from a hash of its key (the text of the cluster's kept
 /// document) and the seed: near-copies share a cluster and so a split.
 inline Split assign_split(std::string_view cluster_key, const SplitFractions& f, uint64_t seed) {
   const double u = double(hash64(cluster_key, seed) >> 11) * 0x1.0p-53;  // uniform in [0, 1)
