@@ -39,9 +39,11 @@ mkdir -p "$out"
 if [ "$quick" = 1 ]; then
   gen="--pretrain 4000 --sft 600 --prompts 200 --test 40 --pairs 300 --pairs-val 60"
   pre_steps=20; ft_steps=20; rm_steps=10; dpo_steps=6; grpo_steps=4; eval_limit=40; group=4; pps=4
+  split=0.8,0.1,0.1  # 100 documents: enough for val and test
 else
   gen=""
   pre_steps=1500; ft_steps=3000; rm_steps=1000; dpo_steps=150; grpo_steps=200; eval_limit=400; group=8; pps=32
+  split=0.94,0.03,0.03
 fi
 final() { grep '^final' "$1" | tail -1; }
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<< "$1"; }
@@ -65,7 +67,7 @@ with open(d + "/raw.jsonl", "w") as out:
 EOF
 
 stage "2. loom-data: raw text -> shards"
-"$bin/loom-data" run --input "$d/raw.jsonl" --out "$out/shards" --quality none --split 0.94,0.03,0.03 --quiet --threads "$threads" > "$out/shards.log"
+"$bin/loom-data" run --input "$d/raw.jsonl" --out "$out/shards" --quality none --split "$split" --quiet --threads "$threads" > "$out/shards.log"
 data_final=$(final "$out/shards.log")
 
 stage "3. loom-train: pretraining ($pre_steps steps)"
