@@ -519,7 +519,13 @@ int run_grpo(Options& o, const Device device) {
   double entropy = 0;
   trainer.set_loss([&](int64_t) {
     const Tensor<float> logp = align::token_logprobs(model, batch);  // (B, T)
-    terms = align::policy_loss(logp, old_logp.defined() ? old_logp : logp.detach(), ref_logp, mask, advantages, o.clip, o.kl);
+    if (!old_logp.defined()) {
+      // The first pass over a batch runs before any update: its log-probabilities are the
+      // sampling policy's (the ratios' denominator for the later passes) and give the entropy.
+      old_logp = logp.detach();
+      entropy = -double((sum(old_logp * mask.to(old_logp.device())) / float(batch.loss_tokens)).item());
+    }
+    terms = align::policy_loss(logp, old_logp, ref_logp, mask, advantages, o.clip, o.kl);
     return terms.loss;
   });
   Csv log(o.out + "/log.csv", {"step", "loss", "reward_mean", "reward_std", "zero_std_share", "mean_length", "kl",
@@ -541,7 +547,7 @@ int run_grpo(Options& o, const Device device) {
     const double t1 = bar.seconds();
     const align::GroupAdvantages adv = align::group_advantages(r, G, o.scale_std == 1);
     advantages = adv.advantages;
-    // 2. the batch, its mask, and the log-probabilities of the sampler and the reference
+    // 2. the batch, its mask, and the reference's log-probabilities
     batch = align::example_batch(align::answer_examples(s, G), T);
     const Tensor<int64_t> y = batch.targets;
     mask = Tensor<float>::empty(y.shape());
@@ -549,10 +555,8 @@ int run_grpo(Options& o, const Device device) {
     {
       NoGradGuard no_grad;
       ref_logp = align::token_logprobs(*ref.model, batch);
-      const Tensor<float> lp = align::token_logprobs(model, batch);
-      old_logp = o.epochs > 1 ? lp : Tensor<float>();
-      entropy = -double((sum(lp * mask.to(lp.device())) / float(s.tokens)).item());  // mean -log p of the sampled tokens
     }
+    old_logp = Tensor<float>();  // set by the first pass (see set_loss above)
     // 3. --epochs optimizer steps on this batch
     double loss = 0;
     for (int64_t e = 0; e < o.epochs; ++e) {
