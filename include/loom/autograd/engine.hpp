@@ -12,6 +12,9 @@
 ///       if edge.fn:   pending[edge.fn] += dx            // flows on into the graph
 ///       if edge.leaf: edge.leaf.grad += dx              // lands in a parameter
 ///     free node's saved tensors unless retain_graph
+///
+/// A leaf with a grad_ready hook (Tensor::on_grad_ready) has it called right after the last node
+/// of the order that has an edge to it: its gradient is then final for this pass.
 
 #include <chrono>
 #include <unordered_map>
@@ -64,6 +67,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
   };
   if (root.is_leaf()) {
     accumulate_leaf(*root.autograd_meta(), root_grad);
+    if (root.autograd_meta()->grad_ready) root.autograd_meta()->grad_ready();
     return;
   }
 
@@ -90,10 +94,24 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
   }
   pending[root.grad_fn().get()] = root_grad;
 
+  // Leaves with a grad_ready hook: how many edges of the order still point at each.
+  std::unordered_map<AutogradMeta<T>*, int> edges_left;
+  for (Node<T>* node : order)
+    for (const Edge<T>& e : node->next)
+      if (e.leaf && e.leaf->grad_ready) ++edges_left[e.leaf.get()];
+  auto edges_done = [&](Node<T>* node) {
+    if (edges_left.empty()) return;
+    for (const Edge<T>& e : node->next)
+      if (e.leaf && e.leaf->grad_ready && --edges_left[e.leaf.get()] == 0) e.leaf->grad_ready();
+  };
+
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node<T>* node = *it;
     auto p = pending.find(node);
-    if (p == pending.end()) continue;  // no gradient reached this node
+    if (p == pending.end()) {  // no gradient reached this node
+      edges_done(node);
+      continue;
+    }
     Tensor<T> g = std::move(p->second);
     pending.erase(p);
     LOOM_CHECK(!node->released, value_error, "backward: the graph through '", node->name,
@@ -123,6 +141,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
         accumulate_leaf(*e.leaf, dx[k]);
       }
     }
+    edges_done(node);
     if (!retain_graph) {
       node->backward = nullptr;  // frees the saved tensors now, not when the outputs die
       node->released = true;

@@ -77,6 +77,7 @@ struct AutogradMeta {
   bool requires_grad = false;
   Tensor<T> grad;                     ///< accumulated gradient (leaves)
   std::shared_ptr<Node<T>> grad_fn;   ///< the op that produced this tensor (null for leaves)
+  std::function<void()> grad_ready;   ///< leaves: called once per backward, when `grad` is final
 };
 
 /// Where a gradient goes: the producing node of a non-leaf input, or the meta of a leaf.

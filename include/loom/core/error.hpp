@@ -35,6 +35,8 @@ class backend_error : public Error { public: using Error::Error; };
 class cuda_error : public Error { public: using Error::Error; };
 /// A file that cannot be read or written, or whose contents are malformed.
 class io_error : public Error { public: using Error::Error; };
+/// A collective between processes that failed or timed out; the message names the ranks and the operation.
+class dist_error : public Error { public: using Error::Error; };
 
 namespace detail {
 /// Streams every argument into one string: concat("a", 1, 'b') == "a1b".

@@ -352,6 +352,14 @@ class Tensor {
   void zero_grad() const {
     if (meta_) meta_->grad = Tensor();
   }
+  /// Calls `hook` during each backward() that reaches this leaf, as soon as its gradient is
+  /// complete (no later node of the pass adds to it): data-parallel training starts sending a
+  /// gradient while the backward pass goes on. An empty function removes the hook.
+  void on_grad_ready(std::function<void()> hook) {
+    LOOM_CHECK(is_leaf(), value_error, "on_grad_ready: hooks are for leaf tensors (parameters)");
+    if (!meta_) meta_ = std::make_shared<AutogradMeta<T>>();
+    meta_->grad_ready = std::move(hook);
+  }
   /// The graph node of the op that produced this tensor (null for leaves).
   std::shared_ptr<Node<T>> grad_fn() const { return meta_ ? meta_->grad_fn : nullptr; }
   /// True for tensors not produced by a recorded op (parameters, inputs, constants).

@@ -107,17 +107,7 @@ class AdamBase : public Optimizer {
   /// Runs one fused update over every parameter that has a gradient.
   void step() override {
     for_each_with_grad([&](ParamGroup& g, const Tensor<float>& p, const Tensor<float>& grad, ParamState& st) {
-      const double lr = *g.lr, wd = *g.weight_decay, t = double(st.step);
-      AdamScalars s;
-      s.beta1 = float(beta1_);
-      s.one_minus_beta1 = float(1.0 - beta1_);
-      s.beta2 = float(beta2_);
-      s.one_minus_beta2 = float(1.0 - beta2_);
-      s.step_size = float(lr / (1.0 - std::pow(beta1_, t)));
-      s.bias_correction2_sqrt = float(std::sqrt(1.0 - std::pow(beta2_, t)));
-      s.eps = float(eps_);
-      s.l2 = decoupled_ ? 0.0f : float(wd);
-      s.decay_factor = decoupled_ ? float(1.0 - lr * wd) : 1.0f;
+      const AdamScalars s = scalars(*g.lr, *g.weight_decay, st.step);
       float* pp = p.data();
       float* mp = st.buffers[0].data();
       float* vp = st.buffers[1].data();
@@ -132,6 +122,23 @@ class AdamBase : public Optimizer {
         adam_kernel(pp + lo, mp + lo, vp + lo, gp + lo, hi - lo, s);
       });
     });
+  }
+
+  /// The scalars of the update at step t (1 on the first) for a group's lr and weight decay; a
+  /// sharded optimizer (dist::ZeroAdamW) runs adam_kernel with them over its piece.
+  AdamScalars scalars(double lr, double wd, int64_t step) const {
+    const double t = double(step);
+    AdamScalars s;
+    s.beta1 = float(beta1_);
+    s.one_minus_beta1 = float(1.0 - beta1_);
+    s.beta2 = float(beta2_);
+    s.one_minus_beta2 = float(1.0 - beta2_);
+    s.step_size = float(lr / (1.0 - std::pow(beta1_, t)));
+    s.bias_correction2_sqrt = float(std::sqrt(1.0 - std::pow(beta2_, t)));
+    s.eps = float(eps_);
+    s.l2 = decoupled_ ? 0.0f : float(wd);
+    s.decay_factor = decoupled_ ? float(1.0 - lr * wd) : 1.0f;
+    return s;
   }
 
  protected:

@@ -38,6 +38,18 @@ inline std::vector<Tensor<float>> defined_grads(const std::vector<Tensor<float>>
   return grads;
 }
 
+/// Sum of squares of one block of at most norm_block elements, in double, in a fixed order: 8
+/// running sums (element i goes to sum i % 8), added up at the end, so that the compiler can
+/// still vectorize. A sharded optimizer computes the blocks it owns with it.
+inline double block_sum_of_squares(const float* x, int64_t n) {
+  double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
+  for (; i < n; ++i) acc[i % 8] += double(x[i]) * double(x[i]);
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 /// Sum of squares of every element of `grads`, in double; the same bits for any thread count.
 inline double sum_of_squares(const std::vector<Tensor<float>>& grads) {
   if (!grads.empty() && grads[0].device().is_cuda()) {  // one GPU reduction over all of them, in double
@@ -62,18 +74,7 @@ inline double sum_of_squares(const std::vector<Tensor<float>>& grads) {
   }
   std::vector<double> partial(blocks.size(), 0.0);
   parallel_for(0, int64_t(blocks.size()), 1, [&](int64_t lo, int64_t hi) {
-    for (int64_t b = lo; b < hi; ++b) {
-      // 8 running sums (element i goes to sum i % 8), added up at the end: a fixed order that
-      // the compiler can still vectorize.
-      const float* x = blocks[b].p;
-      const int64_t n = blocks[b].n;
-      double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t i = 0;
-      for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += double(x[i + j]) * double(x[i + j]);
-      for (; i < n; ++i) acc[i % 8] += double(x[i]) * double(x[i]);
-      partial[b] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    }
+    for (int64_t b = lo; b < hi; ++b) partial[b] = block_sum_of_squares(blocks[b].p, blocks[b].n);
   });
   double total = 0.0;
   for (double s : partial) total += s;
