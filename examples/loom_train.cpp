@@ -21,6 +21,11 @@
 // no bias, AdamW 1e-3 -> 1e-4, warmup 100, beta2 0.99, wd 0.1, clip 1.0), small (6 layers,
 // 6 heads, C 384, T 256, B 8) and gpt2-124m (12 layers, 12 heads, C 768, T 1024, B 4).
 // Every setting has a flag; --help lists them.
+//
+// Under mpirun the run is data-parallel (docs/21-distributed-training.md):
+//   mpirun -np 2 loom-train --data DIR --preset small --threads 1 --out out
+// Every rank builds the same model, trains on its own micro-batches and sums gradients with the
+// others; rank 0 prints, logs and writes the checkpoint, which any number of ranks can resume.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -34,6 +39,7 @@
 #include <sys/stat.h>
 
 #include <loom/data/shards.hpp>
+#include <loom/dist/dist.hpp>
 #include <loom/io/checkpoint.hpp>
 #include <loom/io/file.hpp>
 #include <loom/loom.hpp>
@@ -48,7 +54,8 @@ using namespace loom;
 namespace {
 
 struct Options {
-  std::string data, preset = "char", out = "out", device = "cpu", tokenizer;
+  std::string data, preset = "char", out = "out", device = "cpu", tokenizer, dist = "auto";
+  double dist_timeout = 300, bucket_mb = 4;
   bool resume = false;
   int64_t log_interval = 10, sample_tokens = 200, threads = 0, final_eval_iters = 200;
   uint64_t model_seed = 1337;
@@ -90,7 +97,12 @@ const char* usage =
     "  --n-embd N --dropout X --bias 0|1 --lr X --min-lr X --warmup N --lr-decay-steps N\n"
     "  --weight-decay X --beta1 X --beta2 X --grad-clip X --eval-interval N --eval-iters N\n"
     "  --log-interval N --sample-tokens N --threads N\n"
-    "  --final-eval-iters N batches for the final train/val loss (default 200; 0: eval-iters)\n";
+    "  --final-eval-iters N batches for the final train/val loss (default 200; 0: eval-iters)\n"
+    "data parallel (under mpirun -np N):\n"
+    "  --dist auto|single|mpi  the communicator (default auto: mpi under mpirun)\n"
+    "  --zero 0|1           1: shard AdamW's state across the ranks (ZeRO stage 1; CPU)\n"
+    "  --bucket-mb X        gradients per all-reduce bucket, in MiB (default 4)\n"
+    "  --dist-timeout S     seconds a rank waits for the others before failing (default 300)\n";
 
 Options parse(int argc, char** argv) {
   Options o;
@@ -133,6 +145,13 @@ Options parse(int argc, char** argv) {
   flags["--sample-tokens"] = i64(o.sample_tokens);
   flags["--threads"] = i64(o.threads);
   flags["--final-eval-iters"] = i64(o.final_eval_iters);
+  flags["--dist"] = [&](const std::string& v) { o.dist = v; };
+  flags["--zero"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "0" || v == "1", value_error, "--zero must be 0 or 1, got '", v, "'");
+    o.train.zero = std::stoi(v);
+  };
+  flags["--bucket-mb"] = f64(o.bucket_mb);
+  flags["--dist-timeout"] = f64(o.dist_timeout);
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
@@ -158,22 +177,35 @@ Options parse(int argc, char** argv) {
   bool batch_given = false;
   for (int i = 1; i < argc; ++i) batch_given = batch_given || std::string(argv[i]) == "--batch-size";
   if (o.device == "cuda" && o.preset == "gpt2-124m" && !batch_given) o.train.batch_size = 16;
+  LOOM_CHECK(o.bucket_mb > 0, value_error, "--bucket-mb must be positive, got ", o.bucket_mb);
+  o.train.bucket_elems = std::max<int64_t>(1, int64_t(o.bucket_mb * 1024 * 1024 / sizeof(float)));
   return o;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::unique_ptr<dist::Communicator> comm;
   try {
     Options o = parse(argc, argv);
+    // --- ranks: one process, or every process that mpirun started --------------------------
+    comm = dist::make_communicator(o.dist);
+    comm->set_timeout(o.dist_timeout);
+    const int ranks = comm->size();
+    const bool lead = comm->rank() == 0;  // rank 0 prints, logs and writes files
+    if (!lead) std::cout.rdbuf(nullptr);
     if (o.threads > 0) set_num_threads(int(o.threads));
+    else if (ranks > 1) {  // share the cores among the ranks of this machine
+      const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+      set_num_threads(std::max(1, get_num_threads() / (local ? std::max(1, std::atoi(local)) : ranks)));
+    }
     const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
     if (device.is_cuda()) zeros<float>({1}, device);  // throws "loom was built without CUDA ..." in a CPU build
     io::make_directories(o.out);
     const std::string ckpt_path = o.out + "/ckpt.safetensors", log_path = o.out + "/log.csv",
                       svg_path = o.out + "/loss.svg";
     for (const std::string& p : {ckpt_path, log_path, svg_path})
-      for (const std::string& stale : io::remove_stale_temp_files(p))
+      for (const std::string& stale : lead ? io::remove_stale_temp_files(p) : std::vector<std::string>{})
         std::cout << "removed " << stale << " (left by an interrupted write)\n";
 
     // --- data and tokenizer -------------------------------------------------------------
@@ -211,29 +243,36 @@ int main(int argc, char** argv) {
     // --- model, trainer, optional resume ----------------------------------------------------
     nn::GPT model(o.model, o.model_seed);
     model.to(device);  // before the trainer's optimizer takes the parameters
-    train::Trainer trainer(model, train_data, val_data, o.train);
+    train::Trainer trainer(model, train_data, val_data, o.train, {}, comm.get());
     if (o.resume) {
       io::Checkpoint c = io::load_checkpoint(ckpt_path);
       trainer.restore(c);
       std::cout << "resumed from " << ckpt_path << " at step " << trainer.step_count() << "\n";
       // Steps past the checkpoint ran before the interruption and run again now: log them once.
-      if (size_t dropped = train::CsvLog::drop_rows_after(log_path, trainer.step_count()))
+      if (size_t dropped = lead ? train::CsvLog::drop_rows_after(log_path, trainer.step_count()) : 0)
         std::cout << "dropped " << dropped << " rows past step " << trainer.step_count() << " from " << log_path << "\n";
     }
     std::cout << "model: " << o.preset << ", " << model.num_parameters() << " parameters, "
               << (device.is_cuda() ? cuda_device_name(0) + (o.train.bf16 ? ", bf16 autocast" : ", fp32")
                                    : std::to_string(get_num_threads()) + " threads")
+              << (ranks > 1 ? " per rank, " + std::to_string(ranks) + " ranks (" + comm->backend() +
+                                  (o.train.zero ? ", ZeRO-1" : "") + ")"
+                            : std::string())
               << "\n";
 
     // --- training loop ------------------------------------------------------------------------
-    train::CsvLog log(log_path, o.resume);
-    train::ProgressBar bar(stderr, o.train.steps, o.log_interval);
-    const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.block_size);
+    std::unique_ptr<train::CsvLog> log = lead ? std::make_unique<train::CsvLog>(log_path, o.resume) : nullptr;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(lead ? nullptr : std::fopen("/dev/null", "w"), std::fclose);
+    train::ProgressBar bar(lead ? stderr : quiet.get(), o.train.steps, o.log_interval);
+    const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.block_size * ranks);
     double train_loss = NAN, val_loss = NAN, tok_s = 0;
     int64_t steps_timed = 0;
     double time_in_steps = 0;
     const std::string tok_json = tok.to_json();  // the whole tokenizer goes into every checkpoint
-    auto save = [&] { io::save_checkpoint(ckpt_path, trainer.checkpoint(tok_json)); };
+    auto save = [&] {  // every rank takes part (ZeRO gathers its shards); rank 0 writes
+      io::Checkpoint c = trainer.checkpoint(tok_json);
+      if (lead) io::save_checkpoint(ckpt_path, c);
+    };
     while (trainer.step_count() < o.train.steps) {
       double t0 = bar.seconds();
       double loss = trainer.step();
@@ -253,7 +292,7 @@ int main(int argc, char** argv) {
                       train_loss, val_loss, train::perplexity(val_loss));
         bar.message(msg);
       }
-      log.write(row);  // before the checkpoint: a resume from step s finds row s in the log
+      if (log) log->write(row);  // before the checkpoint: a resume from step s finds row s in the log
       if (eval_now) save();
     }
     // The final figures use more batches than the periodic evaluations: less sampling noise.
@@ -263,20 +302,27 @@ int main(int argc, char** argv) {
               << " batches: train loss " << train_loss << ", val loss " << val_loss << "\n";
 
     // --- plot and a sample -------------------------------------------------------------------
-    io::write_file_atomic(svg_path,
-                          train::loss_plot_svg(train::CsvLog::read(log_path), "loom-train " + o.preset + " on " + o.data));
+    if (lead)
+      io::write_file_atomic(svg_path, train::loss_plot_svg(train::CsvLog::read(log_path),
+                                                           "loom-train " + o.preset + " on " + o.data));
     std::cout << "wrote " << ckpt_path << ", " << log_path << ", " << svg_path << "\n";
-    if (o.sample_tokens > 0) {
+    if (lead && o.sample_tokens > 0) {
       Generator gen(o.train.seed);
       std::vector<int64_t> prompt = shard_dir ? tok.start_ids() : std::vector<int64_t>{train_data.token(0)};
       auto out = train::generate(model, prompt, o.sample_tokens, {0.8, 0, 1.0}, gen);
       std::cout << "--- sample ---\n" << tok.decode(prompt) << tok.decode(out) << "\n--- end of sample ---\n";
     }
-    std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f\n", (long long)trainer.step_count(),
-                train_loss, val_loss, tok_s);
+    if (lead)
+      std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f ranks=%d optimizer_mb=%.1f "
+                  "peak_rss_mb=%.1f\n",
+                  (long long)trainer.step_count(), train_loss, val_loss, tok_s, ranks,
+                  double(trainer.optimizer_state_bytes()) / 1048576.0, train::peak_rss_mb());
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "loom-train: " << e.what() << "\n";
+    const bool many = comm && comm->size() > 1;
+    std::cerr << "loom-train" << (many ? " (rank " + std::to_string(comm->rank()) + ")" : "") << ": " << e.what()
+              << "\n";
+    if (many) comm->abort(1);  // the other ranks would wait for this one
     return 1;
   }
 }

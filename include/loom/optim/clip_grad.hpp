@@ -81,27 +81,8 @@ inline double sum_of_squares(const std::vector<Tensor<float>>& grads) {
   return total;
 }
 
-}  // namespace optim_detail
-
-/// The L2 norm of all gradients of `params` taken together (parameters without a gradient
-/// count as zero), computed in double in a fixed order.
-inline double grad_norm(const std::vector<Tensor<float>>& params) {
-  return std::sqrt(optim_detail::sum_of_squares(optim_detail::defined_grads(params, "grad_norm")));
-}
-
-/// Clips gradients by their total L2 norm, as torch.nn.utils.clip_grad_norm_: when
-/// max_norm / (norm + 1e-6) < 1, every gradient is multiplied in place by that factor. Returns
-/// the norm before clipping. A non-finite norm is returned as it is (the gradients then hold inf or
-/// NaN already): check it and skip the step. Works with or without a NoGradGuard.
-/// @throws value_error when max_norm is negative or not finite.
-inline double clip_grad_norm(const std::vector<Tensor<float>>& params, double max_norm) {
-  LOOM_CHECK(std::isfinite(max_norm) && max_norm >= 0, value_error, "clip_grad_norm: invalid max_norm ", max_norm,
-             " (must be finite and >= 0)");
-  std::vector<Tensor<float>> grads = optim_detail::defined_grads(params, "clip_grad_norm");
-  double norm = std::sqrt(optim_detail::sum_of_squares(grads));
-  double coef = max_norm / (norm + 1e-6);
-  if (!(coef < 1.0)) return norm;
-  const float c = float(coef);
+/// Multiplies every gradient in `grads` by c in place (a strided one through a copy).
+inline void scale_grads(const std::vector<Tensor<float>>& grads, float c) {
   for (const auto& g : grads) {
     if (g.storage()) g.storage()->bump_version();
     if (g.device().is_cuda() && g.is_contiguous()) {
@@ -124,6 +105,29 @@ inline double clip_grad_norm(const std::vector<Tensor<float>>& params, double ma
       g.copy_(s);
     }
   }
+}
+
+}  // namespace optim_detail
+
+/// The L2 norm of all gradients of `params` taken together (parameters without a gradient
+/// count as zero), computed in double in a fixed order.
+inline double grad_norm(const std::vector<Tensor<float>>& params) {
+  return std::sqrt(optim_detail::sum_of_squares(optim_detail::defined_grads(params, "grad_norm")));
+}
+
+/// Clips gradients by their total L2 norm, as torch.nn.utils.clip_grad_norm_: when
+/// max_norm / (norm + 1e-6) < 1, every gradient is multiplied in place by that factor. Returns
+/// the norm before clipping. A non-finite norm is returned as it is (the gradients then hold inf or
+/// NaN already): check it and skip the step. Works with or without a NoGradGuard.
+/// @throws value_error when max_norm is negative or not finite.
+inline double clip_grad_norm(const std::vector<Tensor<float>>& params, double max_norm) {
+  LOOM_CHECK(std::isfinite(max_norm) && max_norm >= 0, value_error, "clip_grad_norm: invalid max_norm ", max_norm,
+             " (must be finite and >= 0)");
+  std::vector<Tensor<float>> grads = optim_detail::defined_grads(params, "clip_grad_norm");
+  double norm = std::sqrt(optim_detail::sum_of_squares(grads));
+  double coef = max_norm / (norm + 1e-6);
+  if (!(coef < 1.0)) return norm;
+  optim_detail::scale_grads(grads, float(coef));
   return norm;
 }
 

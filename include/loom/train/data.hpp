@@ -89,6 +89,14 @@ class BatchLoader {
     return t;
   }
 
+  /// Advances `gen` exactly as batch(B, T, gen) would, without building the batch: a rank of a
+  /// data-parallel run draws the other ranks' micro-batches this way and keeps its own.
+  void skip(int64_t B, int64_t T, Generator& gen) const {
+    LOOM_CHECK(size() > T, value_error, "BatchLoader: ", size(), " tokens are too few for windows of ", T,
+               " (+1 target); use a shorter block size or more data");
+    (void)randint<int64_t>({B}, 0, size() - T, gen);
+  }
+
   /// B windows of T tokens at offsets drawn from `gen`: inputs and next-token targets, (B, T) each.
   std::pair<Tensor<int64_t>, Tensor<int64_t>> batch(int64_t B, int64_t T, Generator& gen) const {
     LOOM_CHECK(B > 0 && T > 0, value_error, "BatchLoader: batch size ", B, " and length ", T, " must be positive");

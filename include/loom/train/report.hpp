@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "loom/core/error.hpp"
@@ -28,6 +29,13 @@ namespace loom::train {
 
 /// A one-line progress bar (step, loss, tokens/s, ETA) redrawn in place on a terminal, or plain
 /// lines every `every` steps when `out` is a file or pipe. For programs: loom-train draws it on
+/// Peak resident memory of this process so far, in MiB (getrusage's ru_maxrss).
+inline double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
 /// stderr.
 class ProgressBar {
  public:

@@ -3,16 +3,25 @@
 /// The training loop in one object: batches, forward, backward (with gradient accumulation),
 /// clipping, the learning-rate schedule and AdamW, plus evaluation and checkpoints that resume
 /// bit for bit (model, optimizer, step and every random generator are saved).
+///
+/// Given a communicator of N > 1 ranks (dist/), the same loop is data-parallel: micro-batch k of
+/// a step's N x grad_accum goes to rank k / grad_accum (each rank draws all offsets and keeps its
+/// own), gradients are summed in rank order while the backward pass runs (dist::GradReducer), and
+/// the result has the bits of one process with N x grad_accum micro-batches when grad_accum is 1.
+/// With zero = 1 the AdamW state is sharded across the ranks (dist::ZeroAdamW).
 
 #include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
 
+#include "loom/dist/communicator.hpp"
+#include "loom/dist/data_parallel.hpp"
 #include "loom/io/checkpoint.hpp"
 #include "loom/nn/gpt.hpp"
 #include "loom/optim/optim.hpp"
@@ -37,6 +46,8 @@ struct TrainConfig {
   int64_t eval_iters = 20;        ///< batches per evaluation
   uint64_t seed = 1337;           ///< batches and evaluation batches
   bool bf16 = false;              ///< mixed precision on the GPU: bf16 matmuls and attention (AutocastGuard)
+  int zero = 0;                   ///< ZeRO stage: 0 (every rank keeps the whole AdamW state) or 1 (sharded)
+  int64_t bucket_elems = 1 << 20; ///< data parallel: gradient elements per all-reduce bucket
 };
 
 /// A GPTConfig as JSON.
@@ -65,13 +76,29 @@ struct Batch {
 class Trainer {
  public:
   /// A trainer for `model` (which must outlive it); AdamW over decay/no-decay groups of the model's
-  /// parameters and `extra` ones (a reward model's head).
-  Trainer(nn::GPT& model, BatchLoader train, BatchLoader val, TrainConfig cfg, const nn::NamedTensors& extra = {})
+  /// parameters and `extra` ones (a reward model's head). With `comm` of more than one rank (or
+  /// cfg.zero = 1) training is data-parallel; every rank must construct its trainer alike.
+  Trainer(nn::GPT& model, BatchLoader train, BatchLoader val, TrainConfig cfg, const nn::NamedTensors& extra = {},
+          dist::Communicator* comm = nullptr)
       : model_(model), train_(std::move(train)), val_(std::move(val)), cfg_(cfg), data_gen_(cfg.seed),
         eval_gen_(cfg.seed + 1), opt_(decay_groups(with_extra(model.named_parameters(), extra), cfg.weight_decay),
-                                      adamw_options(cfg)) {
+                                      adamw_options(cfg)),
+        comm_(comm) {
     LOOM_CHECK(cfg.batch_size > 0 && cfg.grad_accum > 0 && cfg.steps >= 0, value_error,
                "Trainer: batch_size, grad_accum must be positive and steps non-negative");
+    LOOM_CHECK(cfg.zero == 0 || cfg.zero == 1, value_error, "Trainer: ZeRO stage ", cfg.zero, " is not one of 0, 1");
+    if (ranks() > 1 || cfg.zero == 1) {
+      static dist::SingleProcess single;
+      dist::Communicator& c = comm_ ? *comm_ : single;
+      dist::check_same_parameters(c, opt_.params());
+      reducer_ = std::make_unique<dist::GradReducer>(c, opt_.params(), cfg.bucket_elems, cfg.zero == 1);
+      if (cfg.zero == 1) {
+        for (const Tensor<float>& p : opt_.params())
+          LOOM_CHECK(p.device().is_cpu(), device_error, "Trainer: ZeRO-1 runs on the CPU; this parameter is on ",
+                     p.device());
+        zero_ = std::make_unique<dist::ZeroAdamW>(opt_, *reducer_);
+      }
+    }
   }
 
   /// The learning rate at optimizer step `s` (warmup, then cosine decay to min_lr).
@@ -92,46 +119,73 @@ class Trainer {
   /// gradients: fine-tuning with LoRA trains only the new rows of a grown embedding).
   void set_grad_hook(std::function<void()> hook) { grad_hook_ = std::move(hook); }
 
-  /// One optimizer step over grad_accum micro-batches; returns their mean loss.
+  /// One optimizer step over grad_accum micro-batches (per rank); returns their mean loss (over
+  /// every rank's). The micro-batch gradients are summed, then scaled once by 1 / (ranks x grad_accum).
   double step() {
-    const int64_t T = model_.config.block_size;
+    const int64_t A = cfg_.grad_accum, N = ranks(), r = rank();
+    LOOM_CHECK(!(loss_ && N > 1), value_error, "Trainer: a custom loss (set_loss) runs in one process only");
     opt_.set_lr(lr_at(step_));
     opt_.zero_grad();
-    double total = 0;
-    for (int64_t m = 0; m < cfg_.grad_accum; ++m) {
+    std::vector<double> losses(size_t(N * A), 0.0);
+    for (int64_t k = 0; k < r * A; ++k) skip_batch();  // the micro-batches of lower ranks
+    for (int64_t m = 0; m < A; ++m) {
       Tensor<float> loss;
       if (loss_) {
         AutocastGuard autocast(cfg_.bf16);
         loss = loss_(m);
       } else {
-        Batch b;
-        if (source_) b = source_();
-        else std::tie(b.x, b.y) = train_.batch(cfg_.batch_size, T, data_gen_);
+        Batch b = next_batch();
         AutocastGuard autocast(cfg_.bf16);  // the forward; the backward keeps what it recorded
         loss = model_.forward(b.x, b.y, nullptr, b.segments).loss;
       }
-      total += double(loss.item());
-      if (cfg_.grad_accum > 1) loss = loss * float(1.0 / double(cfg_.grad_accum));
+      losses[size_t(r * A + m)] = double(loss.item());
+      if (reducer_ && m == A - 1) reducer_->begin();  // the last backward sends its gradients
+      // Each micro-batch's gradient is formed whole, then added to the sum so far: a weight used
+      // twice in the model (tied embeddings) then sums the same way here as across ranks. (The
+      // pass whose gradients a reducer sends accumulates directly: its hooks must see the sum.)
+      const bool whole = m > 0 && !(reducer_ && m == A - 1);
+      std::vector<Tensor<float>> sum_so_far;
+      if (whole)
+        for (Tensor<float>& p : opt_.params()) sum_so_far.push_back(p.grad()), p.zero_grad();
       loss.backward();
+      if (whole) add_to_grads(sum_so_far);
     }
-    if (grad_hook_) grad_hook_();
-    if (cfg_.grad_clip > 0) last_grad_norm_ = clip_grad_norm(opt_.params(), cfg_.grad_clip);
-    opt_.step();
+    for (int64_t k = (r + 1) * A; k < N * A; ++k) skip_batch();  // those of higher ranks
+    const float scale = N * A > 1 ? float(1.0 / double(N * A)) : 1.0f;
+    if (reducer_) {
+      reducer_->finish(scale);  // first: the communication thread must be idle before this thread calls MPI
+      if (N > 1) comm_->all_reduce(losses.data(), N * A, dist::ReduceOp::sum, "all_reduce 'losses'");
+    } else if (scale != 1.0f) {
+      optim_detail::scale_grads(optim_detail::defined_grads(opt_.params(), "Trainer"), scale);
+    }
+    if (grad_hook_) {
+      LOOM_CHECK(!zero_, value_error, "Trainer: a gradient hook (LoRA's row mask) needs whole gradients; use zero = 0");
+      grad_hook_();
+    }
+    if (zero_) {
+      if (cfg_.grad_clip > 0) last_grad_norm_ = zero_->clip_grad_norm(cfg_.grad_clip);
+      zero_->step();
+    } else {
+      if (cfg_.grad_clip > 0) last_grad_norm_ = clip_grad_norm(opt_.params(), cfg_.grad_clip);
+      opt_.step();
+    }
     ++step_;
-    return total / double(cfg_.grad_accum);
+    double total = 0;  // in micro-batch order, as one process adds them up
+    for (double l : losses) total += l;
+    return total / double(N * A);
   }
 
   /// Mean loss over `batches` (default eval_iters) random batches of the validation split.
   double val_loss(int64_t batches = 0) {
     AutocastGuard autocast(cfg_.bf16);
     return evaluate(model_, val_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
-                    eval_gen_);
+                    eval_gen_, comm_);
   }
   /// Mean loss over `batches` (default eval_iters) random batches of the training split.
   double train_loss(int64_t batches = 0) {
     AutocastGuard autocast(cfg_.bf16);
     return evaluate(model_, train_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
-                    eval_gen_);
+                    eval_gen_, comm_);
   }
 
   /// Optimizer steps taken so far.
@@ -144,25 +198,25 @@ class Trainer {
   const TrainConfig& config() const { return cfg_; }
 
   /// Everything needed to resume: "model.*" and "optim.*" tensors; config, step, RNG states and
-  /// optimizer scalars in the metadata. `tokenizer` (a JSON string) is stored as given.
-  io::Checkpoint checkpoint(const std::string& tokenizer = "") const {
-    io::Checkpoint c;
-    for (auto& [name, p] : model_.named_parameters()) c.add("model." + name, p.detach().to(Device::cpu()));
-    for (auto& [name, t] : opt_.state_tensors()) c.add("optim." + name, t.to(Device::cpu()));
-    for (auto& [k, v] : opt_.state_scalars()) c.set_meta("optim." + k, v);
-    c.set_meta_json("config", to_json(model_.config));
-    c.set_meta("step", std::to_string(step_));
-    io::Json rng = io::Json::object();
-    using Entry = std::pair<const char*, const Generator*>;
-    for (auto [key, g] : {Entry{"data", &data_gen_}, Entry{"eval", &eval_gen_}, Entry{"model", &model_.gen}}) {
-      io::Json s = io::Json::object();
-      s.set("seed", std::to_string(g->seed()));  // as strings: a uint64 may not fit JSON's int64
-      s.set("offset", std::to_string(g->offset()));
-      rng.set(key, s);
-    }
-    c.set_meta_json("rng", rng);
-    if (!tokenizer.empty()) c.set_meta("tokenizer", tokenizer);
+  /// optimizer scalars in the metadata. `tokenizer` (a JSON string) is stored as given. The same
+  /// for any number of ranks; with ZeRO every rank must call it (the state is gathered).
+  io::Checkpoint checkpoint(const std::string& tokenizer = "") {
+    if (zero_) zero_->gather_into_optimizer();
+    io::Checkpoint c = checkpoint_of_state(tokenizer);
+    if (zero_) zero_->scatter_from_optimizer();
     return c;
+  }
+
+  /// The number of ranks training together (1 without a communicator).
+  int ranks() const { return comm_ ? comm_->size() : 1; }
+  /// This process's rank (0 without a communicator).
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  /// Bytes of optimizer state this rank holds (AdamW's two moments, or this rank's ZeRO pieces).
+  int64_t optimizer_state_bytes() const {
+    if (zero_) return zero_->state_bytes();
+    int64_t n = 0;
+    for (auto& [name, t] : opt_.state_tensors()) n += t.numel() * int64_t(sizeof(float));
+    return n;
   }
 
   /// Restores a checkpoint made by checkpoint() for a model of the same configuration.
@@ -185,9 +239,51 @@ class Trainer {
       const io::Json& s = rng.at(key);
       g->set_state(std::stoull(s.at("seed").as_string()), std::stoull(s.at("offset").as_string()));
     }
+    if (zero_) zero_->scatter_from_optimizer();
   }
 
  private:
+  io::Checkpoint checkpoint_of_state(const std::string& tokenizer) const {
+    io::Checkpoint c;
+    for (auto& [name, p] : model_.named_parameters()) c.add("model." + name, p.detach().to(Device::cpu()));
+    for (auto& [name, t] : opt_.state_tensors()) c.add("optim." + name, t.to(Device::cpu()));
+    for (auto& [k, v] : opt_.state_scalars()) c.set_meta("optim." + k, v);
+    c.set_meta_json("config", to_json(model_.config));
+    c.set_meta("step", std::to_string(step_));
+    io::Json rng = io::Json::object();
+    using Entry = std::pair<const char*, const Generator*>;
+    for (auto [key, g] : {Entry{"data", &data_gen_}, Entry{"eval", &eval_gen_}, Entry{"model", &model_.gen}}) {
+      io::Json s = io::Json::object();
+      s.set("seed", std::to_string(g->seed()));  // as strings: a uint64 may not fit JSON's int64
+      s.set("offset", std::to_string(g->offset()));
+      rng.set(key, s);
+    }
+    c.set_meta_json("rng", rng);
+    if (!tokenizer.empty()) c.set_meta("tokenizer", tokenizer);
+    return c;
+  }
+
+  // grad = earlier + grad for every parameter (the earlier sum first, as ranks are added).
+  void add_to_grads(const std::vector<Tensor<float>>& earlier) {
+    std::vector<Tensor<float>> params = opt_.params();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const Tensor<float>& e = earlier[i];
+      Tensor<float> g = params[i].grad();
+      if (!e.defined()) continue;
+      params[i].set_grad(g.defined() ? autograd::detail::add_grads(e, g) : e);
+    }
+  }
+  // The next training micro-batch, and the same draw thrown away (another rank's).
+  Batch next_batch() {
+    Batch b;
+    if (source_) b = source_();
+    else std::tie(b.x, b.y) = train_.batch(cfg_.batch_size, model_.config.block_size, data_gen_);
+    return b;
+  }
+  void skip_batch() {
+    if (source_) (void)source_();
+    else train_.skip(cfg_.batch_size, model_.config.block_size, data_gen_);
+  }
   static nn::NamedTensors with_extra(nn::NamedTensors params, const nn::NamedTensors& extra) {
     params.insert(params.end(), extra.begin(), extra.end());
     return params;
@@ -208,6 +304,9 @@ class Trainer {
   std::function<Batch()> source_;
   std::function<Tensor<float>(int64_t)> loss_;
   std::function<void()> grad_hook_;
+  dist::Communicator* comm_ = nullptr;
+  std::unique_ptr<dist::GradReducer> reducer_;  ///< data parallel (more than one rank, or ZeRO)
+  std::unique_ptr<dist::ZeroAdamW> zero_;       ///< ZeRO-1
 };
 
 }  // namespace loom::train
