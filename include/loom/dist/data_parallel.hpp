@@ -99,8 +99,12 @@ class GradReducer {
     for (Tensor<float>& p : params_) p.on_grad_ready(nullptr);
   }
 
-  /// Arms the hooks: the next backward pass's gradients are copied into the buckets as they finish.
-  void begin() {
+  /// Arms the hooks: the next backward pass's gradients are copied into the buckets as they
+  /// finish, each added to `earlier[k]` (the sum of this step's earlier micro-batches) if given.
+  void begin(std::vector<Tensor<float>> earlier = {}) {
+    LOOM_CHECK(earlier.empty() || earlier.size() == params_.size(), value_error, "GradReducer: ", earlier.size(),
+               " earlier gradients for ", params_.size(), " parameters");
+    earlier_ = std::move(earlier);
     std::lock_guard<std::mutex> lock(mutex_);
     for (Bucket& b : buckets_) b.waiting = int(b.params.size()), b.queued = b.done = false;
     copied_.assign(params_.size(), false);
@@ -120,6 +124,7 @@ class GradReducer {
       cv_.wait(lock, [&] { return std::all_of(buckets_.begin(), buckets_.end(), [](const Bucket& b) { return b.done; }); });
       armed_ = false;
     }
+    earlier_.clear();
     if (error_) std::rethrow_exception(error_);
     for (Bucket& b : buckets_) {
       if (shard_) {
@@ -206,6 +211,11 @@ class GradReducer {
     } else {
       std::fill(dst, dst + params_[k].numel(), 0.0f);
     }
+    if (k < earlier_.size() && earlier_[k].defined()) {  // earlier + this micro-batch, in that order
+      Tensor<float> e = earlier_[k].detach().to(Device::cpu()).contiguous();
+      const float* ep = e.data();
+      for (int64_t i = 0; i < e.numel(); ++i) dst[i] = g.defined() ? ep[i] + dst[i] : ep[i];
+    }
     copied_[k] = true;
     std::lock_guard<std::mutex> lock(mutex_);
     if (--b.waiting == 0) {
@@ -251,6 +261,7 @@ class GradReducer {
   std::vector<Bucket> buckets_;
   std::vector<Place> where_;
   std::vector<bool> copied_;
+  std::vector<Tensor<float>> earlier_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::thread worker_;

@@ -139,16 +139,18 @@ class Trainer {
         loss = model_.forward(b.x, b.y, nullptr, b.segments).loss;
       }
       losses[size_t(r * A + m)] = double(loss.item());
-      if (reducer_ && m == A - 1) reducer_->begin();  // the last backward sends its gradients
       // Each micro-batch's gradient is formed whole, then added to the sum so far: a weight used
-      // twice in the model (tied embeddings) then sums the same way here as across ranks. (The
-      // pass whose gradients a reducer sends accumulates directly: its hooks must see the sum.)
-      const bool whole = m > 0 && !(reducer_ && m == A - 1);
+      // twice in the model (tied embeddings) then sums the same way here as across ranks.
       std::vector<Tensor<float>> sum_so_far;
-      if (whole)
+      if (m > 0)
         for (Tensor<float>& p : opt_.params()) sum_so_far.push_back(p.grad()), p.zero_grad();
-      loss.backward();
-      if (whole) add_to_grads(sum_so_far);
+      if (reducer_ && m == A - 1) {  // the last backward sends its gradients (plus the earlier sum)
+        reducer_->begin(std::move(sum_so_far));
+        loss.backward();
+      } else {
+        loss.backward();
+        if (m > 0) add_to_grads(sum_so_far);
+      }
     }
     for (int64_t k = (r + 1) * A; k < N * A; ++k) skip_batch();  // those of higher ranks
     const float scale = N * A > 1 ? float(1.0 / double(N * A)) : 1.0f;
