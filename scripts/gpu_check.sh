@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build the CUDA targets for sm_90, run the CUDA tests, time loom's
+# One call on a GPU machine: build the CUDA targets for sm_90, run the CUDA tests and the NCCL
+# communicator's (one rank: one GPU holds one NCCL rank, so no 2-rank run here), time loom's
 # GPU benchmarks against PyTorch's on the same card, train briefly on every loom-train preset, and
 # print a short table last.
 #   scripts/gpu_check.sh [--prebuilt DIR] [--no-torch] [--no-compile] [--data FILE] [--train RUNS]
 #                        [--ab OTHER_BENCH_GPU]
-# --prebuilt DIR  use test_cuda, bench_gpu and loom-train from DIR instead of building them
+# --prebuilt DIR  use test_cuda, test_nccl, bench_gpu and loom-train from DIR instead of building them
 #                 (built elsewhere with -DLOOM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90)
 # --no-torch      skip benchmarks/gpu/torch_gpu.py;  --no-compile: skip its torch.compile run
 # --train RUNS    the loom-train runs, "preset dtype steps" separated by commas
@@ -46,9 +47,14 @@ else
         -DLOOM_BUILD_TESTS=ON -DLOOM_BUILD_EXAMPLES=ON -DLOOM_BUILD_BENCHMARKS=ON > "$out/configure.log" 2>&1 &&
     cmake --build "$build" -j "$(nproc)" --target test_cuda bench_gpu loom-train > "$out/build.log" 2>&1
   rc=$?
+  # test_nccl exists only where CMake found NCCL (nccl.h, libnccl.so).
+  if grep -q "NCCL=ON" "$out/configure.log"; then
+    cmake --build "$build" -j "$(nproc)" --target test_nccl >> "$out/build.log" 2>&1 || rc=$?
+  fi
   build_note="$([ $rc = 0 ] && echo ok || echo "FAILED ($rc)"), $(( $(date +%s) - t0 )) s"
   mkdir -p "$build/bin"
-  cp "$build/tests/test_cuda" "$build/benchmarks/bench_gpu" "$build/examples/loom-train" "$build/bin/" 2>/dev/null
+  cp "$build/tests/test_cuda" "$build/tests/test_nccl" "$build/benchmarks/bench_gpu" "$build/examples/loom-train" \
+     "$build/bin/" 2>/dev/null
   bin=$build/bin
   [ $rc = 0 ] || tail -n 40 "$out/build.log"
 fi
@@ -68,6 +74,19 @@ if [ -x "$bin/test_cuda" ]; then
     if [ $rc = 0 ]; then tests_pass=$((tests_pass + 1)); else tests_fail=$((tests_fail + 1)); failed="$failed; $name ($rc)"; fi
   done < "$out/test_names.txt"
   grep -E "^parity|^CUDA device|FAILED|REQUIRE|CHECK\(|with expansion|^  [^ ]|error" "$out/test_cuda.log" | head -n 150
+fi
+
+# --- the NCCL communicator, one rank on GPU 0 (tests/cuda/test_nccl.cpp) -------------------------
+nccl_note="not built (CMake found no NCCL)"
+if [ -x "$bin/test_nccl" ]; then
+  timeout 300 "$bin/test_nccl" > "$out/test_nccl.log" 2>&1
+  rc=$?
+  tail -n 20 "$out/test_nccl.log"
+  case $rc in
+    0) nccl_note="passed: $(grep -E "^All tests passed" "$out/test_nccl.log" | head -n 1)" ;;
+    77) nccl_note="skipped: no GPU" ;;
+    *) nccl_note="FAILED ($rc)"; tests_fail=$((tests_fail + 1)); failed="$failed; test_nccl ($rc)" ;;
+  esac
 fi
 
 # --- benchmarks ----------------------------------------------------------------------------------
@@ -142,6 +161,7 @@ fi
   echo "| GPU | $gpu |"
   echo "| build (sm_90) | $build_note |"
   echo "| CUDA tests | $tests_pass test cases passed, $tests_fail failed${failed} |"
+  echo "| NCCL communicator, 1 rank | $nccl_note |"
   printf "%s" "$train_rows"
   [ -n "$ab_rows" ] && echo "$ab_rows"
   echo "| script time | $(( $(date +%s) - t_start )) s |"

@@ -3,12 +3,14 @@
 /// Choosing the communicator at run time: make_communicator("auto") is MPI when the program was
 /// started by mpirun (and loom was built with MPI), else a single process, for which every
 /// collective is a no-op, so a program that always goes through a communicator behaves as before.
+/// make_communicator("nccl") is asked for by name only: its buffers must be GPU memory.
 
 #include <cstdlib>
 #include <memory>
 #include <string>
 
 #include "loom/dist/communicator.hpp"
+#include "loom/dist/nccl.hpp"
 #if LOOM_HAVE_MPI
 #include "loom/dist/mpi.hpp"
 #endif
@@ -24,12 +26,32 @@ inline constexpr bool have_mpi() {
 #endif
 }
 
-/// A communicator of the given kind: "single", "mpi", or "auto" (MPI under an MPI launcher,
-/// else single). Throws value_error for an unknown kind and backend_error for MPI in a build
-/// without it.
+/// This process's rank among the ranks on its machine (OpenMPI, MPICH or Slurm say it); 0 when
+/// no launcher says.
+inline int local_rank() {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
+    if (const char* s = std::getenv(v)) return std::atoi(s);
+  return 0;
+}
+
+/// A communicator of the given kind: "single", "mpi", "nccl" (GPU buffers; the ranks come from
+/// MPI, each on GPU local_rank() modulo the GPUs visible), or "auto" (MPI under an MPI launcher,
+/// else single). Throws value_error for an unknown kind and backend_error for MPI or NCCL in a
+/// build without them.
 inline std::unique_ptr<Communicator> make_communicator(const std::string& kind = "auto") {
-  LOOM_CHECK(kind == "auto" || kind == "single" || kind == "mpi", value_error, "dist: unknown backend '", kind,
-             "' (choose auto, single or mpi)");
+  LOOM_CHECK(kind == "auto" || kind == "single" || kind == "mpi" || kind == "nccl", value_error,
+             "dist: unknown backend '", kind, "' (choose auto, single, mpi or nccl)");
+  if (kind == "nccl") {
+    LOOM_CHECK(have_nccl(), backend_error, no_nccl_message());
+#if LOOM_HAVE_MPI && LOOM_WITH_CUDA && LOOM_HAVE_NCCL
+    const int gpus = cuda::device_count();
+    LOOM_CHECK(gpus > 0, device_error, "dist: the nccl backend needs a GPU, and no CUDA device is visible");
+    return std::make_unique<NcclCommunicator>(std::make_unique<MpiCommunicator>(), local_rank() % gpus);
+#else
+    throw backend_error("dist: the nccl backend takes its ranks from MPI, and loom was built without MPI; "
+                        "apt-get install openmpi-bin libopenmpi-dev and reconfigure");
+#endif
+  }
 #if LOOM_HAVE_MPI
   if (kind == "mpi" || (kind == "auto" && launched_by_mpi())) return std::make_unique<MpiCommunicator>();
 #else

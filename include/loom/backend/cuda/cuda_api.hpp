@@ -40,6 +40,8 @@ std::string device_name(int device);
 void check_device(int device);
 /// Waits for all work queued on the device's loom stream.
 void synchronize(int device);
+/// True when `p` points into GPU memory (cudaMalloc'd or managed); false for host memory.
+bool is_device_pointer(const void* p);
 
 /// Allocates `bytes` on GPU `device` from the caching allocator; throws cuda_error on failure.
 void* malloc(std::size_t bytes, int device);

@@ -175,6 +175,15 @@ void check_device(int device) {
 
 void synchronize(int device) { LOOM_CUDA_CHECK(cudaStreamSynchronize(detail::use(device))); }
 
+bool is_device_pointer(const void* p) {
+  cudaPointerAttributes a{};
+  if (cudaPointerGetAttributes(&a, p) != cudaSuccess) {
+    cudaGetLastError();  // an address CUDA has never seen is host memory
+    return false;
+  }
+  return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
 void* malloc(std::size_t bytes, int device) {
   check_device(device);
   return detail::allocator(device).allocate(bytes, device);
