@@ -15,8 +15,14 @@
 // An interrupted run started again with the same options skips the stages it finished.
 // `show` prints the first documents of a split, decoded from the shards.
 // The last line on stdout is key=value pairs that scripts can read.
+//
+// Under MPI, `mpirun -np N loom-data run ...` splits the work over N processes (each reads the
+// input and cleans, hashes, signs and tokenises every N-th document; duplicates are found across
+// the ranks) and writes the same files as one process; rank 0 writes them and prints.
 
 #include <loom/data/pipeline.hpp>
+#include <loom/dist/dist.hpp>
+#include <loom/dist/pipeline.hpp>
 #include <loom/tokenizer.hpp>
 
 #include <unistd.h>
@@ -27,6 +33,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -87,9 +94,11 @@ int64_t count_of(const io::Json& obj, const char* key) {
   return v ? v->as_int() : 0;
 }
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, dist::Communicator& comm) {
+  const bool root = comm.rank() == 0;  // under mpirun only rank 0 prints
   data::PipelineOptions o;
   StageBar bar;
+  bar.quiet = !root;
   std::map<std::string, std::function<void(const std::string&)>> flags;
   auto i64 = [](int64_t& dst) { return [&dst](const std::string& v) { dst = std::stoll(v); }; };
   auto i32 = [](int& dst) { return [&dst](const std::string& v) { dst = std::stoi(v); }; };
@@ -115,7 +124,7 @@ int run(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--help" || a == "-h") {
-      std::cout << usage;
+      if (root) std::cout << usage;
       return 0;
     }
     if (a == "--no-nfc" || a == "--fresh" || a == "--quiet") {  // switches without a value
@@ -140,8 +149,9 @@ int run(int argc, char** argv) {
   LOOM_CHECK(!o.inputs.empty(), value_error, "--input PATH... is required (see --help)");
   LOOM_CHECK(!o.out.empty(), value_error, "--out DIR is required (see --help)");
 
-  io::Json r = data::run_pipeline(o, std::ref(bar));
+  io::Json r = dist::run_pipeline(o, comm, std::ref(bar));
   bar.end();
+  if (!root) return 0;
 
   // --- the human summary ---------------------------------------------------------------------
   const io::Json& in = r.at("input");
@@ -162,9 +172,10 @@ int run(int argc, char** argv) {
     std::printf("%-5s: %lld documents, %.2f MB, %lld tokens in %lld shard(s)\n", s, (long long)k.at("documents").as_int(),
                 double(k.at("bytes").as_int()) / 1e6, (long long)k.at("tokens").as_int(), (long long)k.at("shards").as_int());
   }
-  std::printf("time: scan %.2f s (%.1f MB/s), near-dup %.2f s, split %.2f s, shards %.2f s on %lld thread(s); peak memory %.0f MB\n",
+  const std::string ranks = t.contains("ranks") ? std::to_string(t.at("ranks").as_int()) + " ranks x " : "";
+  std::printf("time: scan %.2f s (%.1f MB/s), near-dup %.2f s, split %.2f s, shards %.2f s on %s%lld thread(s); peak memory %.0f MB\n",
               t.at("scan_s").as_double(), in.at("mb_per_s").as_double(), t.at("neardup_s").as_double(),
-              t.at("split_s").as_double(), t.at("shards_s").as_double(), (long long)t.at("threads").as_int(),
+              t.at("split_s").as_double(), t.at("shards_s").as_double(), ranks.c_str(), (long long)t.at("threads").as_int(),
               double(r.at("peak_rss_bytes").as_int()) / 1e6);
   std::printf("wrote %s/{train,val,test}_*.bin, index.jsonl, rejects.jsonl, report.json, tokenizer.loom\n", o.out.c_str());
   std::printf("final documents_in=%lld kept=%lld dropped=%lld train_tokens=%lld val_tokens=%lld test_tokens=%lld mb_per_s=%.2f\n",
@@ -220,9 +231,13 @@ int show(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::unique_ptr<dist::Communicator> comm;  // `run` only: MPI under mpirun, else one process
   try {
     const std::string cmd = argc > 1 ? argv[1] : "";
-    if (cmd == "run") return run(argc, argv);
+    if (cmd == "run") {
+      comm = dist::make_communicator("auto");
+      return run(argc, argv, *comm);
+    }
     if (cmd == "show") return show(argc, argv);
     if (cmd == "--help" || cmd == "-h") {
       std::cout << usage;
@@ -231,6 +246,10 @@ int main(int argc, char** argv) {
     std::cerr << usage;
     return 2;
   } catch (const std::exception& e) {
+    if (comm && comm->size() > 1) {  // the other ranks would wait for this one: stop them all
+      std::cerr << "\nloom-data: rank " << comm->rank() << ": error: " << e.what() << std::endl;
+      comm->abort(1);
+    }
     std::cerr << "\nloom-data: error: " << e.what() << "\n";
     return 1;
   }

@@ -1,11 +1,12 @@
 // Token shards (data/shards.hpp) and the whole pipeline (data/pipeline.hpp) on a generated corpus:
 // planted duplicates, near-duplicates, PII, low-quality pages and bad lines end where they should,
 // the shards decode to exactly the kept documents (read back here and by an independent reader of
-// llm.c's format in Python), the output does not depend on the thread count, and a second run
-// skips the stages the first one finished.
+// llm.c's format in Python), the output does not depend on the thread count, a second run
+// skips the stages the first one finished, and loom-data under mpirun writes the same files.
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -467,5 +468,130 @@ TEST_CASE("programs: loom-data writes shards and loom-train trains on them") {
       loom_test::shell_quote(tmp / "x"));
   CHECK(bad.status == 1);
   CHECK(bad.output.find("nowhere") != std::string::npos);
+}
+#endif
+
+#if defined(LOOM_DATA_EXE) && defined(LOOM_MPIEXEC)
+namespace {
+
+// A corpus whose planted duplicates sit on other ranks than their originals under 2 and 3 ranks
+// (rank g % N owns the g-th document in input order): 31 documents, then a file of copies whose
+// position differs from their original's by a number divisible by neither 2 nor 3.
+struct RankCorpus {
+  std::string dir;
+  std::vector<std::pair<std::string, std::string>> exact, near;  // (copy id, original id)
+  std::vector<std::pair<int64_t, int64_t>> positions;            // (copy, original) input positions
+};
+
+RankCorpus make_rank_corpus(const std::string& dir) {
+  RankCorpus c;
+  c.dir = dir;
+  ProseGenerator gen(9);
+  std::mt19937_64 rng(3);
+  std::vector<std::string> texts;
+  std::string a, b;
+  for (int i = 0; i < 31; ++i) {
+    texts.push_back(gen.document());
+    a += jsonl_line("p" + std::to_string(i), texts.back());
+  }
+  int64_t g = 31;  // the position of b.jsonl's next line
+  auto plant = [&](const std::string& id, const std::string& text, int original, bool exact) {
+    b += jsonl_line(id, text);
+    (exact ? c.exact : c.near).push_back({id, "p" + std::to_string(original)});
+    c.positions.push_back({g++, original});
+  };
+  for (int i = 0; i < 6; ++i) plant("exact-of-p" + std::to_string(i), texts[size_t(i)], i, true);  // g - i = 31
+  for (int i = 0; i < 6; ++i)  // g - (i + 12) = 25
+    plant("near-of-p" + std::to_string(i + 12), edit_words(texts[size_t(i + 12)], 1, rng), i + 12, false);
+  std::string crlf;
+  for (char ch : texts[24]) crlf += ch == '\n' ? std::string("\r\n") : std::string(1, ch);
+  plant("crlf-of-p24", crlf, 24, true);  // 43 - 24 = 19
+  write_file(dir + "/a.jsonl", a);
+  write_file(dir + "/b.jsonl", b);
+  return c;
+}
+
+// report.json without what is measured rather than computed: times, throughput, memory.
+io::Json computed_part(const io::Json& j) {
+  if (!j.is_object()) return j;
+  io::Json out = io::Json::object();
+  for (const auto& [key, value] : j.as_object())
+    if (key != "timing" && key != "seconds" && key != "mb_per_s" && key != "peak_rss_bytes" && key != "index_bytes")
+      out.set(key, computed_part(value));
+  return out;
+}
+
+// The final key=value line without mb_per_s.
+std::string final_line(const std::string& output) {
+  const size_t at = output.rfind("final ");
+  if (at == std::string::npos) return "";
+  const std::string line = output.substr(at, output.find('\n', at) - at);
+  return line.substr(0, line.find(" mb_per_s="));
+}
+
+// The regular files under `dir` (recursively, DIR/.work left out), as relative paths, sorted.
+std::vector<std::string> output_files(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && fs::relative(e.path(), dir).string().rfind(".work", 0) != 0)
+      out.push_back(fs::relative(e.path(), dir).string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("programs: loom-data under mpirun with 2 and 3 ranks writes the same files as one process") {
+  TempDir tmp;
+  const RankCorpus c = make_rank_corpus(tmp / "corpus");
+  for (const auto& [copy, original] : c.positions) {  // every copy and its original on different ranks
+    CHECK((copy - original) % 2 != 0);
+    CHECK((copy - original) % 3 != 0);
+  }
+  auto run = [&](const std::string& launcher, const std::string& out) {
+    return loom_test::run_program(launcher + loom_test::shell_quote(LOOM_DATA_EXE) + " run --input " +
+                                  loom_test::shell_quote(c.dir) + " --out " + loom_test::shell_quote(tmp / out) +
+                                  " --split 0.8,0.1,0.1 --shard-tokens 4096 --quiet");
+  };
+  const loom_test::ProgramRun one = run("", "np1");
+  INFO(one.output);
+  REQUIRE(one.status == 0);
+
+  // The planted duplicates are gone, each pointing at its original (the first in input order).
+  std::map<std::string, io::Json> rejects;
+  for (const io::Json& r : read_jsonl(tmp / "np1/rejects.jsonl")) rejects[r.at("id").as_string()] = r;
+  for (const auto& [cases, reason] : {std::make_pair(&c.exact, "exact_dup"), std::make_pair(&c.near, "near_dup")})
+    for (const auto& [copy, original] : *cases) {
+      INFO(copy);
+      REQUIRE(rejects.count(copy));
+      CHECK(rejects[copy].at("reason").as_string() == reason);
+      CHECK(rejects[copy].at("duplicate_of").as_string() == original);
+    }
+  const std::vector<std::string> files = output_files(tmp / "np1");
+  CHECK(std::count(files.begin(), files.end(), "index.jsonl") == 1);
+  CHECK(files.size() >= 7);  // index, rejects, report, tokenizer and shards of three splits
+
+  for (int np : {2, 3}) {
+    INFO("ranks: " << np);
+    const std::string out = "np" + std::to_string(np);
+    const loom_test::ProgramRun many =
+        run("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + loom_test::shell_quote(LOOM_MPIEXEC) + " -np " +
+                std::to_string(np) + " --oversubscribe ",
+            out);
+    INFO(many.output);
+    REQUIRE(many.status == 0);
+    const io::Json report = io::parse_json(read_bytes(tmp / (out + "/report.json")));
+    CHECK(report.at("timing").at("ranks").as_int() == np);  // one run of np ranks, not np single runs
+    CHECK(final_line(many.output) == final_line(one.output));
+    CHECK(many.output.find("final ") == many.output.rfind("final "));  // only rank 0 prints
+    REQUIRE(output_files(tmp / out) == files);
+    for (const std::string& f : files) {
+      INFO(f);
+      if (f == "report.json")
+        CHECK(computed_part(report).dump() == computed_part(io::parse_json(read_bytes(tmp / "np1/report.json"))).dump());
+      else
+        CHECK(read_bytes(tmp / (out + "/" + f)) == read_bytes(tmp / ("np1/" + f)));
+    }
+  }
 }
 #endif

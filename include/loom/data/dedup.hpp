@@ -205,16 +205,83 @@ inline double shingle_jaccard(std::string_view a, std::string_view b, int ngram 
   return double(common) / double(sa.size() + sb.size() - common);
 }
 
+/// The LSH key of band `b` of a signature: a hash of its `rows` hashes from b * rows on.
+inline uint64_t band_key(const uint32_t* signature, int b, int rows) {
+  const char* p = reinterpret_cast<const char*>(signature + size_t(b) * size_t(rows));
+  return hash64(std::string_view(p, size_t(rows) * 4), uint64_t(b));
+}
+
+/// True when two signatures are similar enough to join: threshold 0, or the fraction of equal
+/// hashes is at least the threshold.
+inline bool signatures_similar(const uint32_t* a, const uint32_t* b, const MinHashOptions& options) {
+  return options.threshold <= 0.0 || estimated_jaccard(a, b, size_t(options.num_hashes())) >= options.threshold;
+}
+
+/// In one band, a document is compared with its group's first document and, when that fails,
+/// with up to this many documents just before it in the group (all pairs in small groups,
+/// linear cost in big ones).
+inline constexpr int band_window = 16;
+
+/// The pairs to join in one band. `keys` holds every document's (band key, number), sorted;
+/// documents with equal keys form a group, and similar(x, y) decides a pair of the group
+/// (head first, then the band_window documents before, as NearDupIndex does).
+template <class Similar>
+void band_pairs(const std::vector<std::pair<uint64_t, int64_t>>& keys, const Similar& similar,
+                std::vector<std::pair<int64_t, int64_t>>& out) {
+  for (size_t g = 0; g < keys.size();) {
+    size_t e = g + 1;
+    while (e < keys.size() && keys[e].first == keys[g].first) ++e;
+    const int64_t head = keys[g].second;
+    for (size_t j = g + 1; j < e; ++j) {
+      const int64_t d = keys[j].second;
+      if (similar(head, d)) {
+        out.emplace_back(head, d);
+        continue;
+      }
+      for (size_t m = std::max(g + 1, j > size_t(band_window) ? j - size_t(band_window) : 0); m < j; ++m)
+        if (similar(keys[m].second, d)) out.emplace_back(keys[m].second, d);
+    }
+    g = e;
+  }
+}
+
+/// Union-find over documents 0 .. count-1 joined by `edges` (any order): for every document, the
+/// lowest-numbered document of its component, or -1 when it is that lowest one (kept).
+inline std::vector<int64_t> lowest_in_component(int64_t count,
+                                                const std::vector<std::vector<std::pair<int64_t, int64_t>>>& edges) {
+  // The root of a set is always its lowest number (union by lowest number).
+  std::vector<int64_t> parent(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) parent[size_t(i)] = i;
+  auto find = [&parent](int64_t x) {
+    while (parent[size_t(x)] != x) {
+      parent[size_t(x)] = parent[size_t(parent[size_t(x)])];  // path halving
+      x = parent[size_t(x)];
+    }
+    return x;
+  };
+  for (const auto& list : edges)  // the components, and so the result, do not depend on the order
+    for (const auto& e : list) {
+      int64_t ra = find(e.first), rb = find(e.second);
+      if (ra == rb) continue;
+      if (ra < rb) parent[size_t(rb)] = ra;
+      else parent[size_t(ra)] = rb;
+    }
+  std::vector<int64_t> result(static_cast<size_t>(count));
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t r = find(i);
+    result[size_t(i)] = r == i ? -1 : r;
+  }
+  return result;
+}
+
 /// Near-duplicate clustering: documents added in order (numbers 0, 1, 2, ...), clustered by LSH
 /// bands + union-find. Stores each document's full signature (4 * bands * rows bytes: 448 by
 /// default), which the threshold check needs. Documents without words all have the all-max
 /// signature and so form one cluster (exact dedup normally removes them first).
 class NearDupIndex {
  public:
-  /// In a band, a document is compared with its group's first document and, when that fails,
-  /// with up to this many documents just before it in the group (all pairs in small groups,
-  /// linear cost in big ones).
-  static constexpr int window = 16;
+  /// See band_window.
+  static constexpr int window = band_window;
 
   /// An empty index with these options (only bands, rows and threshold are used here).
   explicit NearDupIndex(MinHashOptions options = {}) : opt_(options) { opt_.validate(); }
@@ -240,30 +307,7 @@ class NearDupIndex {
     (void)threads;
 #endif
     for (int b = 0; b < nb; ++b) band_edges(b, edges[size_t(b)]);
-
-    // Union-find; the root of a set is always its lowest number (union by lowest number).
-    std::vector<int64_t> parent(static_cast<size_t>(count_));
-    for (int64_t i = 0; i < count_; ++i) parent[size_t(i)] = i;
-    auto find = [&parent](int64_t x) {
-      while (parent[size_t(x)] != x) {
-        parent[size_t(x)] = parent[size_t(parent[size_t(x)])];  // path halving
-        x = parent[size_t(x)];
-      }
-      return x;
-    };
-    for (const auto& list : edges)  // fixed order (the components do not depend on it anyway)
-      for (const auto& e : list) {
-        int64_t ra = find(e.first), rb = find(e.second);
-        if (ra == rb) continue;
-        if (ra < rb) parent[size_t(rb)] = ra;
-        else parent[size_t(ra)] = rb;
-      }
-    std::vector<int64_t> result(static_cast<size_t>(count_));
-    for (int64_t i = 0; i < count_; ++i) {
-      int64_t r = find(i);
-      result[size_t(i)] = r == i ? -1 : r;
-    }
-    return result;
+    return lowest_in_component(count_, edges);
   }
   /// Approximate bytes used.
   size_t memory_bytes() const { return sizeof(*this) + sigs_.capacity() * sizeof(uint32_t); }
@@ -272,34 +316,12 @@ class NearDupIndex {
 
  private:
   const uint32_t* sig(int64_t doc) const { return sigs_.data() + size_t(doc) * size_t(opt_.num_hashes()); }
-  bool similar(int64_t x, int64_t y) const {
-    const size_t k = size_t(opt_.num_hashes());
-    return opt_.threshold <= 0.0 || estimated_jaccard(sig(x), sig(y), k) >= opt_.threshold;
-  }
-  // The pairs to join in band b: groups of equal band keys, sorted by document number.
+  // The pairs to join in band b (band_pairs over every document's key).
   void band_edges(int b, std::vector<std::pair<int64_t, int64_t>>& out) const {
-    const int rows = opt_.rows;
     std::vector<std::pair<uint64_t, int64_t>> keys(static_cast<size_t>(count_));
-    for (int64_t d = 0; d < count_; ++d) {
-      const char* p = reinterpret_cast<const char*>(sig(d) + size_t(b) * size_t(rows));
-      keys[size_t(d)] = {hash64(std::string_view(p, size_t(rows) * 4), uint64_t(b)), d};
-    }
+    for (int64_t d = 0; d < count_; ++d) keys[size_t(d)] = {band_key(sig(d), b, opt_.rows), d};
     std::sort(keys.begin(), keys.end());
-    for (size_t g = 0; g < keys.size();) {
-      size_t e = g + 1;
-      while (e < keys.size() && keys[e].first == keys[g].first) ++e;
-      const int64_t head = keys[g].second;
-      for (size_t j = g + 1; j < e; ++j) {
-        const int64_t d = keys[j].second;
-        if (similar(head, d)) {
-          out.emplace_back(head, d);
-          continue;
-        }
-        for (size_t m = std::max(g + 1, j > size_t(window) ? j - size_t(window) : 0); m < j; ++m)
-          if (similar(keys[m].second, d)) out.emplace_back(keys[m].second, d);
-      }
-      g = e;
-    }
+    band_pairs(keys, [this](int64_t x, int64_t y) { return signatures_similar(sig(x), sig(y), opt_); }, out);
   }
 
   MinHashOptions opt_;

@@ -27,6 +27,9 @@
 /// Determinism: the chunks are processed in parallel and merged in input order, and every choice
 /// (which duplicate is kept, which split a cluster goes to) depends only on the input and the
 /// seed, so the output is byte-identical for any thread count.
+///
+/// Several processes: dist/pipeline.hpp runs the same stages over the ranks of an MPI job (each
+/// rank cleans, signs and tokenises every N-th document) and writes the same files.
 
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -181,6 +184,12 @@ class SpoolReader {
   std::FILE* f_ = nullptr;
 };
 
+/// The scan reads documents in chunks of up to this many raw bytes or documents, works on a
+/// chunk in parallel and merges it in input order.
+inline constexpr size_t scan_chunk_bytes = size_t(8) << 20, scan_chunk_docs = 4096;
+/// The shards stage tokenises kept documents in chunks of up to this many bytes of text.
+inline constexpr size_t shard_chunk_bytes = size_t(4) << 20;
+
 /// Seconds on a steady clock.
 inline double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -218,33 +227,267 @@ inline std::string reject_line(const std::string& id, const std::string& reason,
 /// A JSON string with invalid UTF-8 replaced (ids come from file names, which may be any bytes).
 inline std::string json_safe(std::string_view s) { return normalize(s, NormalizeOptions{false}); }
 
+/// What run_pipeline derives from its options, each checked (value_error naming the option), in
+/// the order the checks run; the tokenizer is loaded last, so that a bad file fails before any work.
+struct PipelineSetup {
+  QualityOptions quality;
+  SplitFractions fractions;
+  bool exact_on = false, near_on = false;
+  BpeTokenizer tok;
+  int threads = 1;
+
+  explicit PipelineSetup(const PipelineOptions& o)
+      : quality(check_paths(o)), fractions(SplitFractions::parse(o.split)), tok(check_rest(o)) {
+    exact_on = o.dedup.find("exact") != std::string::npos, near_on = o.dedup.find("minhash") != std::string::npos;
+#ifdef _OPENMP
+    threads = o.threads > 0 ? o.threads : omp_get_max_threads();
+#endif
+  }
+
+ private:
+  static QualityOptions check_paths(const PipelineOptions& o) {
+    LOOM_CHECK(!o.inputs.empty(), value_error, "no input: give at least one file or folder");
+    LOOM_CHECK(!o.out.empty(), value_error, "no output folder");
+    return QualityOptions::parse(o.quality);
+  }
+  static BpeTokenizer check_rest(const PipelineOptions& o) {
+    LOOM_CHECK(o.dedup == "exact,minhash" || o.dedup == "minhash,exact" || o.dedup == "exact" || o.dedup == "minhash" ||
+                   o.dedup == "none",
+               value_error, "--dedup must be exact,minhash, exact, minhash or none, got '", o.dedup, "'");
+    LOOM_CHECK(o.minhash.bands > 0 && o.minhash.rows > 0 && o.minhash.ngram > 0, value_error,
+               "--minhash-bands, --minhash-rows and --ngram must be positive");
+    LOOM_CHECK(o.shard_tokens > 0, value_error, "--shard-tokens must be positive, got ", o.shard_tokens);
+    LOOM_CHECK(o.decontamination_ngram >= 0, value_error, "--decontaminate must be 0 (off) or an n-gram length");
+    LOOM_CHECK(!o.nfc || have_nfc(), value_error,
+               "NFC needs utf8proc: apt-get install libutf8proc-dev and reconfigure, or pass --no-nfc");
+    return load_pipeline_tokenizer(o.tokenizer);
+  }
+};
+
+/// What the scan made of one document: its cleaned text and signature, or why it was dropped.
+struct ScannedDoc {
+  std::string text;      ///< normalised, filtered, scrubbed
+  std::string reason;    ///< why it was dropped; empty when it passed
+  NormalizeStats norm;   ///< what normalisation changed
+  uint64_t lines_removed = 0;  ///< lines the C4 rules removed
+  PiiCounts pii;         ///< personal data found
+  std::vector<uint32_t> sig;   ///< MinHash signature (near-dup on, passed)
+};
+
+/// Normalises, filters and scrubs the raw text of one document into `s`, and signs the result
+/// when `hasher` is given. Thread-safe: the scan runs it on many documents at once.
+inline void scan_document(const std::string& raw, const PipelineOptions& o, const QualityOptions& quality,
+                          const MinHasher* hasher, ScannedDoc& s) {
+  s.text = normalize(raw, NormalizeOptions{o.nfc}, &s.norm);
+  QualityResult q = check_quality(s.text, quality);
+  if (!q.keep) {
+    s.reason = q.reason;
+    return;
+  }
+  s.text = std::move(q.text);
+  s.lines_removed = q.lines_removed;
+  if (s.text.find_first_not_of(" \t\n") == std::string::npos) {
+    s.reason = "empty";
+    return;
+  }
+  if (o.pii != PiiMode::keep) {
+    const std::vector<PiiMatch> found = find_pii(s.text);
+    for (const PiiMatch& m : found) ++s.pii.n[int(m.type)];
+    if (!found.empty() && o.pii == PiiMode::drop) {
+      s.reason = "pii";
+      return;
+    }
+    if (!found.empty()) s.text = redact_pii(s.text, found);
+  }
+  if (hasher) s.sig = hasher->signature(s.text);
+}
+
+/// The scan's counts, taken document by document in input order (the order of the reasons in
+/// the report is the order they first occurred).
+struct ScanTally {
+  uint64_t docs_in = 0, bytes_in = 0, docs_kept = 0, bytes_kept = 0, read_errors = 0, lines_removed = 0;
+  uint64_t norm_invalid = 0, norm_controls = 0, norm_newlines = 0, norm_nfc = 0, pii_docs = 0;
+  PiiCounts pii;
+  io::Json reasons = io::Json::object();
+
+  /// One more document dropped for `reason`.
+  void count_reason(const std::string& reason) {
+    const io::Json* c = reasons.find(reason);
+    reasons.set(reason, c ? c->as_int() + 1 : int64_t(1));
+  }
+  /// One more input that could not be read.
+  void read_error() {
+    ++read_errors;
+    count_reason("read_error");
+  }
+  /// Counts a document of `raw_bytes` and what the scan made of it; false when the scan dropped
+  /// it (its reason counted).
+  bool add(uint64_t raw_bytes, const ScannedDoc& s) {
+    ++docs_in, bytes_in += raw_bytes;
+    norm_invalid += s.norm.invalid_bytes, norm_controls += s.norm.control_chars, norm_newlines += s.norm.newlines;
+    norm_nfc += s.norm.nfc_changed;
+    if (!s.reason.empty()) {
+      if (s.reason == "pii") {
+        for (int t = 0; t < 5; ++t) pii.n[t] += s.pii.n[t];
+        ++pii_docs;
+      }
+      count_reason(s.reason);
+      return false;
+    }
+    for (int t = 0; t < 5; ++t) pii.n[t] += s.pii.n[t];
+    pii_docs += s.pii.total() > 0;
+    lines_removed += s.lines_removed;
+    return true;
+  }
+  /// One more document kept (past exact dedup), of `text_bytes` cleaned bytes.
+  void keep(uint64_t text_bytes) { ++docs_kept, bytes_kept += text_bytes; }
+  /// The scan stage's stats: these counts, the corpus files, the exact-dedup index size and the time.
+  io::Json stats(const CorpusReader& reader, size_t exact_index_bytes, double seconds) const {
+    io::Json p = io::Json::object();
+    for (int t = 0; t < 5; ++t) p.set(pii_name(PiiType(t)), int64_t(pii.n[t]));
+    io::Json s = io::Json::object();
+    s.set("files", int64_t(reader.files().size()));
+    s.set("file_bytes", int64_t(reader.total_file_bytes()));
+    s.set("documents_in", int64_t(docs_in));
+    s.set("bytes_in", int64_t(bytes_in));
+    s.set("read_errors", int64_t(read_errors));
+    s.set("documents_kept", int64_t(docs_kept));
+    s.set("bytes_kept", int64_t(bytes_kept));
+    s.set("dropped", reasons);
+    s.set("c4_lines_removed", int64_t(lines_removed));
+    s.set("pii", p);
+    s.set("pii_documents", int64_t(pii_docs));
+    io::Json norm = io::Json::object();
+    norm.set("invalid_utf8_replaced", int64_t(norm_invalid));
+    norm.set("control_chars_dropped", int64_t(norm_controls));
+    norm.set("newlines_unified", int64_t(norm_newlines));
+    norm.set("nfc_changed_documents", int64_t(norm_nfc));
+    s.set("normalize", norm);
+    s.set("exact_index_bytes", int64_t(exact_index_bytes));
+    s.set("seconds", seconds);
+    s.set("mb_per_s", double(bytes_in) / 1e6 / std::max(seconds, 1e-9));
+    return s;
+  }
+};
+
+/// The shards stage's output: the kept documents, in order, as <|endoftext|> + their tokens in
+/// DIR/{train,val,test}_*.bin, and a line each in DIR/index.jsonl.
+class ShardOutput {
+ public:
+  /// Removes an earlier run's shards and opens the writers (nothing under a final name until finish()).
+  ShardOutput(const std::string& dir, const BpeTokenizer& tok, int64_t shard_tokens)
+      : eot_(*tok.special_id("<|endoftext|>")), index_(dir + "/index.jsonl") {
+    for (const char* name : {"train", "val", "test"})
+      for (const std::string& p : list_shards(dir, name)) std::remove(p.c_str());  // an earlier run's shards
+    for (const char* name : {"train", "val", "test"})
+      writers_.push_back(std::make_unique<ShardWriter>(dir, name, tok.vocab_size(), shard_tokens));
+  }
+  /// Appends the next kept document: its id, split (0 train, 1 val, 2 test), tokens, and the
+  /// bytes of its text.
+  void add(const std::string& id, int split, const std::vector<uint32_t>& tokens, int64_t text_bytes) {
+    ShardWriter& w = *writers_[size_t(split)];
+    w.append(&eot_, 1);
+    const auto [shard, offset] = w.position();
+    w.append(tokens.data(), tokens.size());
+    ++docs_[split], bytes_[split] += text_bytes;
+    io::Json line = io::Json::object();
+    line.set("id", id);
+    line.set("split", split_name(Split(split)));
+    line.set("shard", shard);
+    line.set("offset", offset);
+    line.set("tokens", int64_t(tokens.size()));
+    index_.write_str(line.dump() + "\n");
+  }
+  /// Writes the last shards and DIR/index.jsonl.
+  void finish() {
+    for (auto& w : writers_) w->finish();
+    index_.commit();
+  }
+  /// The report's "kept": documents, bytes, tokens and shards of each split.
+  io::Json kept() const {
+    io::Json kept = io::Json::object();
+    for (int s = 0; s < 3; ++s) {
+      io::Json k = io::Json::object();
+      k.set("documents", docs_[s]);
+      k.set("bytes", bytes_[s]);
+      k.set("tokens", writers_[size_t(s)]->tokens());
+      k.set("shards", writers_[size_t(s)]->shards());
+      kept.set(split_name(Split(s)), k);
+    }
+    return kept;
+  }
+  /// Tokens of all splits (each document's <|endoftext|> included).
+  int64_t tokens() const { return writers_[0]->tokens() + writers_[1]->tokens() + writers_[2]->tokens(); }
+
+ private:
+  uint32_t eot_;
+  std::vector<std::unique_ptr<ShardWriter>> writers_;
+  SpoolWriter index_;
+  int64_t docs_[3] = {}, bytes_[3] = {};
+};
+
+/// DIR/tokenizer.loom and DIR/rejects.jsonl (the reject spools `parts`, in order).
+inline void write_tokenizer_and_rejects(const std::string& dir, const BpeTokenizer& tok,
+                                        const std::vector<std::string>& parts) {
+  tokenizer::save(tok, dir + "/tokenizer.loom");
+  io::write_file_atomic(dir + "/rejects.jsonl", [&](io::FileWriter& w) {
+    for (const std::string& part : parts) {
+      const std::string s = io::read_file(part);
+      w.write(s.data(), s.size());
+    }
+  });
+}
+
+/// Writes DIR/report.json from the stages' stats and the shards, and returns it; value_error when
+/// no token was written. `ranks` (> 1 under mpirun) is recorded with the timing, and
+/// `peak_rss_bytes` is the largest process's.
+inline io::Json write_report(const PipelineOptions& o, const BpeTokenizer& tok, const io::Json& scan_stats,
+                             const io::Json& near_stats, const io::Json& split_stats, const ShardOutput& shards,
+                             double shard_seconds, int threads, int ranks, uint64_t peak_rss_bytes) {
+  io::Json dropped = scan_stats.at("dropped");
+  if (near_stats.at("near_dup").as_int() > 0) dropped.set("near_dup", near_stats.at("near_dup"));
+  if (split_stats.at("decontaminated").as_int() > 0) dropped.set("decontaminated", split_stats.at("decontaminated"));
+  const int64_t total_tokens = shards.tokens();
+  const double scan_s = scan_stats.at("seconds").as_double(), near_s = near_stats.at("seconds").as_double(),
+               split_s = split_stats.at("seconds").as_double();
+  const double bytes_in = double(scan_stats.at("bytes_in").as_int());
+  io::Json timing = io::Json::object();
+  timing.set("scan_s", scan_s);
+  timing.set("neardup_s", near_s);
+  timing.set("split_s", split_s);
+  timing.set("shards_s", shard_seconds);
+  timing.set("threads", threads);
+  if (ranks > 1) timing.set("ranks", ranks);
+  timing.set("mb_per_s", bytes_in / 1e6 / std::max(scan_s + near_s + split_s + shard_seconds, 1e-9));
+  io::Json report = io::Json::object();
+  report.set("input", scan_stats);
+  report.set("kept", shards.kept());
+  report.set("dropped", dropped);
+  report.set("pii", scan_stats.at("pii"));
+  report.set("pii_mode", pii_mode_name(o.pii));
+  report.set("tokenizer", o.tokenizer);
+  report.set("vocab_size", int64_t(tok.vocab_size()));
+  report.set("tokens", total_tokens);
+  report.set("neardup", near_stats);
+  report.set("split", split_stats);
+  report.set("timing", timing);
+  report.set("peak_rss_bytes", int64_t(peak_rss_bytes));
+  io::write_file_atomic(o.out + "/report.json", report.dump(2) + "\n");
+  LOOM_CHECK(total_tokens > 0, value_error, "every document was dropped (", scan_stats.at("documents_in").as_int(),
+             " in; see ", o.out, "/rejects.jsonl and ", o.out, "/report.json)");
+  return report;
+}
+
 }  // namespace detail
 
 /// Runs the pipeline; returns the report (also written to DIR/report.json). Throws io_error for
 /// unreadable or malformed input (unless options.read.skip_errors), value_error for impossible
 /// options or an empty corpus. Nothing under DIR's final names is ever half-written.
 inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& progress = {}) {
-  LOOM_CHECK(!o.inputs.empty(), value_error, "no input: give at least one file or folder");
-  LOOM_CHECK(!o.out.empty(), value_error, "no output folder");
-  const QualityOptions quality = QualityOptions::parse(o.quality);
-  const SplitFractions fractions = SplitFractions::parse(o.split);
-  LOOM_CHECK(o.dedup == "exact,minhash" || o.dedup == "minhash,exact" || o.dedup == "exact" || o.dedup == "minhash" ||
-                 o.dedup == "none",
-             value_error, "--dedup must be exact,minhash, exact, minhash or none, got '", o.dedup, "'");
-  const bool exact_on = o.dedup.find("exact") != std::string::npos, near_on = o.dedup.find("minhash") != std::string::npos;
-  LOOM_CHECK(o.minhash.bands > 0 && o.minhash.rows > 0 && o.minhash.ngram > 0, value_error,
-             "--minhash-bands, --minhash-rows and --ngram must be positive");
-  LOOM_CHECK(o.shard_tokens > 0, value_error, "--shard-tokens must be positive, got ", o.shard_tokens);
-  LOOM_CHECK(o.decontamination_ngram >= 0, value_error, "--decontaminate must be 0 (off) or an n-gram length");
-  LOOM_CHECK(!o.nfc || have_nfc(), value_error,
-             "NFC needs utf8proc: apt-get install libutf8proc-dev and reconfigure, or pass --no-nfc");
-  const BpeTokenizer tok = load_pipeline_tokenizer(o.tokenizer);  // early: a bad tokenizer file fails before any work
-  const uint32_t eot = *tok.special_id("<|endoftext|>");
-#ifdef _OPENMP
-  const int threads = o.threads > 0 ? o.threads : omp_get_max_threads();
-#else
-  const int threads = 1;
-#endif
+  const detail::PipelineSetup setup(o);
+  const bool exact_on = setup.exact_on, near_on = setup.near_on;
+  const BpeTokenizer& tok = setup.tok;
+  const int threads = setup.threads;
 
   const std::string dir = o.out, work = o.out + "/.work";
   io::make_directories(work);
@@ -299,92 +542,41 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
     detail::SpoolWriter docs_out(work + "/docs.bin"), sigs_out(work + "/sigs.bin"), rej_out(work + "/rejects_scan.jsonl");
     ExactDedup exact;
     std::vector<std::string> kept_ids;  // for naming what an exact duplicate duplicates
-    MinHasher hasher(o.minhash);
-    uint64_t docs_in = 0, bytes_in = 0, docs_kept = 0, bytes_kept = 0, read_errors = 0, lines_removed = 0;
-    uint64_t norm_invalid = 0, norm_controls = 0, norm_newlines = 0, norm_nfc = 0;
-    PiiCounts pii_counts;
-    uint64_t pii_docs = 0;
-    io::Json reasons = io::Json::object();
-    auto count_reason = [&](const std::string& r) {
-      const io::Json* c = reasons.find(r);
-      reasons.set(r, c ? c->as_int() + 1 : int64_t(1));
-    };
+    const MinHasher hasher(o.minhash);
+    detail::ScanTally tally;
     reader.on_error = [&](const ReadError& e) {
-      ++read_errors;
-      count_reason("read_error");
+      tally.read_error();
       rej_out.write_str(detail::reject_line(detail::json_safe(e.where), "read_error", {}, detail::json_safe(e.what)));
     };
-    struct Scanned {
-      std::string text, reason;
-      NormalizeStats norm;
-      uint64_t lines_removed = 0;
-      PiiCounts pii;
-      std::vector<uint32_t> sig;
-    };
     std::vector<Document> chunk;
-    std::vector<Scanned> out;
+    std::vector<detail::ScannedDoc> out;
     const uint64_t total_bytes = std::max<uint64_t>(reader.total_file_bytes(), 1);
     for (bool more = true; more;) {
       chunk.clear();
       size_t chunk_bytes = 0;
       Document d;
-      while (chunk_bytes < (size_t(8) << 20) && chunk.size() < 4096 && (more = reader.next(d))) {
+      while (chunk_bytes < detail::scan_chunk_bytes && chunk.size() < detail::scan_chunk_docs && (more = reader.next(d))) {
         chunk_bytes += d.text.size();
         chunk.push_back(std::move(d));
       }
-      out.assign(chunk.size(), Scanned{});
+      out.assign(chunk.size(), detail::ScannedDoc{});
       const int64_t n = int64_t(chunk.size());
 #ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic, 16) num_threads(threads) if (n > 16)
 #endif
-      for (int64_t i = 0; i < n; ++i) {
-        Scanned& s = out[size_t(i)];
-        s.text = normalize(chunk[size_t(i)].text, NormalizeOptions{o.nfc}, &s.norm);
-        QualityResult q = check_quality(s.text, quality);
-        if (!q.keep) {
-          s.reason = q.reason;
-          continue;
-        }
-        s.text = std::move(q.text);
-        s.lines_removed = q.lines_removed;
-        if (s.text.find_first_not_of(" \t\n") == std::string::npos) {
-          s.reason = "empty";
-          continue;
-        }
-        if (o.pii != PiiMode::keep) {
-          const std::vector<PiiMatch> found = find_pii(s.text);
-          for (const PiiMatch& m : found) ++s.pii.n[int(m.type)];
-          if (!found.empty() && o.pii == PiiMode::drop) {
-            s.reason = "pii";
-            continue;
-          }
-          if (!found.empty()) s.text = redact_pii(s.text, found);
-        }
-        if (near_on) s.sig = hasher.signature(s.text);
-      }
+      for (int64_t i = 0; i < n; ++i)
+        detail::scan_document(chunk[size_t(i)].text, o, setup.quality, near_on ? &hasher : nullptr, out[size_t(i)]);
       for (size_t i = 0; i < chunk.size(); ++i) {  // merged in input order: deterministic
-        const Document& doc = chunk[i];
-        Scanned& s = out[i];
-        ++docs_in, bytes_in += doc.text.size();
-        norm_invalid += s.norm.invalid_bytes, norm_controls += s.norm.control_chars, norm_newlines += s.norm.newlines;
-        norm_nfc += s.norm.nfc_changed;
-        const std::string id = detail::json_safe(doc.id);
-        if (!s.reason.empty()) {
-          if (s.reason == "pii") {
-            for (int t = 0; t < 5; ++t) pii_counts.n[t] += s.pii.n[t];
-            ++pii_docs;
-          }
-          count_reason(s.reason);
+        const detail::ScannedDoc& s = out[i];
+        const std::string id = detail::json_safe(chunk[i].id);
+        if (!tally.add(chunk[i].text.size(), s)) {
           rej_out.write_str(detail::reject_line(id, s.reason));
           continue;
         }
-        for (int t = 0; t < 5; ++t) pii_counts.n[t] += s.pii.n[t];
-        pii_docs += s.pii.total() > 0;
-        lines_removed += s.lines_removed;
         if (exact_on) {
-          const int64_t first = exact.insert(s.text, int64_t(docs_kept));
+          const int64_t first = exact.insert(s.text, int64_t(tally.docs_kept));
           if (first >= 0) {
-            count_reason("exact_dup");
+            tally.count_reason("exact_dup");
             rej_out.write_str(detail::reject_line(id, "exact_dup", kept_ids[size_t(first)]));
             continue;
           }
@@ -395,38 +587,14 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
         docs_out.write_u64(s.text.size());
         docs_out.write_str(s.text);
         if (near_on) sigs_out.write(s.sig.data(), s.sig.size() * sizeof(uint32_t));
-        ++docs_kept, bytes_kept += s.text.size();
+        tally.keep(s.text.size());
       }
       report_progress("scan", reader.file_bytes_done(), total_bytes);
     }
-    LOOM_CHECK(docs_in > 0 || read_errors > 0, value_error, "the corpus is empty: no documents in ",
+    LOOM_CHECK(tally.docs_in > 0 || tally.read_errors > 0, value_error, "the corpus is empty: no documents in ",
                reader.files().size(), " input file(s)");
     docs_out.commit(), sigs_out.commit(), rej_out.commit();
-    const double dt = detail::now_seconds() - t0;
-    io::Json pii = io::Json::object();
-    for (int t = 0; t < 5; ++t) pii.set(pii_name(PiiType(t)), int64_t(pii_counts.n[t]));
-    io::Json stats = io::Json::object();
-    stats.set("files", int64_t(reader.files().size()));
-    stats.set("file_bytes", int64_t(reader.total_file_bytes()));
-    stats.set("documents_in", int64_t(docs_in));
-    stats.set("bytes_in", int64_t(bytes_in));
-    stats.set("read_errors", int64_t(read_errors));
-    stats.set("documents_kept", int64_t(docs_kept));
-    stats.set("bytes_kept", int64_t(bytes_kept));
-    stats.set("dropped", reasons);
-    stats.set("c4_lines_removed", int64_t(lines_removed));
-    stats.set("pii", pii);
-    stats.set("pii_documents", int64_t(pii_docs));
-    io::Json norm = io::Json::object();
-    norm.set("invalid_utf8_replaced", int64_t(norm_invalid));
-    norm.set("control_chars_dropped", int64_t(norm_controls));
-    norm.set("newlines_unified", int64_t(norm_newlines));
-    norm.set("nfc_changed_documents", int64_t(norm_nfc));
-    stats.set("normalize", norm);
-    stats.set("exact_index_bytes", int64_t(exact.memory_bytes()));
-    stats.set("seconds", dt);
-    stats.set("mb_per_s", double(bytes_in) / 1e6 / std::max(dt, 1e-9));
-    finish_stage("scan", scan_cfg, stats);
+    finish_stage("scan", scan_cfg, tally.stats(reader, exact.memory_bytes(), detail::now_seconds() - t0));
   }
   const io::Json scan_stats = detail::read_stage(work + "/scan.json").at("stats");
   const int64_t n_docs = scan_stats.at("documents_kept").as_int();
@@ -482,7 +650,7 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
           rej_out.write_str(detail::reject_line(id, "near_dup", ids[size_t(dup_of[size_t(k)])]));
           continue;
         }
-        split[size_t(k)] = int8_t(assign_split(text, fractions, o.seed));  // the cluster's key: its kept document's text
+        split[size_t(k)] = int8_t(assign_split(text, setup.fractions, o.seed));  // the cluster's key: its kept document's text
         if (o.decontamination_ngram > 0 && split[size_t(k)] != int8_t(Split::train)) decon.add_reference(text);
       }
     }
@@ -515,13 +683,7 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
 
   // --- 4. shards: tokenise the kept documents ----------------------------------------------------
   const double t4 = detail::now_seconds();
-  for (const char* name : {"train", "val", "test"})
-    for (const std::string& p : list_shards(dir, name)) std::remove(p.c_str());  // an earlier run's shards
-  std::vector<std::unique_ptr<ShardWriter>> writers;
-  for (const char* name : {"train", "val", "test"})
-    writers.push_back(std::make_unique<ShardWriter>(dir, name, tok.vocab_size(), o.shard_tokens));
-  detail::SpoolWriter index_out(dir + "/index.jsonl");
-  int64_t docs_split[3] = {}, bytes_split[3] = {};
+  detail::ShardOutput shards(dir, tok, o.shard_tokens);
   {
     detail::SpoolReader docs(work + "/docs.bin");
     std::vector<std::string> chunk_ids, chunk_texts;
@@ -532,7 +694,7 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
       chunk_ids.clear(), chunk_texts.clear(), chunk_k.clear();
       size_t bytes = 0;
       std::string id, text;
-      while (bytes < (size_t(4) << 20) && (more = docs.next_doc(id, text))) {
+      while (bytes < detail::shard_chunk_bytes && (more = docs.next_doc(id, text))) {
         if (split[size_t(k)] >= 0) {
           bytes += text.size();
           chunk_ids.push_back(id), chunk_texts.push_back(text), chunk_k.push_back(k);
@@ -545,80 +707,20 @@ inline io::Json run_pipeline(const PipelineOptions& o, const PipelineProgress& p
 #pragma omp parallel for schedule(dynamic, 4) num_threads(threads) if (n > 4)
 #endif
       for (int64_t i = 0; i < n; ++i) chunk_tokens[size_t(i)] = tok.encode_ordinary(chunk_texts[size_t(i)]);
-      for (int64_t i = 0; i < n; ++i) {
-        const int s = split[size_t(chunk_k[size_t(i)])];
-        ShardWriter& w = *writers[size_t(s)];
-        w.append(&eot, 1);
-        const auto [shard, offset] = w.position();
-        const std::vector<uint32_t>& t = chunk_tokens[size_t(i)];
-        w.append(t.data(), t.size());
-        ++docs_split[s], bytes_split[s] += int64_t(chunk_texts[size_t(i)].size());
-        io::Json line = io::Json::object();
-        line.set("id", chunk_ids[size_t(i)]);
-        line.set("split", split_name(Split(s)));
-        line.set("shard", shard);
-        line.set("offset", offset);
-        line.set("tokens", int64_t(t.size()));
-        index_out.write_str(line.dump() + "\n");
-      }
+      for (int64_t i = 0; i < n; ++i)
+        shards.add(chunk_ids[size_t(i)], split[size_t(chunk_k[size_t(i)])], chunk_tokens[size_t(i)],
+                   int64_t(chunk_texts[size_t(i)].size()));
       report_progress("shards", uint64_t(k), uint64_t(n_docs));
     }
   }
-  for (auto& w : writers) w->finish();
-  index_out.commit();
-  tokenizer::save(tok, dir + "/tokenizer.loom");
-  io::write_file_atomic(dir + "/rejects.jsonl", [&](io::FileWriter& w) {
-    for (const char* part : {"/rejects_scan.jsonl", "/rejects_split.jsonl"}) {
-      const std::string s = io::read_file(work + part);
-      w.write(s.data(), s.size());
-    }
-  });
+  shards.finish();
+  detail::write_tokenizer_and_rejects(dir, tok, {work + "/rejects_scan.jsonl", work + "/rejects_split.jsonl"});
   const double shard_seconds = detail::now_seconds() - t4;
 
   // --- report ------------------------------------------------------------------------------------
-  const io::Json near_stats = detail::read_stage(work + "/neardup.json").at("stats");
-  const io::Json split_stats = detail::read_stage(work + "/split.json").at("stats");
-  io::Json dropped = scan_stats.at("dropped");
-  if (near_stats.at("near_dup").as_int() > 0) dropped.set("near_dup", near_stats.at("near_dup"));
-  if (split_stats.at("decontaminated").as_int() > 0) dropped.set("decontaminated", split_stats.at("decontaminated"));
-  io::Json kept = io::Json::object();
-  int64_t total_tokens = 0;
-  for (int s = 0; s < 3; ++s) {
-    io::Json k = io::Json::object();
-    k.set("documents", docs_split[s]);
-    k.set("bytes", bytes_split[s]);
-    k.set("tokens", writers[size_t(s)]->tokens());
-    k.set("shards", writers[size_t(s)]->shards());
-    total_tokens += writers[size_t(s)]->tokens();
-    kept.set(split_name(Split(s)), k);
-  }
-  const double scan_s = scan_stats.at("seconds").as_double(), near_s = near_stats.at("seconds").as_double(),
-               split_s = split_stats.at("seconds").as_double();
-  const double bytes_in = double(scan_stats.at("bytes_in").as_int());
-  io::Json timing = io::Json::object();
-  timing.set("scan_s", scan_s);
-  timing.set("neardup_s", near_s);
-  timing.set("split_s", split_s);
-  timing.set("shards_s", shard_seconds);
-  timing.set("threads", threads);
-  timing.set("mb_per_s", bytes_in / 1e6 / std::max(scan_s + near_s + split_s + shard_seconds, 1e-9));
-  io::Json report = io::Json::object();
-  report.set("input", scan_stats);
-  report.set("kept", kept);
-  report.set("dropped", dropped);
-  report.set("pii", scan_stats.at("pii"));
-  report.set("pii_mode", pii_mode_name(o.pii));
-  report.set("tokenizer", o.tokenizer);
-  report.set("vocab_size", int64_t(tok.vocab_size()));
-  report.set("tokens", total_tokens);
-  report.set("neardup", near_stats);
-  report.set("split", split_stats);
-  report.set("timing", timing);
-  report.set("peak_rss_bytes", int64_t(detail::peak_rss_bytes()));
-  io::write_file_atomic(dir + "/report.json", report.dump(2) + "\n");
-  LOOM_CHECK(total_tokens > 0, value_error, "every document was dropped (", scan_stats.at("documents_in").as_int(),
-             " in; see ", dir, "/rejects.jsonl and ", dir, "/report.json)");
-  return report;
+  return detail::write_report(o, tok, scan_stats, detail::read_stage(work + "/neardup.json").at("stats"),
+                              detail::read_stage(work + "/split.json").at("stats"), shards, shard_seconds, threads, 1,
+                              detail::peak_rss_bytes());
 }
 
 }  // namespace loom::data

@@ -101,6 +101,9 @@ class Decontaminator {
     shingle_hashes(text, ngram_, grams_, words_);
     for (uint64_t h : grams_) insert(h);
   }
+  /// Adds one reference n-gram by its hash (as shingle_hashes(text, ngram()) gives it), for
+  /// reference sets built elsewhere and merged.
+  void add_reference_hash(uint64_t h) { insert(h); }
   /// True when `text` shares at least one n-gram with a reference text (a text shorter than n
   /// words: when its whole word sequence is one of the reference hashes; see the file comment).
   bool contaminated(std::string_view text) const {
