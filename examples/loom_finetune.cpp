@@ -31,6 +31,7 @@
 #include <loom/align/finetune.hpp>
 #include <loom/align/lora.hpp>
 #include <loom/io/file.hpp>
+#include <loom/dist/dist.hpp>
 #include <loom/loom.hpp>
 #include <loom/train/report.hpp>
 
@@ -130,9 +131,15 @@ Options parse(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::unique_ptr<dist::Communicator> comm;
   try {
     Options o = parse(argc, argv);
+    // Under mpirun the ranks train data-parallel (docs/21-distributed-training.md); rank 0 writes.
+    comm = dist::make_communicator("auto");
+    const bool lead = comm->rank() == 0;
+    if (!lead) std::cout.rdbuf(nullptr);
     if (o.threads > 0) set_num_threads(int(o.threads));
+    else if (comm->size() > 1) set_num_threads(std::max(1, get_num_threads() / comm->size()));
     const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
     io::make_directories(o.out);
     const std::string ckpt_path = o.out + "/ckpt.safetensors", adapter_path = o.out + "/adapter_model.safetensors",
@@ -205,7 +212,7 @@ int main(int argc, char** argv) {
               << " trained), vocab " << model.config.vocab_size << " with the chat tokens\n";
 
     // --- training ---------------------------------------------------------------------------------
-    train::Trainer trainer(model, train::BatchLoader(), train::BatchLoader(), o.train);
+    train::Trainer trainer(model, train::BatchLoader(), train::BatchLoader(), o.train, {}, comm.get());
     if (o.lora_rank > 0 && cm.base_vocab < model.config.vocab_size)
       trainer.set_grad_hook([&] {
         Tensor<float> g = model.wte.weight.grad();
@@ -219,8 +226,9 @@ int main(int argc, char** argv) {
       tokens_in_step += double(b.tokens);
       return train::Batch{b.idx, b.targets, b.segments};
     });
-    train::CsvLog log(log_path, false);
-    train::ProgressBar bar(stderr, o.train.steps, o.log_interval);
+    std::unique_ptr<train::CsvLog> log = lead ? std::make_unique<train::CsvLog>(log_path, false) : nullptr;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(lead ? nullptr : std::fopen("/dev/null", "w"), std::fclose);
+    train::ProgressBar bar(lead ? stderr : quiet.get(), o.train.steps, o.log_interval);
     double time_in_steps = 0, tokens_done = 0, val_loss = NAN, tok_s = 0;
     align::ExactMatch em;
     auto evaluate = [&](int64_t s) {
@@ -252,25 +260,31 @@ int main(int argc, char** argv) {
         evaluate(s);
         row.val_loss = val_loss;
       }
-      log.write(row);
+      if (log) log->write(row);
     }
     const double train_loss = align::masked_loss(model, train_eval);
 
     // --- outputs: the merged model (and the adapters alone) ----------------------------------------
     if (o.lora_rank > 0) {
-      align::save_lora_adapter(model, adapter_path, lora);
+      if (lead) align::save_lora_adapter(model, adapter_path, lora);
       align::merge_lora(model);
     }
     io::Checkpoint c = trainer.checkpoint(align::tokenizer_json(cm));
-    io::save_checkpoint(ckpt_path, c);
-    io::write_file_atomic(svg_path, train::loss_plot_svg(train::CsvLog::read(log_path), "loom-finetune on " + o.data));
+    if (lead) {
+      io::save_checkpoint(ckpt_path, c);
+      io::write_file_atomic(svg_path, train::loss_plot_svg(train::CsvLog::read(log_path), "loom-finetune on " + o.data));
+    }
     std::cout << "wrote " << ckpt_path << (o.lora_rank > 0 ? ", " + adapter_path : std::string()) << ", " << log_path
               << ", " << svg_path << "\n";
-    std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f exact_match=%.4f\n",
-                (long long)trainer.step_count(), train_loss, val_loss, tok_s, em.rate());
+    if (lead)
+      std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f exact_match=%.4f ranks=%d\n",
+                  (long long)trainer.step_count(), train_loss, val_loss, tok_s, em.rate(), comm->size());
     return 0;
   } catch (const std::exception& e) {
-    std::cerr << "loom-finetune: " << e.what() << "\n";
+    const bool many = comm && comm->size() > 1;
+    std::cerr << "loom-finetune" << (many ? " (rank " + std::to_string(comm->rank()) + ")" : "") << ": " << e.what()
+              << "\n";
+    if (many) comm->abort(1);  // the other ranks would wait for this one
     return 1;
   }
 }
