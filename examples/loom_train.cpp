@@ -26,6 +26,7 @@
 //   mpirun -np 2 loom-train --data DIR --preset small --threads 1 --out out
 // Every rank builds the same model, trains on its own micro-batches and sums gradients with the
 // others; rank 0 prints, logs and writes the checkpoint, which any number of ranks can resume.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -312,11 +313,22 @@ int main(int argc, char** argv) {
       auto out = train::generate(model, prompt, o.sample_tokens, {0.8, 0, 1.0}, gen);
       std::cout << "--- sample ---\n" << tok.decode(prompt) << tok.decode(out) << "\n--- end of sample ---\n";
     }
+    // Memory per rank (the largest goes into the final line): ZeRO-1 divides the optimizer's share.
+    const std::vector<double> peak = comm->gather_values(train::peak_rss_mb(), "all_gather 'memory'");
+    const std::vector<double> optim =
+        comm->gather_values(double(trainer.optimizer_state_bytes()) / 1048576.0, "all_gather 'memory'");
+    if (ranks > 1) {
+      std::cout << "per rank: peak memory";
+      for (double m : peak) std::cout << " " << std::lround(m);
+      std::cout << " MB, optimizer state";
+      for (double m : optim) std::cout << " " << std::lround(m);
+      std::cout << " MB\n";
+    }
     if (lead)
       std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f ranks=%d optimizer_mb=%.1f "
                   "peak_rss_mb=%.1f\n",
                   (long long)trainer.step_count(), train_loss, val_loss, tok_s, ranks,
-                  double(trainer.optimizer_state_bytes()) / 1048576.0, train::peak_rss_mb());
+                  *std::max_element(optim.begin(), optim.end()), *std::max_element(peak.begin(), peak.end()));
     return 0;
   } catch (const std::exception& e) {
     const bool many = comm && comm->size() > 1;

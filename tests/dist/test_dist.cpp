@@ -206,7 +206,7 @@ TEST_CASE("programs: loom-train on 2 ranks equals 1 rank with 2 micro-batches, w
   const std::string train = loom_test::shell_quote(LOOM_TRAIN_EXE);
   const std::string common = " --data text.txt --preset char --n-layer 2 --n-embd 32 --block-size 32 --batch-size 4"
                              " --eval-interval 3 --eval-iters 3 --final-eval-iters 3 --sample-tokens 0 --threads 1"
-                             " --lr-decay-steps 6 --bucket-mb 0.05";
+                             " --lr-decay-steps 6 --bucket-mb 0.05 --dropout 0.1";
   auto one = loom_test::run_program(train + common + " --steps 6 --grad-accum 2 --out one", dir.path.string());
   INFO(one.output);
   REQUIRE(one.status == 0);

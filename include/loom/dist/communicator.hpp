@@ -7,6 +7,7 @@
 ///   all_reduce(x)          every rank gets x_0 + x_1 + ... + x_{N-1}        (or that times 1/N)
 ///   reduce_scatter(x, c)   rank r gets the sum of everyone's r-th piece (c[r] elements)
 ///   all_gather(x, c)       every rank gets every rank's piece, in rank order
+///   gather(x, c, root)     rank root gets every rank's piece, in rank order
 ///   broadcast(x, root)     every rank gets root's x
 ///   barrier()              no rank leaves before every rank has arrived
 ///
@@ -112,6 +113,16 @@ class Communicator {
                               const char* what) = 0;
   /// Every rank's n elements of `data` become rank `root`'s.
   virtual void broadcast_raw(void* data, int64_t n, DType t, int root, const char* what) = 0;
+  /// Rank r sends counts[r] elements; rank `root` receives all pieces, in rank order, in `recv`
+  /// (other ranks may pass null). This default gathers on every rank; backends do better.
+  virtual void gather_raw(const void* send, void* recv, const std::vector<int64_t>& counts, DType t, int root,
+                          const char* what) {
+    int64_t total = 0;
+    for (int64_t c : counts) total += c;
+    std::vector<char> all(size_t(total) * dtype_size(t));
+    all_gather_raw(send, all.data(), counts, t, what);
+    if (rank() == root && !all.empty()) std::memcpy(recv, all.data(), all.size());
+  }
   /// Returns once every rank has called it.
   virtual void barrier(const char* what = "barrier") = 0;
   /// Stops every rank at once after an unrecoverable error on this one (MPI_Abort); a single
@@ -143,6 +154,13 @@ class Communicator {
   void all_gather(const T* send, T* recv, const std::vector<int64_t>& counts, const char* what = "all_gather") {
     check_counts(counts, what);
     all_gather_raw(send, recv, counts, dtype_of<T>(), what);
+  }
+  /// Typed gather_raw.
+  template <class T>
+  void gather(const T* send, T* recv, const std::vector<int64_t>& counts, int root = 0, const char* what = "gather") {
+    check_counts(counts, what);
+    LOOM_CHECK(root >= 0 && root < size(), value_error, "dist: ", what, ": root ", root, " is not a rank of ", size());
+    gather_raw(send, recv, counts, dtype_of<T>(), root, what);
   }
   /// Typed broadcast_raw.
   template <class T>

@@ -339,43 +339,43 @@ class ZeroAdamW {
     }
   }
 
-  /// Gathers every rank's moments into `opt` (as if it had taken the steps itself), so that its
-  /// state_tensors() go into a checkpoint that any number of ranks can resume. Collective.
-  void gather_into_optimizer() {
+  /// AdamW's state as AdamW itself would list it (state_tensors(), state_scalars()), with every
+  /// rank's pieces gathered on rank `root`: what a checkpoint that any number of ranks can resume
+  /// holds. Collective; the other ranks only send and get empty results.
+  std::pair<std::vector<std::pair<std::string, Tensor<float>>>, std::map<std::string, std::string>> gather_state(
+      int root = 0) {
+    const bool here = red_.comm().rank() == root;
+    const std::vector<std::string> keys = param_keys();
     std::vector<std::pair<std::string, Tensor<float>>> tensors;
-    std::map<std::string, std::string> scalars = opt_.state_scalars();
-    std::vector<std::string> keys = param_keys();
-    std::vector<Tensor<float>> m_full, v_full;
-    for (const Tensor<float>& p : red_.params()) {
-      m_full.push_back(Tensor<float>::empty(p.shape()));
-      v_full.push_back(Tensor<float>::empty(p.shape()));
-    }
-    const int r = red_.comm().rank();
+    if (here && step_ > 0)
+      for (size_t k = 0; k < keys.size(); ++k) {
+        tensors.emplace_back(keys[k] + ".exp_avg", Tensor<float>::empty(red_.params()[k].shape()));
+        tensors.emplace_back(keys[k] + ".exp_avg_sq", Tensor<float>::empty(red_.params()[k].shape()));
+      }
     for (size_t bi = 0; bi < red_.buckets().size(); ++bi) {
       auto& b = red_.buckets()[bi];
-      std::vector<float> full(size_t(b.numel));
+      std::vector<float> full(here ? size_t(b.numel) : 0);
       for (int which = 0; which < 2; ++which) {
         const std::vector<float>& mine = which == 0 ? m_[bi] : v_[bi];
-        red_.comm().all_gather(mine.data(), full.data(), b.counts, "all_gather 'optimizer state'");
-        (void)r;
+        red_.comm().gather(mine.data(), full.data(), b.counts, root, "gather 'optimizer state'");
+        if (tensors.empty()) continue;
         for (size_t k : b.params) {
-          Tensor<float>& dst = which == 0 ? m_full[k] : v_full[k];
+          Tensor<float>& dst = tensors[2 * k + size_t(which)].second;
           std::memcpy(dst.data(), full.data() + red_.place(k).offset, size_t(dst.numel()) * sizeof(float));
         }
       }
     }
-    if (step_ > 0) {
-      for (size_t k = 0; k < keys.size(); ++k) {
-        tensors.emplace_back(keys[k] + ".exp_avg", m_full[k].to(red_.params()[k].device()));
-        tensors.emplace_back(keys[k] + ".exp_avg_sq", v_full[k].to(red_.params()[k].device()));
-        scalars[keys[k] + ".step"] = std::to_string(step_);
-      }
+    std::map<std::string, std::string> scalars;
+    if (here) {
+      scalars = opt_.state_scalars();
+      if (step_ > 0)
+        for (const std::string& k : keys) scalars[k + ".step"] = std::to_string(step_);
     }
-    opt_.load_state(tensors, scalars);
+    return {std::move(tensors), std::move(scalars)};
   }
 
   /// Takes this rank's pieces of the moments and the step count from `opt` (after a checkpoint
-  /// was restored into it, or after gather_into_optimizer), then empties opt's state.
+  /// was restored into it), then empties opt's state.
   void scatter_from_optimizer() {
     std::map<std::string, std::string> scalars = opt_.state_scalars();
     std::map<std::string, Tensor<float>> state;
@@ -388,7 +388,6 @@ class ZeroAdamW {
       LOOM_CHECK(k == 0 || s == step_, value_error, "ZeroAdamW: parameter '", keys[k], "' has taken ", s,
                  " steps, the first one ", step_, "; ZeRO needs every parameter updated at every step");
       step_ = s;
-      scalars.erase(keys[k] + ".step");
     }
     for_each_mine([&](size_t k, int64_t in_param, float* m, float* v, float*, int64_t n) {
       auto mi = state.find(keys[k] + ".exp_avg"), vi = state.find(keys[k] + ".exp_avg_sq");
@@ -399,7 +398,7 @@ class ZeroAdamW {
       std::memcpy(m, mi->second.data() + in_param, size_t(n) * sizeof(float));
       std::memcpy(v, vi->second.data() + in_param, size_t(n) * sizeof(float));
     });
-    opt_.load_state({}, scalars);  // keep hyper-parameters and learning rates, drop the buffers
+    opt_.load_state({}, without_steps(scalars));  // keep hyper-parameters and learning rates, drop the buffers
   }
 
   /// Bytes of optimizer state this rank holds.
@@ -436,6 +435,10 @@ class ZeroAdamW {
       if (to_bucket) std::memcpy(b.data.data() + a, p, size_t(e - a) * sizeof(float));
       else std::memcpy(p, b.data.data() + a, size_t(e - a) * sizeof(float));
     }
+  }
+  std::map<std::string, std::string> without_steps(std::map<std::string, std::string> scalars) const {
+    for (const std::string& k : param_keys()) scalars.erase(k + ".step");
+    return scalars;
   }
   std::vector<std::string> param_keys() const {
     std::vector<std::string> keys;

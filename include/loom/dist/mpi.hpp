@@ -134,6 +134,19 @@ class MpiCommunicator final : public Communicator {
     wait(req, what);
   }
 
+  void gather_raw(const void* send, void* recv, const std::vector<int64_t>& counts, DType t, int root,
+                  const char* what) override {
+    const size_t ranks = static_cast<size_t>(size_);
+    std::vector<int> rcount(ranks), rdispl(ranks);
+    for (int r = 0; r < size_; ++r)
+      rcount[size_t(r)] = to_int(counts[size_t(r)], what), rdispl[size_t(r)] = to_int(offset_of(counts, r), what);
+    MPI_Request req;
+    check(MPI_Igatherv(send, rcount[size_t(rank_)], mpi_datatype(t), recv, rcount.data(), rdispl.data(), mpi_datatype(t),
+                       root, comm_, &req),
+          what);
+    wait(req, what);
+  }
+
   void broadcast_raw(void* data, int64_t n, DType t, int root, const char* what) override {
     MPI_Request req;
     check(MPI_Ibcast(data, to_int(n, what), mpi_datatype(t), root, comm_, &req), what);

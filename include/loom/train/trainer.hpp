@@ -90,6 +90,9 @@ class Trainer {
     if (ranks() > 1 || cfg.zero == 1) {
       static dist::SingleProcess single;
       dist::Communicator& c = comm_ ? *comm_ : single;
+      LOOM_CHECK(!c.device_buffers(), backend_error, "Trainer: data-parallel training reduces gradients in host "
+                 "buffers; the ", c.backend(), " communicator takes GPU buffers (its reducer waits for a GPU to be "
+                 "tested): use MPI");
       dist::check_same_parameters(c, opt_.params());
       reducer_ = std::make_unique<dist::GradReducer>(c, opt_.params(), cfg.bucket_elems, cfg.zero == 1);
       if (cfg.zero == 1) {
@@ -127,8 +130,13 @@ class Trainer {
     opt_.set_lr(lr_at(step_));
     opt_.zero_grad();
     std::vector<double> losses(size_t(N * A), 0.0);
+    // Micro-batch k draws its dropout masks from its own stretch of the model's generator, so a
+    // rank needs no other rank's draws to reproduce one process.
+    const uint64_t seed = model_.gen.seed(), base = model_.gen.offset();
+    constexpr uint64_t stretch = uint64_t(1) << 32;  // 128-bit blocks per micro-batch
     for (int64_t k = 0; k < r * A; ++k) skip_batch();  // the micro-batches of lower ranks
     for (int64_t m = 0; m < A; ++m) {
+      model_.gen.set_state(seed, base + uint64_t(r * A + m) * stretch);
       Tensor<float> loss;
       if (loss_) {
         AutocastGuard autocast(cfg_.bf16);
@@ -153,6 +161,7 @@ class Trainer {
       }
     }
     for (int64_t k = (r + 1) * A; k < N * A; ++k) skip_batch();  // those of higher ranks
+    model_.gen.set_state(seed, base + uint64_t(N * A) * stretch);
     const float scale = N * A > 1 ? float(1.0 / double(N * A)) : 1.0f;
     if (reducer_) {
       reducer_->finish(scale);  // first: the communication thread must be idle before this thread calls MPI
@@ -201,12 +210,12 @@ class Trainer {
 
   /// Everything needed to resume: "model.*" and "optim.*" tensors; config, step, RNG states and
   /// optimizer scalars in the metadata. `tokenizer` (a JSON string) is stored as given. The same
-  /// for any number of ranks; with ZeRO every rank must call it (the state is gathered).
+  /// for any number of ranks; with ZeRO every rank must call it, and rank 0's holds the optimizer
+  /// state gathered from all (the others' lack it: rank 0 writes the file).
   io::Checkpoint checkpoint(const std::string& tokenizer = "") {
-    if (zero_) zero_->gather_into_optimizer();
-    io::Checkpoint c = checkpoint_of_state(tokenizer);
-    if (zero_) zero_->scatter_from_optimizer();
-    return c;
+    if (!zero_) return checkpoint_of_state(tokenizer, opt_.state_tensors(), opt_.state_scalars());
+    auto [tensors, scalars] = zero_->gather_state(0);  // rank 0 alone holds the whole state, while it is saved
+    return checkpoint_of_state(tokenizer, tensors, scalars);
   }
 
   /// The number of ranks training together (1 without a communicator).
@@ -245,11 +254,13 @@ class Trainer {
   }
 
  private:
-  io::Checkpoint checkpoint_of_state(const std::string& tokenizer) const {
+  io::Checkpoint checkpoint_of_state(const std::string& tokenizer,
+                                     const std::vector<std::pair<std::string, Tensor<float>>>& optim_tensors,
+                                     const std::map<std::string, std::string>& optim_scalars) const {
     io::Checkpoint c;
     for (auto& [name, p] : model_.named_parameters()) c.add("model." + name, p.detach().to(Device::cpu()));
-    for (auto& [name, t] : opt_.state_tensors()) c.add("optim." + name, t.to(Device::cpu()));
-    for (auto& [k, v] : opt_.state_scalars()) c.set_meta("optim." + k, v);
+    for (auto& [name, t] : optim_tensors) c.add("optim." + name, t.to(Device::cpu()));
+    for (auto& [k, v] : optim_scalars) c.set_meta("optim." + k, v);
     c.set_meta_json("config", to_json(model_.config));
     c.set_meta("step", std::to_string(step_));
     io::Json rng = io::Json::object();
