@@ -116,6 +116,20 @@ if [ -x "$bin/loom-train" ]; then
       train_rows="$train_rows| loom-train --preset $1 --dtype $2, $3 steps | $([ $rc = 0 ] && echo "$last" || echo "FAILED ($rc): $(tail -n 1 "$dir.log")") |
 "
     done
+    # Two MPI ranks whose tensors live on the one GPU (gradients summed through host buffers),
+    # against one process with two micro-batches: the losses agree within float rounding.
+    if command -v mpirun > /dev/null; then
+      dp="$out/train-dp"
+      common=(--data "$data" --preset char --device cuda --steps 20 --eval-interval 20 --eval-iters 2
+              --final-eval-iters 5 --sample-tokens 0)
+      timeout 200 "$bin/loom-train" "${common[@]}" --grad-accum 2 --out "$dp-1" > "$dp-1.log" 2>&1
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 200 mpirun -np 2 --oversubscribe \
+        "$bin/loom-train" "${common[@]}" --out "$dp-2" > "$dp-2.log" 2>&1
+      rc=$?
+      one=$(grep '^final step' "$dp-1.log" | tail -n 1); two=$(grep '^final step' "$dp-2.log" | tail -n 1)
+      train_rows="$train_rows| MPI, 2 ranks on the GPU vs 1 rank x 2 micro-batches | $([ $rc = 0 ] && echo "$two / $one" || echo "FAILED ($rc): $(tail -n 1 "$dp-2.log")") |
+"
+    fi
   else
     train_rows="| loom-train | skipped: no text file (pass --data FILE) |
 "
