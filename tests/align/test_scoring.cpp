@@ -1,0 +1,376 @@
+// Scoring by likelihood: the Wilson interval against hand values, the choice rules, the loaders
+// and their errors, the scorers' sums against log-probabilities computed in double from the
+// model's logits, and batched scores against one-at-a-time scores.
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "catch.hpp"
+#include "programs.hpp"
+#include "temp_dir.hpp"
+
+#include <loom/align/scoring.hpp>
+
+using namespace loom;
+using namespace loom::align;
+using loom_test::TempDir;
+using loom_test::write_file;
+
+namespace {
+
+constexpr int64_t BOS = 256;  // <|endoftext|> of the byte tokenizer with the chat tokens
+
+// The byte tokenizer with <|endoftext|> (id 256) and the other chat tokens (257..260).
+const train::TextTokenizer& bytes_bos() {
+  static const train::TextTokenizer t = train::TextTokenizer::bpe(ChatTemplate::add_chat_tokens(BpeTokenizer()));
+  return t;
+}
+
+std::unique_ptr<nn::GPT> tiny_gpt(uint64_t seed, int64_t block = 48) {
+  nn::GPTConfig c;
+  c.vocab_size = 261, c.block_size = block, c.n_layer = 2, c.n_head = 2, c.n_embd = 32, c.dropout = 0, c.bias = true;
+  return std::make_unique<nn::GPT>(c, seed);
+}
+
+// Σ log softmax(logits)[ids[t + 1]] over t + 1 >= from, in double, from one forward pass of `ids`
+// alone: log π(ids[from:] | ids[:from]) computed independently of the scorers' batches and masks.
+double direct_logprob(const nn::GPT& model, const std::vector<int64_t>& ids, size_t from) {
+  NoGradGuard no_grad;
+  const int64_t T = int64_t(ids.size()) - 1;
+  const Tensor<float> logits = model.forward(from_vector<int64_t>(std::vector<int64_t>(ids.begin(), ids.end() - 1),
+                                                                  {1, T})).logits.contiguous();  // (1, T, V)
+  const int64_t V = logits.size(2);
+  double total = 0;
+  for (int64_t t = int64_t(from) - 1; t < T; ++t) {
+    const float* row = logits.data() + t * V;
+    double m = -1e300, z = 0;
+    for (int64_t v = 0; v < V; ++v) m = std::max(m, double(row[v]));
+    for (int64_t v = 0; v < V; ++v) z += std::exp(double(row[v]) - m);
+    total += double(row[ids[size_t(t + 1)]]) - m - std::log(z);
+  }
+  return total;
+}
+
+std::vector<int64_t> bytes_of(const std::string& s) {
+  std::vector<int64_t> out;
+  for (unsigned char c : s) out.push_back(c);
+  return out;
+}
+
+std::vector<int64_t> concat_ids(std::vector<int64_t> a, const std::vector<int64_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Runs `read` on a file holding `text` and returns the io_error's message ("" when none was thrown).
+template <class Read>
+std::string load_error(const std::string& text, Read read) {
+  TempDir dir;
+  const std::string path = dir / "data.jsonl";
+  write_file(path, text);
+  try {
+    read(path);
+  } catch (const io_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("the Wilson score interval against hand-computed values", "[align][scoring]") {
+  // (k, n) -> [lo, hi], from the formula in double with z = 1.959963984540054 (computed apart)
+  struct Case { int64_t k, n; double lo, hi; };
+  const std::vector<Case> cases = {{8, 10, 0.490162471537, 0.943317848546}, {0, 10, 0.0, 0.277532799863},
+                                   {10, 10, 0.722467200137, 1.0},          {50, 100, 0.403831530366, 0.596168469634},
+                                   {1, 1, 0.206549314377, 1.0},            {81, 100, 0.722211546209, 0.874852484902}};
+  for (const Case& c : cases) {
+    const auto [lo, hi] = wilson_interval(c.k, c.n);
+    INFO(c.k << " of " << c.n);
+    CHECK(lo == Approx(c.lo).margin(1e-11));
+    CHECK(hi == Approx(c.hi).margin(1e-11));
+    const Proportion p = proportion(c.k, c.n);
+    CHECK(p.value() == Approx(double(c.k) / double(c.n)));
+    CHECK(p.lo == lo);
+    CHECK(p.hi == hi);
+    CHECK((p.lo <= p.value() && p.value() <= p.hi));
+  }
+  // 0 of 10: the upper end is z² / (n + z²), the interval's closed form at k = 0
+  CHECK(wilson_interval(0, 10).second == Approx(z95 * z95 / (10 + z95 * z95)).epsilon(1e-14));
+  // the ends at k = 0 and k = n are exact, so the interval always holds k / n
+  CHECK(wilson_interval(0, 7).first == 0.0);
+  CHECK(wilson_interval(10, 10).second == 1.0);
+  CHECK(wilson_interval(1000, 1000).second == 1.0);
+  // nothing observed: nothing known; a wider z: a wider interval
+  CHECK(wilson_interval(0, 0) == std::pair<double, double>(0.0, 1.0));
+  CHECK(wilson_interval(8, 10, 2.5758).first < wilson_interval(8, 10).first);
+  CHECK_THROWS_AS(wilson_interval(11, 10), value_error);
+  CHECK_THROWS_AS(wilson_interval(-1, 10), value_error);
+}
+
+TEST_CASE("best_choice: the highest total, or the highest per byte, the first of ties", "[align][scoring]") {
+  const std::vector<double> lp = {-3.0, -2.0, -5.0};
+  CHECK(best_choice(lp) == 1);
+  // per byte: -3/1 = -3, -2/1 = -2, -5/10 = -0.5
+  CHECK(best_choice(lp, {1, 1, 10}) == 2);
+  // per byte: -3/6 = -0.5, -2/2 = -1, -5/5 = -1
+  CHECK(best_choice(lp, {6, 2, 5}) == 0);
+  CHECK(best_choice({-1.0, -1.0, -2.0}) == 0);
+  CHECK(best_choice({-2.0, -1.0, -1.0}) == 1);
+  CHECK_THROWS_AS(best_choice(lp, {1, 2}), value_error);
+  CHECK_THROWS_AS(best_choice(lp, {1, 0, 2}), value_error);
+}
+
+TEST_CASE("multiple-choice lines: HellaSwag's and the simple layout", "[align][scoring]") {
+  // HellaSwag as Hugging Face ships it: the label a string, the context in two parts, tags to clean
+  const ChoiceItem h = parse_choice_item(
+      R"({"activity_label": "Baking", "ctx_a": "A man mixes flour.", "ctx_b": "then HE [step] adds  eggs",)"
+      R"( "endings": ["and bakes it.", "and [title] sings."], "label": "1"})",
+      "f:1");
+  CHECK(h.context == "Baking: A man mixes flour. Then he adds eggs");
+  CHECK(h.endings == std::vector<std::string>{"and bakes it.", "and. sings."});
+  CHECK(h.label == 1);
+  CHECK(h.delimiter == " ");
+  const ChoiceItem c = parse_choice_item(R"({"ctx": "A cat sits.", "endings": ["x", "y", "z"], "label": 2})", "f:2");
+  CHECK(c.context == "A cat sits.");
+  CHECK(c.label == 2);
+  const ChoiceItem s = parse_choice_item(R"({"context": "12+7=", "choices": ["19", "18"], "answer": 0})", "f:3");
+  CHECK(s.context == "12+7=");
+  CHECK(s.endings == std::vector<std::string>{"19", "18"});
+  CHECK(s.label == 0);
+  CHECK(s.delimiter.empty());
+  CHECK(parse_choice_item(R"({"context": "Q", "choices": ["a", "b"], "answer": 1, "delimiter": " "})", "f").delimiter == " ");
+}
+
+TEST_CASE("loaders reject each malformed line with its file and line number", "[align][scoring]") {
+  const std::string good_mc = R"({"context": "1+1=", "choices": ["2", "3"], "answer": 0})";
+  const std::vector<std::pair<std::string, std::string>> mc_bad = {
+      {"not json", "not JSON"},
+      {R"({"context": "1+1=", "choices": ["2"], "answer": 0})", "at least two endings"},
+      {R"({"context": "1+1=", "choices": ["2", "3"], "answer": 2})", "not an index"},
+      {R"({"context": "1+1=", "choices": ["2", "3"], "answer": -1})", "not an index"},
+      {R"({"context": "1+1=", "choices": ["2", "3"], "answer": "x"})", "must be an integer"},
+      {R"({"context": "1+1=", "choices": ["2", 3], "answer": 0})", "must be a string"},
+      {R"({"context": "1+1=", "choices": ["2", ""], "answer": 0})", "is empty"},
+      {R"({"context": "1+1=", "choices": "2", "answer": 0})", "must be a list"},
+      {R"({"context": "1+1=", "choices": ["2", "3"]})", "missing \"answer\""},
+      {R"({"ctx_a": "A", "endings": ["x", "y"], "label": 0})", "needs \"ctx\""},
+      {R"({"ctx": "A", "endings": ["x", "y"]})", "missing \"label\""},
+      {R"({"question": "A"})", "expected HellaSwag"},
+  };
+  for (const auto& [line, want] : mc_bad) {
+    const std::string msg = load_error(good_mc + "\n\n" + good_mc + "\n" + line + "\n", read_choice_items);
+    INFO(line << " -> " << msg);
+    CHECK_THAT(msg, LOOM_CONTAINS("data.jsonl:4: "));
+    CHECK_THAT(msg, LOOM_CONTAINS(want));
+  }
+  const std::string good_mp = R"({"sentence_good": "The dog runs.", "sentence_bad": "The dog run.", "UID": "sva"})";
+  const std::vector<std::pair<std::string, std::string>> mp_bad = {
+      {R"({"sentence_good": "The dog runs."})", "missing \"sentence_bad\""},
+      {R"({"sentence_good": "A.", "sentence_bad": "A."})", "are the same"},
+      {R"({"sentence_good": "", "sentence_bad": "A."})", "is empty"},
+      {R"({"sentence_good": "A.", "sentence_bad": "B.", "UID": 3})", "\"UID\" must be a string"},
+      {R"(["sentence_good"])", "expected a JSON object"},
+  };
+  for (const auto& [line, want] : mp_bad) {
+    const std::string msg = load_error(good_mp + "\n" + line + "\r\n", read_minimal_pairs);
+    INFO(line << " -> " << msg);
+    CHECK_THAT(msg, LOOM_CONTAINS("data.jsonl:2: "));
+    CHECK_THAT(msg, LOOM_CONTAINS(want));
+  }
+  const std::string good_bp = R"({"sent_more": "A b.", "sent_less": "C b.", "bias_type": "age"})";
+  const std::vector<std::pair<std::string, std::string>> bp_bad = {
+      {R"({"sent_more": "A b.", "sent_less": "C b."})", "missing \"bias_type\""},
+      {R"({"sent_more": "A b.", "sent_less": "C b.", "bias_type": ""})", "\"bias_type\" is empty"},
+      {R"({"sent_more": "A b.", "sent_less": "A b.", "bias_type": "age"})", "are the same"},
+      {R"({"sent_more": "A b.", "sent_less": "C b.", "bias_type": "age", "stereo_antistereo": "both"})",
+       "must be \"stereo\" or \"antistereo\""},
+  };
+  for (const auto& [line, want] : bp_bad) {
+    const std::string msg = load_error(good_bp + "\n" + good_bp + "\n" + good_bp + "\n" + line, read_bias_pairs);
+    INFO(line << " -> " << msg);
+    CHECK_THAT(msg, LOOM_CONTAINS("data.jsonl:4: "));
+    CHECK_THAT(msg, LOOM_CONTAINS(want));
+  }
+  CHECK_THAT(load_error("\n \n", read_minimal_pairs), LOOM_CONTAINS("no minimal pairs"));
+  // the good lines read
+  TempDir dir;
+  write_file(dir / "bp.jsonl", good_bp + "\n" +
+             R"({"sent_more": "X.", "sent_less": "Y.", "bias_type": "gender", "stereo_antistereo": "antistereo"})");
+  const std::vector<BiasPair> bp = read_bias_pairs(dir / "bp.jsonl");
+  REQUIRE(bp.size() == 2);
+  CHECK(bp[0].direction.empty());
+  CHECK(bp[1].more == "X.");
+  CHECK(bp[1].less == "Y.");
+  CHECK(bp[1].bias_type == "gender");
+  CHECK(bp[1].direction == "antistereo");
+  write_file(dir / "mp.jsonl", good_mp);
+  const std::vector<MinimalPair> mp = read_minimal_pairs(dir / "mp.jsonl");
+  REQUIRE(mp.size() == 1);
+  CHECK(mp[0].uid == "sva");
+  CHECK(mp[0].field.empty());
+}
+
+TEST_CASE("continuation_example: START, the context cut from the left, the continuation alone masked",
+          "[align][scoring]") {
+  const SftExample e = continuation_example({BOS}, {1, 2, 3, 4, 5}, {7, 8}, 6);  // 7 tokens at most
+  CHECK(e.ids == std::vector<uint32_t>{BOS, 2, 3, 4, 5, 7, 8});
+  CHECK(e.mask == std::vector<uint8_t>{0, 0, 0, 0, 0, 1, 1});
+  const SftExample f = continuation_example({BOS}, {}, {7, 8}, 6);
+  CHECK(f.ids == std::vector<uint32_t>{BOS, 7, 8});
+  CHECK(f.mask == std::vector<uint8_t>{0, 1, 1});
+  CHECK(continuation_example({BOS}, {1, 2}, {7, 8, 9, 10, 11, 12}, 6).ids.size() == 7);
+  CHECK_THROWS_AS(continuation_example({BOS}, {1}, {7, 8, 9, 10, 11, 12, 13}, 6), value_error);
+  CHECK_THROWS_AS(continuation_example({BOS}, {1}, {}, 6), value_error);
+}
+
+TEST_CASE("score_choices sums exactly the ending's log-probabilities given START and the context", "[align][scoring]") {
+  auto owned = tiny_gpt(5);
+  nn::GPT& model = *owned;
+  const std::vector<ChoiceItem> items = {
+      {"12+7=", {"19", "18", "29", "91"}, 0, ""},
+      {"The cat", {"sat.", "sat on the mat.", "ran"}, 1, " "},
+      {"A", {"b", "c"}, 1, ""},
+      // longer than the context of 48 tokens: the oldest context bytes are dropped
+      {std::string(60, 'x') + "yz", {"abc", "a"}, 0, " "},
+  };
+  const ChoiceScores s = score_choices(model, bytes_bos(), items, ScoreOptions{3});
+  REQUIRE(s.logprobs.size() == items.size());
+  int64_t right = 0, right_norm = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const ChoiceItem& it = items[i];
+    REQUIRE(s.logprobs[i].size() == it.endings.size());
+    std::vector<double> want;
+    for (size_t k = 0; k < it.endings.size(); ++k) {
+      const std::vector<int64_t> cont = bytes_of(it.delimiter + it.endings[k]);
+      std::vector<int64_t> ctx = bytes_of(it.context);
+      const size_t room = 49 - 1 - cont.size();
+      if (ctx.size() > room) ctx.erase(ctx.begin(), ctx.end() - long(room));
+      const std::vector<int64_t> ids = concat_ids(concat_ids({BOS}, ctx), cont);
+      want.push_back(direct_logprob(model, ids, ids.size() - cont.size()));
+      INFO("item " << i << " ending " << k);
+      CHECK(s.logprobs[i][k] == Approx(want.back()).epsilon(1e-5));
+      CHECK(s.bytes[i][k] == int64_t(it.endings[k].size()));
+      CHECK(s.logprobs[i][k] < 0);
+    }
+    // the choices are the argmax of the directly computed values, in total and per byte
+    size_t best = 0, best_norm = 0;
+    for (size_t k = 1; k < want.size(); ++k) {
+      if (want[k] > want[best]) best = k;
+      if (want[k] / double(it.endings[k].size()) > want[best_norm] / double(it.endings[best_norm].size())) best_norm = k;
+    }
+    CHECK(s.chosen[i] == int64_t(best));
+    CHECK(s.chosen_norm[i] == int64_t(best_norm));
+    right += int64_t(best) == it.label;
+    right_norm += int64_t(best_norm) == it.label;
+  }
+  CHECK(s.acc.hits == right);
+  CHECK(s.acc.total == 4);
+  CHECK(s.acc_norm.hits == right_norm);
+  CHECK(s.acc.lo == wilson_interval(right, 4).first);
+  CHECK(s.sequences == 11);
+  CHECK(s.seconds > 0);
+  CHECK(s.examples_per_s() > 0);
+  // an ending that alone overflows the context is an error naming the item
+  const std::vector<ChoiceItem> too_long = {{"a", {"b", "c"}, 0, ""}, {"a", {std::string(60, 'b'), "c"}, 0, ""}};
+  CHECK_THROWS_WITH(score_choices(model, bytes_bos(), too_long), LOOM_CONTAINS("item 1"));
+}
+
+TEST_CASE("pair scorers: whole sentences given START, compared per pair and per group", "[align][scoring]") {
+  auto owned = tiny_gpt(9);
+  nn::GPT& model = *owned;
+  const std::vector<MinimalPair> mp = {{"The dog runs.", "The dog run.", "sva", "morphology"},
+                                       {"These dogs bark.", "This dogs bark.", "dna", "morphology"},
+                                       {"A cat sleeps.", "A cat sleep.", "sva", "morphology"},
+                                       {"Dogs run.", "Dog run.", "", ""}};
+  const PairScores s = score_minimal_pairs(model, bytes_bos(), mp, ScoreOptions{2});
+  REQUIRE(s.first.size() == mp.size());
+  std::map<std::string, std::pair<int64_t, int64_t>> want_groups;
+  int64_t hits = 0;
+  double diff = 0;
+  for (size_t i = 0; i < mp.size(); ++i) {
+    const std::vector<int64_t> g = concat_ids({BOS}, bytes_of(mp[i].good)), b = concat_ids({BOS}, bytes_of(mp[i].bad));
+    const double lg = direct_logprob(model, g, 1), lb = direct_logprob(model, b, 1);
+    INFO("pair " << i);
+    CHECK(s.first[i] == Approx(lg).epsilon(1e-5));
+    CHECK(s.second[i] == Approx(lb).epsilon(1e-5));
+    hits += lg > lb;
+    diff += lg - lb;
+    want_groups[mp[i].uid].first += lg > lb;
+    want_groups[mp[i].uid].second += 1;
+  }
+  CHECK(s.first_more_likely.hits == hits);
+  CHECK(s.first_more_likely.total == 4);
+  CHECK(s.mean_difference == Approx(diff / 4).epsilon(1e-5));
+  REQUIRE(s.by_group.size() == 3);
+  for (const auto& [g, c] : want_groups) {
+    INFO("group '" << g << "'");
+    CHECK(s.by_group.at(g).hits == c.first);
+    CHECK(s.by_group.at(g).total == c.second);
+  }
+  // bias pairs: sent_more is the first sentence, groups are the bias types
+  const std::vector<BiasPair> bp = {{"The dog runs.", "The dog run.", "x", ""}, {"Dogs run.", "Dog run.", "y", "stereo"}};
+  const PairScores t = score_bias_pairs(model, bytes_bos(), bp);
+  CHECK(t.first[0] == s.first[0]);
+  CHECK(t.second[1] == s.second[3]);
+  CHECK(t.by_group.at("x").total == 1);
+  CHECK(t.by_group.at("y").hits == int64_t(s.first[3] > s.second[3]));
+  // without <|endoftext|> the start is the newline (the byte tokenizer alone)
+  const train::TextTokenizer plain = train::TextTokenizer::bpe(BpeTokenizer());
+  const PairScores u = score_minimal_pairs(model, plain, {mp[0]});
+  CHECK(u.first[0] == Approx(direct_logprob(model, concat_ids({'\n'}, bytes_of(mp[0].good)), 1)).epsilon(1e-5));
+  CHECK(u.first[0] != Approx(s.first[0]).epsilon(1e-3));
+}
+
+TEST_CASE("batched scores equal one-by-one scores, and the model's mode is restored", "[align][scoring]") {
+  auto owned = tiny_gpt(21);
+  nn::GPT& model = *owned;
+  std::vector<ChoiceItem> items;
+  for (int i = 0; i < 9; ++i)
+    items.push_back({std::to_string(i * 7) + "+" + std::to_string(i) + "=", {std::to_string(i * 8), std::string(size_t(i % 4 + 1), '5'), "0"},
+                     i % 3, ""});
+  model.train();
+  const ChoiceScores one = score_choices(model, bytes_bos(), items, ScoreOptions{1});
+  CHECK(model.is_training());
+  for (int64_t batch : {2, 5, 27, 64}) {
+    const ChoiceScores many = score_choices(model, bytes_bos(), items, ScoreOptions{batch});
+    INFO("batch size " << batch);
+    for (size_t i = 0; i < items.size(); ++i)
+      for (size_t k = 0; k < items[i].endings.size(); ++k)
+        CHECK(many.logprobs[i][k] == Approx(one.logprobs[i][k]).epsilon(1e-5));
+    CHECK(many.chosen == one.chosen);
+    CHECK(many.chosen_norm == one.chosen_norm);
+  }
+  // score_examples keeps the order it was given, whatever the lengths
+  std::vector<SftExample> ex;
+  for (const ChoiceItem& it : items) ex.push_back(continuation_example({BOS}, bytes_of(it.context), bytes_of(it.endings[1]), 48));
+  const std::vector<double> a = score_examples(model, ex, 4);
+  for (size_t i = 0; i < ex.size(); ++i) CHECK(a[i] == Approx(one.logprobs[i][1]).epsilon(1e-5));
+  CHECK_THROWS_AS(score_examples(model, ex, 0), value_error);
+}
+
+#if defined(LOOM_PYTHON3_EXE) && defined(LOOM_SOURCE_DIR)
+TEST_CASE("make_eval_sets.py writes sets that the loaders read and the scorers score", "[align][scoring][script]") {
+  TempDir dir;
+  const loom_test::ProgramRun r = loom_test::run_program(
+      loom_test::shell_quote(LOOM_PYTHON3_EXE) + " " + loom_test::shell_quote(LOOM_SOURCE_DIR "/scripts/make_eval_sets.py") +
+      " " + loom_test::shell_quote(dir.path.string()) + " --mc 40 --pairs 30 --bias 20 --seed 4");
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const std::vector<ChoiceItem> mc = read_choice_items(dir / "arith_mc.jsonl");
+  const std::vector<MinimalPair> mp = read_minimal_pairs(dir / "grammar_pairs.jsonl");
+  const std::vector<BiasPair> bp = read_bias_pairs(dir / "counterfactual_pairs.jsonl");
+  CHECK(mc.size() == 40);
+  CHECK(mp.size() == 30);
+  CHECK(bp.size() == 20);
+  for (const ChoiceItem& it : mc) CHECK(it.endings.size() == 4);
+  auto owned = tiny_gpt(2, 64);
+  nn::GPT& model = *owned;
+  const ChoiceScores s = score_choices(model, bytes_bos(), mc);
+  CHECK(s.acc.total == 40);
+  CHECK(score_minimal_pairs(model, bytes_bos(), mp).by_group.size() >= 3);
+  CHECK(score_bias_pairs(model, bytes_bos(), bp).first_more_likely.total == 20);
+}
+#endif
