@@ -2,6 +2,7 @@
 // and their errors, the scorers' sums against log-probabilities computed in double from the
 // model's logits, and batched scores against one-at-a-time scores.
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <string>
@@ -12,6 +13,7 @@
 #include "temp_dir.hpp"
 
 #include <loom/align/scoring.hpp>
+#include <loom/train/trainer.hpp>
 
 using namespace loom;
 using namespace loom::align;
@@ -372,5 +374,64 @@ TEST_CASE("make_eval_sets.py writes sets that the loaders read and the scorers s
   CHECK(s.acc.total == 40);
   CHECK(score_minimal_pairs(model, bytes_bos(), mp).by_group.size() >= 3);
   CHECK(score_bias_pairs(model, bytes_bos(), bp).first_more_likely.total == 20);
+}
+#endif
+
+#if defined(LOOM_EVAL_EXE)
+TEST_CASE("programs: loom-eval --task mc, pairs and bias print the library's scores", "[align][scoring][program]") {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  TempDir dir;
+  auto owned = tiny_gpt(31);
+  nn::GPT& model = *owned;
+  io::Checkpoint c;
+  for (auto& [name, p] : model.named_parameters()) c.add("model." + name, p.detach());
+  c.set_meta_json("config", train::to_json(model.config));
+  c.set_meta("tokenizer", bytes_bos().to_json());
+  io::save_checkpoint(dir / "ckpt.safetensors", c);
+  write_file(dir / "mc.jsonl", R"({"context": "2+2=", "choices": ["4", "5", "22"], "answer": 0})" "\n"
+                               R"({"ctx": "The sun", "endings": ["rises.", "sets slowly."], "label": 1})" "\n"
+                               R"({"context": "Q", "choices": ["a", "bb"], "answer": 1})" "\n");
+  write_file(dir / "mp.jsonl", R"({"sentence_good": "The dog runs.", "sentence_bad": "The dog run.", "UID": "sva"})" "\n"
+                               R"({"sentence_good": "These dogs bark.", "sentence_bad": "This dogs bark.", "UID": "dna"})" "\n");
+  write_file(dir / "bp.jsonl", R"({"sent_more": "Emma read.", "sent_less": "Liam read.", "bias_type": "gender"})" "\n"
+                               R"({"sent_more": "The young man sat.", "sent_less": "The old man sat.", "bias_type": "age"})" "\n");
+  auto eval = [&](const std::string& args) {
+    return run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(dir / "ckpt.safetensors") + " " + args);
+  };
+  auto fields = [](const char* name, const Proportion& p) {
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "%s=%.4f %s_lo=%.4f %s_hi=%.4f", name, p.value(), name, p.lo, name, p.hi);
+    return std::string(buf);
+  };
+  const ChoiceScores mc = score_choices(model, bytes_bos(), read_choice_items(dir / "mc.jsonl"));
+  const loom_test::ProgramRun r1 = eval("--task mc --data " + shell_quote(dir / "mc.jsonl") + " --batch-size 2");
+  INFO(r1.output);
+  REQUIRE(r1.status == 0);
+  CHECK_THAT(r1.output, LOOM_CONTAINS("eval task=mc " + fields("acc", mc.acc) + " " + fields("acc_norm", mc.acc_norm) +
+                                      " n=3 examples_per_s="));
+  const PairScores mp = score_minimal_pairs(model, bytes_bos(), read_minimal_pairs(dir / "mp.jsonl"));
+  const loom_test::ProgramRun r2 = eval("--task pairs --data " + shell_quote(dir / "mp.jsonl"));
+  INFO(r2.output);
+  REQUIRE(r2.status == 0);
+  CHECK_THAT(r2.output, LOOM_CONTAINS("eval task=pairs " + fields("acc", mp.first_more_likely) + " n=2 examples_per_s="));
+  CHECK_THAT(r2.output, LOOM_CONTAINS("uid sva: "));
+  const PairScores bp = score_bias_pairs(model, bytes_bos(), read_bias_pairs(dir / "bp.jsonl"));
+  const loom_test::ProgramRun r3 = eval("--task bias --limit 1 --data " + shell_quote(dir / "bp.jsonl"));
+  INFO(r3.output);
+  REQUIRE(r3.status == 0);
+  CHECK_THAT(r3.output, LOOM_CONTAINS("eval task=bias " +
+                                      fields("pct_stereotype", proportion(int64_t(bp.first[0] > bp.second[0]), 1)) +
+                                      " n=1 examples_per_s="));
+  CHECK_THAT(r3.output, LOOM_CONTAINS("bias_type gender: "));
+  // errors: an unknown task, a malformed line (named with its line number)
+  const loom_test::ProgramRun r4 = eval("--task essay --data " + shell_quote(dir / "mc.jsonl"));
+  CHECK(r4.status != 0);
+  CHECK_THAT(r4.output, LOOM_CONTAINS("--task must be mc, pairs or bias"));
+  write_file(dir / "bad.jsonl", R"({"context": "2+2=", "choices": ["4", "5"], "answer": 0})" "\n"
+                                R"({"context": "2+2=", "choices": ["4", "5"], "answer": 7})" "\n");
+  const loom_test::ProgramRun r5 = eval("--task mc --data " + shell_quote(dir / "bad.jsonl"));
+  CHECK(r5.status != 0);
+  CHECK_THAT(r5.output, LOOM_CONTAINS("bad.jsonl:2: the right answer 7 is not an index"));
 }
 #endif
