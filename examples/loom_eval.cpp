@@ -21,10 +21,28 @@
 //   eval task=mc acc=X acc_lo=L acc_hi=H acc_norm=Y acc_norm_lo=L acc_norm_hi=H n=N examples_per_s=E
 //   eval task=pairs acc=X acc_lo=L acc_hi=H n=N examples_per_s=E
 //   eval task=bias pct_stereotype=X pct_stereotype_lo=L pct_stereotype_hi=H n=N examples_per_s=E
+//
+//   loom-eval --ckpt FILE --text FILE | --shards DIR [--batch-size N]
+//
+// --text scores a text file, --shards the "test" split of a loom-data folder (align::text_loss,
+// shard_text_loss: non-overlapping windows of the model's context). The last line on stdout:
+//   eval task=ppl loss=X ppl=P bits_per_byte=B tokens=N bytes=M
+//
+//   loom-eval --ckpt A [--ckpt B] --card DIR --sets DIR [--text FILE] [--batch-size N]
+//
+// A report card: DIR/report.json and DIR/report.md with, per checkpoint, its config, parameter
+// count and step (when recorded), the text's loss and bits per byte (with --text), the score of
+// each set in --sets that exists (arith_mc.jsonl, grammar_pairs.jsonl, counterfactual_pairs.jsonl,
+// as scripts/make_eval_sets.py names them) with its 95% interval, the bias preference per type,
+// and three greedy samples. With two checkpoints, a side-by-side table marks each score whose
+// intervals do not overlap ("separate": true in the JSON, "**differs**" in the table).
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include <loom/align/grpo.hpp>
 #include <loom/align/scoring.hpp>
@@ -41,21 +59,187 @@ std::string score_fields(const char* name, const align::Proportion& p) {
   return buf;
 }
 
+// A checkpoint's model and tokenizer (the checkpoint's own, or the BPE spec given).
+struct LoadedModel {
+  io::Checkpoint ckpt;
+  std::unique_ptr<nn::GPT> model;
+  train::TextTokenizer tok;
+};
+
+// Loads `ckpt`; throws value_error when the tokenizer has more ids than the model.
+LoadedModel load_model(const std::string& ckpt, const std::string& tokenizer_spec) {
+  io::Checkpoint c = io::load_checkpoint(ckpt);
+  auto model = std::make_unique<nn::GPT>(train::gpt_config_from_json(c.meta_json("config")));
+  nn::NamedTensors params;
+  for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
+  model->load_state_dict(params);
+  train::TextTokenizer tok = tokenizer_spec.empty()
+                                 ? train::TextTokenizer::from_checkpoint(c)
+                                 : train::TextTokenizer::bpe(tokenizer::load_spec(tokenizer_spec), tokenizer_spec);
+  LOOM_CHECK(tok.vocab_size() <= model->config.vocab_size, value_error, ckpt, ": the tokenizer has ", tok.vocab_size(),
+             " ids but the model only ", model->config.vocab_size, ": they do not belong together");
+  return LoadedModel{std::move(c), std::move(model), std::move(tok)};
+}
+
+// Perplexity and bits per byte of a text file or a shard folder's test split; returns the exit status.
+int run_ppl(const std::string& ckpt, const std::string& text, const std::string& shards,
+            const std::string& tokenizer_spec, int64_t batch) {
+  LoadedModel m = load_model(ckpt, tokenizer_spec);
+  const align::TextLoss l = text.empty() ? align::shard_text_loss(*m.model, m.tok, shards, "test", batch)
+                                         : align::text_loss(*m.model, m.tok, io::read_file(text), batch);
+  std::printf("eval task=ppl loss=%.4f ppl=%.6g bits_per_byte=%.4f tokens=%lld bytes=%lld\n", l.loss(), l.perplexity(),
+              l.bits_per_byte(), (long long)l.tokens, (long long)l.bytes);
+  return 0;
+}
+
+// One row of a report card: a score's name and its proportion.
+using ScoreRow = std::pair<std::string, align::Proportion>;
+
+// The JSON of a proportion: value, lo, hi, hits, n.
+io::Json proportion_json(const align::Proportion& p) {
+  io::Json j = io::Json::object();
+  j.set("value", p.value()), j.set("lo", p.lo), j.set("hi", p.hi), j.set("hits", p.hits), j.set("n", p.total);
+  return j;
+}
+
+// "0.5000 [0.2000, 0.8000]" of a proportion.
+std::string proportion_text(const align::Proportion& p) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.4f [%.4f, %.4f]", p.value(), p.lo, p.hi);
+  return buf;
+}
+
+// What the card says of one checkpoint: its JSON, its scores in order, its markdown section.
+struct CardEntry {
+  io::Json json;
+  std::vector<ScoreRow> scores;
+  std::string markdown;
+};
+
+// Scores checkpoint `ckpt` for the card (see the file comment).
+CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std::string& text,
+                     const std::string& tokenizer_spec, int64_t batch) {
+  LoadedModel m = load_model(ckpt, tokenizer_spec);
+  nn::GPT& model = *m.model;
+  const nn::GPTConfig& cfg = model.config;
+  const align::ScoreOptions opt{batch};
+  CardEntry e;
+  e.json = io::Json::object();
+  e.json.set("checkpoint", ckpt);
+  e.json.set("config", train::to_json(cfg));
+  e.json.set("parameters", model.num_parameters());
+  std::string md = "## " + ckpt + "\n\n";
+  md += "- config: n_layer " + std::to_string(cfg.n_layer) + ", n_head " + std::to_string(cfg.n_head) + ", n_embd " +
+        std::to_string(cfg.n_embd) + ", block_size " + std::to_string(cfg.block_size) + ", vocab_size " +
+        std::to_string(cfg.vocab_size) + "\n- parameters: " + std::to_string(model.num_parameters()) + "\n";
+  for (const char* key : {"step", "tokens"})
+    if (m.ckpt.has_meta(key)) {
+      e.json.set(key, m.ckpt.meta(key));
+      md += std::string("- ") + key + ": " + m.ckpt.meta(key) + "\n";
+    }
+  if (!text.empty()) {
+    const align::TextLoss l = align::text_loss(model, m.tok, io::read_file(text), batch);
+    io::Json t = io::Json::object();
+    t.set("file", text), t.set("loss", l.loss()), t.set("ppl", l.perplexity()), t.set("bits_per_byte", l.bits_per_byte());
+    t.set("tokens", l.tokens), t.set("bytes", l.bytes);
+    e.json.set("text", t);
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "- text %s: loss %.4f, ppl %.6g, bits per byte %.4f (%lld tokens, %lld bytes)\n",
+                  text.c_str(), l.loss(), l.perplexity(), l.bits_per_byte(), (long long)l.tokens, (long long)l.bytes);
+    md += buf;
+  }
+  const std::string mc = sets + "/arith_mc.jsonl", mp = sets + "/grammar_pairs.jsonl",
+                    bp = sets + "/counterfactual_pairs.jsonl";
+  std::vector<ScoreRow> by_type;
+  if (std::filesystem::exists(mc)) {
+    const align::ChoiceScores s = align::score_choices(model, m.tok, align::read_choice_items(mc), opt);
+    e.scores.push_back({"mc acc", s.acc});
+    e.scores.push_back({"mc acc_norm", s.acc_norm});
+  }
+  if (std::filesystem::exists(mp))
+    e.scores.push_back({"pairs acc", align::score_minimal_pairs(model, m.tok, align::read_minimal_pairs(mp), opt).first_more_likely});
+  if (std::filesystem::exists(bp)) {
+    const align::PairScores s = align::score_bias_pairs(model, m.tok, align::read_bias_pairs(bp), opt);
+    e.scores.push_back({"bias pct_stereotype", s.first_more_likely});
+    for (const auto& [type, p] : s.by_group) by_type.push_back({"bias " + (type.empty() ? "(none)" : type), p});
+  }
+  io::Json scores = io::Json::object(), bias = io::Json::object();
+  md += "\n| score | value [95% interval] | n |\n|---|---|---|\n";
+  for (const auto& [name, p] : e.scores) {
+    scores.set(name, proportion_json(p));
+    md += "| " + name + " | " + proportion_text(p) + " | " + std::to_string(p.total) + " |\n";
+  }
+  for (const auto& [name, p] : by_type) {
+    bias.set(name.substr(5), proportion_json(p));
+    md += "| " + name + " | " + proportion_text(p) + " | " + std::to_string(p.total) + " |\n";
+  }
+  e.json.set("scores", scores);
+  e.json.set("bias_by_type", bias);
+  e.scores.insert(e.scores.end(), by_type.begin(), by_type.end());
+  // three greedy samples, all decoded together
+  const std::vector<std::string> prompts = {"The", "Once upon a time", "1+1="};
+  std::vector<std::vector<int64_t>> ids;
+  for (const std::string& p : prompts) {
+    ids.push_back(m.tok.start_ids());
+    for (int64_t id : m.tok.encode(p)) ids.back().push_back(id);
+  }
+  std::vector<Generator> gens(prompts.size(), Generator(0));
+  const auto out = train::generate_batch(model, ids, 32, train::SamplingOptions{0.0, 0, 1.0}, gens);
+  io::Json samples = io::Json::array();
+  md += "\nGreedy samples:\n\n";
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const std::string sample = prompts[i] + m.tok.decode(out[i]);
+    samples.push_back(sample);
+    md += "    " + align::detail::replace_all(sample, "\n", "\\n") + "\n";
+  }
+  e.json.set("samples", samples);
+  e.markdown = md;
+  return e;
+}
+
+// Writes DIR/report.json and DIR/report.md for `ckpts` (see the file comment); returns the exit status.
+int run_card(const std::vector<std::string>& ckpts, const std::string& dir, const std::string& sets,
+             const std::string& text, const std::string& tokenizer_spec, int64_t batch) {
+  LOOM_CHECK(ckpts.size() == 1 || ckpts.size() == 2, value_error, "--card takes one or two --ckpt, got ", ckpts.size());
+  LOOM_CHECK(!sets.empty(), value_error, "--card needs --sets DIR (the files of scripts/make_eval_sets.py)");
+  std::vector<CardEntry> entries;
+  for (const std::string& c : ckpts) entries.push_back(card_entry(c, sets, text, tokenizer_spec, batch));
+  io::Json report = io::Json::object(), list = io::Json::array();
+  std::string md = "# Report card\n\n";
+  for (const CardEntry& e : entries) list.push_back(e.json), md += e.markdown + "\n";
+  report.set("checkpoints", list);
+  if (entries.size() == 2) {
+    io::Json cmp = io::Json::array();
+    md += "## Side by side\n\nA: " + ckpts[0] + ", B: " + ckpts[1] +
+          ". **differs**: the 95% intervals do not overlap.\n\n| score | A | B | |\n|---|---|---|---|\n";
+    for (const auto& [name, a] : entries[0].scores)
+      for (const auto& [name_b, b] : entries[1].scores)
+        if (name == name_b) {
+          const bool separate = align::intervals_separate(a, b);
+          io::Json row = io::Json::object();
+          row.set("score", name), row.set("a", proportion_json(a)), row.set("b", proportion_json(b));
+          row.set("separate", separate);
+          cmp.push_back(row);
+          md += "| " + name + " | " + proportion_text(a) + " | " + proportion_text(b) + " | " +
+                (separate ? "**differs**" : "") + " |\n";
+        }
+    report.set("comparison", cmp);
+  }
+  io::make_directories(dir);
+  io::write_file_atomic(dir + "/report.json", report.dump(2) + "\n");
+  io::write_file_atomic(dir + "/report.md", md);
+  std::printf("wrote %s/report.json and %s/report.md\n", dir.c_str(), dir.c_str());
+  return 0;
+}
+
 // Likelihood scoring of `data` as `task` (see the file comment); returns the exit status.
 int run_task(const std::string& task, const std::string& ckpt, const std::string& data, const std::string& tokenizer_spec,
              int64_t limit, int64_t batch) {
   LOOM_CHECK(task == "mc" || task == "pairs" || task == "bias", value_error, "--task must be mc, pairs or bias, got '",
              task, "'");
-  io::Checkpoint c = io::load_checkpoint(ckpt);
-  nn::GPT model(train::gpt_config_from_json(c.meta_json("config")));
-  nn::NamedTensors params;
-  for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
-  model.load_state_dict(params);
-  const train::TextTokenizer tok = tokenizer_spec.empty()
-                                       ? train::TextTokenizer::from_checkpoint(c)
-                                       : train::TextTokenizer::bpe(tokenizer::load_spec(tokenizer_spec), tokenizer_spec);
-  LOOM_CHECK(tok.vocab_size() <= model.config.vocab_size, value_error, ckpt, ": the tokenizer has ", tok.vocab_size(),
-             " ids but the model only ", model.config.vocab_size, ": they do not belong together");
+  LoadedModel m = load_model(ckpt, tokenizer_spec);
+  nn::GPT& model = *m.model;
+  const train::TextTokenizer& tok = m.tok;
   const align::ScoreOptions opt{batch};
   auto head = [&](auto v) {
     if (limit > 0 && size_t(limit) < v.size()) v.resize(size_t(limit));
@@ -89,7 +273,8 @@ int run_task(const std::string& task, const std::string& ckpt, const std::string
 
 int main(int argc, char** argv) {
   try {
-    std::string ckpt, data, tokenizer_spec, task;
+    std::string ckpt, data, tokenizer_spec, task, text, shards, card, sets;
+    std::vector<std::string> ckpts;
     int64_t max_answer = 32, limit = 0, show = 0, batch = 16, threads = 0, samples = 0;
     double temperature = 1.0;
     uint64_t seed = 1337;
@@ -100,15 +285,23 @@ int main(int argc, char** argv) {
                      "                 [--batch-size N] [--threads N] [--tokenizer SPEC]\n"
                      "                 [--samples K] [--temperature X] [--seed N]   pass@1 and pass@K of K sampled answers\n"
                      "       loom-eval --ckpt FILE --task mc|pairs|bias --data FILE.jsonl [--limit N] [--batch-size N]\n"
-                     "                 likelihood scores: multiple choice, minimal pairs, bias pairs\n";
+                     "                 likelihood scores: multiple choice, minimal pairs, bias pairs\n"
+                     "       loom-eval --ckpt FILE --text FILE | --shards DIR [--batch-size N]\n"
+                     "                 loss, perplexity and bits per byte of a text or a loom-data test split\n"
+                     "       loom-eval --ckpt A [--ckpt B] --card DIR --sets DIR [--text FILE] [--batch-size N]\n"
+                     "                 a report card (DIR/report.json, DIR/report.md), side by side for two\n";
         return 0;
       }
       LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
       const std::string v = argv[++i];
       try {
-        if (a == "--ckpt") ckpt = v;
+        if (a == "--ckpt") ckpt = v, ckpts.push_back(v);
+        else if (a == "--card") card = v;
+        else if (a == "--sets") sets = v;
         else if (a == "--data") data = v;
         else if (a == "--task") task = v;
+        else if (a == "--text") text = v;
+        else if (a == "--shards") shards = v;
         else if (a == "--tokenizer") tokenizer_spec = v;
         else if (a == "--max-answer") max_answer = std::stoll(v);
         else if (a == "--limit") limit = std::stoll(v);
@@ -123,6 +316,14 @@ int main(int argc, char** argv) {
         if (dynamic_cast<const value_error*>(&e)) throw;
         throw value_error("option " + a + ": '" + v + "' is not a number");
       }
+    }
+    LOOM_CHECK(batch > 0, value_error, "--batch-size must be positive");
+    if (!card.empty()) return run_card(ckpts, card, sets, text, tokenizer_spec, batch);
+    LOOM_CHECK(ckpts.size() <= 1, value_error, "two --ckpt only with --card DIR");
+    if (!text.empty() || !shards.empty()) {
+      LOOM_CHECK(!ckpt.empty() && (text.empty() || shards.empty()), value_error,
+                 "--text FILE or --shards DIR (one of them) needs --ckpt FILE (see --help)");
+      return run_ppl(ckpt, text, shards, tokenizer_spec, batch);
     }
     LOOM_CHECK(!ckpt.empty() && !data.empty(), value_error, "--ckpt FILE and --data FILE are required (see --help)");
     LOOM_CHECK(samples >= 0 && temperature > 0, value_error, "--samples must be >= 0 and --temperature > 0");

@@ -3,6 +3,7 @@
 // model's logits, and batched scores against one-at-a-time scores.
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
@@ -110,6 +111,13 @@ TEST_CASE("the Wilson score interval against hand-computed values", "[align][sco
   CHECK(wilson_interval(8, 10, 2.5758).first < wilson_interval(8, 10).first);
   CHECK_THROWS_AS(wilson_interval(11, 10), value_error);
   CHECK_THROWS_AS(wilson_interval(-1, 10), value_error);
+}
+
+TEST_CASE("intervals_separate: only intervals that do not overlap", "[align][scoring]") {
+  CHECK(intervals_separate(proportion(0, 20), proportion(20, 20)));
+  CHECK(intervals_separate(proportion(20, 20), proportion(0, 20)));
+  CHECK_FALSE(intervals_separate(proportion(0, 2), proportion(2, 2)));  // [0, 0.66] and [0.34, 1]
+  CHECK_FALSE(intervals_separate(proportion(10, 20), proportion(12, 20)));
 }
 
 TEST_CASE("best_choice: the highest total, or the highest per byte, the first of ties", "[align][scoring]") {
@@ -353,6 +361,47 @@ TEST_CASE("batched scores equal one-by-one scores, and the model's mode is resto
   CHECK_THROWS_AS(score_examples(model, ex, 0), value_error);
 }
 
+TEST_CASE("text_loss: per-window cross-entropy summed in double, bits per byte of the UTF-8 text", "[align][scoring][ppl]") {
+  auto owned = tiny_gpt(5, 8);
+  nn::GPT& model = *owned;
+  const std::string text = "h\xc3\xa9llo w\xc3\xb6rld, \xc3\xa7" "a va? ok";  // 25 bytes, 3 of them two-byte letters
+  const std::vector<int64_t> ids = concat_ids({BOS}, bytes_of(text));   // 26 ids: 25 targets in windows 8, 8, 8, 1
+  double expected = 0;
+  for (size_t w = 0; w + 1 < ids.size(); w += 8) {
+    const std::vector<int64_t> win(ids.begin() + long(w), ids.begin() + long(std::min(ids.size(), w + 9)));
+    expected -= direct_logprob(model, win, 1);
+  }
+  model.train();
+  for (int64_t batch : {1, 3, 16}) {
+    INFO("batch size " << batch);
+    const TextLoss l = text_loss(model, bytes_bos(), text, batch);
+    CHECK(model.is_training());
+    CHECK(l.tokens == 25);
+    CHECK(l.bytes == 25);
+    CHECK(l.windows == 4);
+    CHECK(l.total_nats == Approx(expected).epsilon(1e-5));
+    CHECK(l.loss() == Approx(expected / 25).epsilon(1e-5));
+    CHECK(l.perplexity() == Approx(std::exp(expected / 25)).epsilon(1e-5));
+    CHECK(l.bits_per_byte() == Approx(expected / std::log(2.0) / 25).epsilon(1e-5));
+  }
+  // an untrained model with one token per byte needs about log2(261) = 8.03 bits per byte
+  CHECK(text_loss(model, bytes_bos(), text).bits_per_byte() == Approx(std::log2(261.0)).epsilon(0.05));
+  CHECK_THROWS_AS(text_loss(model, bytes_bos(), ""), value_error);
+  CHECK_THROWS_AS(ids_loss(model, ids, 25, 0), value_error);
+
+  // a shard split: the same ids as written, the bytes of the text without <|endoftext|>
+  TempDir dir;
+  data::ShardWriter w(dir.path.string(), "test", 261, 10);  // three shard files
+  std::vector<uint32_t> u(ids.begin(), ids.end());
+  w.append(u.data(), u.size());
+  w.finish();
+  const TextLoss s = shard_text_loss(model, bytes_bos(), dir.path.string(), "test", 2);
+  CHECK(s.tokens == 25);
+  CHECK(s.bytes == 25);
+  CHECK(s.total_nats == Approx(expected).epsilon(1e-5));
+  CHECK_THROWS_AS(shard_text_loss(model, bytes_bos(), dir.path.string(), "val"), io_error);
+}
+
 #if defined(LOOM_PYTHON3_EXE) && defined(LOOM_SOURCE_DIR)
 TEST_CASE("make_eval_sets.py writes sets that the loaders read and the scorers score", "[align][scoring][script]") {
   TempDir dir;
@@ -424,6 +473,18 @@ TEST_CASE("programs: loom-eval --task mc, pairs and bias print the library's sco
                                       fields("pct_stereotype", proportion(int64_t(bp.first[0] > bp.second[0]), 1)) +
                                       " n=1 examples_per_s="));
   CHECK_THAT(r3.output, LOOM_CONTAINS("bias_type gender: "));
+  // --text: loss, perplexity and bits per byte of a text file, as text_loss gives them
+  const std::string text = "The dog runs.\nThe sun sets slowly over the hills.\n";
+  write_file(dir / "text.txt", text);
+  const TextLoss tl = text_loss(model, bytes_bos(), text);
+  char want[200];
+  std::snprintf(want, sizeof want, "eval task=ppl loss=%.4f ppl=%.6g bits_per_byte=%.4f tokens=%lld bytes=%lld", tl.loss(),
+                tl.perplexity(), tl.bits_per_byte(), (long long)tl.tokens, (long long)tl.bytes);
+  const loom_test::ProgramRun r6 = eval("--text " + shell_quote(dir / "text.txt") + " --batch-size 1");
+  INFO(r6.output);
+  REQUIRE(r6.status == 0);
+  CHECK_THAT(r6.output, LOOM_CONTAINS(std::string(want)));
+  CHECK(tl.bytes == int64_t(text.size()));
   // errors: an unknown task, a malformed line (named with its line number)
   const loom_test::ProgramRun r4 = eval("--task essay --data " + shell_quote(dir / "mc.jsonl"));
   CHECK(r4.status != 0);
@@ -433,5 +494,103 @@ TEST_CASE("programs: loom-eval --task mc, pairs and bias print the library's sco
   const loom_test::ProgramRun r5 = eval("--task mc --data " + shell_quote(dir / "bad.jsonl"));
   CHECK(r5.status != 0);
   CHECK_THAT(r5.output, LOOM_CONTAINS("bad.jsonl:2: the right answer 7 is not an index"));
+}
+// A tiny GPT that predicts `favourite` everywhere: ln_f's output is its bias alone, a multiple of
+// the favourite's embedding, so that token's logit stands far above the others.
+std::unique_ptr<nn::GPT> favouring_gpt(uint64_t seed, int64_t favourite) {
+  auto model = tiny_gpt(seed);
+  for (auto& [name, p] : model->named_parameters()) {
+    if (name == "transformer.ln_f.weight") std::fill(p.data(), p.data() + p.numel(), 0.0f);
+  }
+  std::vector<float> row(32);
+  for (auto& [name, p] : model->named_parameters())
+    if (name == "transformer.wte.weight") std::copy(p.data() + favourite * 32, p.data() + favourite * 32 + 32, row.begin());
+  double norm2 = 0;
+  for (float x : row) norm2 += double(x) * x;
+  for (auto& [name, p] : model->named_parameters())
+    if (name == "transformer.ln_f.bias")
+      for (int i = 0; i < 32; ++i) p.data()[i] = float(60.0 * row[size_t(i)] / norm2);
+  return model;
+}
+
+// Saves `model` with the byte tokenizer (and `step`) as a checkpoint at `path`.
+void save_tiny(const nn::GPT& model, const std::string& path, int64_t step) {
+  io::Checkpoint c;
+  for (auto& [name, p] : model.named_parameters()) c.add("model." + name, p.detach());
+  c.set_meta_json("config", train::to_json(model.config));
+  c.set_meta("tokenizer", bytes_bos().to_json());
+  c.set_meta("step", std::to_string(step));
+  io::save_checkpoint(path, c);
+}
+
+TEST_CASE("programs: loom-eval --card writes a report card and marks separate scores", "[align][scoring][program]") {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  TempDir dir;
+  auto a = favouring_gpt(41, 'b'), b = favouring_gpt(42, 'a');
+  save_tiny(*a, dir / "a.safetensors", 100);
+  save_tiny(*b, dir / "b.safetensors", 200);
+  std::filesystem::create_directories(dir / "sets");
+  std::string mc, mp, bp;
+  for (int i = 0; i < 20; ++i)
+    mc += R"({"context": "Q)" + std::to_string(i) + R"(:", "choices": ["a", "b"], "answer": 0})" "\n";
+  mp = R"({"sentence_good": "The dog runs.", "sentence_bad": "The dog run.", "UID": "sva"})" "\n"
+       R"({"sentence_good": "These dogs bark.", "sentence_bad": "This dogs bark.", "UID": "dna"})" "\n";
+  bp = R"({"sent_more": "Emma read.", "sent_less": "Liam read.", "bias_type": "gender"})" "\n"
+       R"({"sent_more": "The young man sat.", "sent_less": "The old man sat.", "bias_type": "age"})" "\n";
+  write_file(dir / "sets/arith_mc.jsonl", mc);
+  write_file(dir / "sets/grammar_pairs.jsonl", mp);
+  write_file(dir / "sets/counterfactual_pairs.jsonl", bp);
+  write_file(dir / "text.txt", "a b a b abba\n");
+  // the library's scores: A never picks "a", B always does
+  const ChoiceScores sa = score_choices(*a, bytes_bos(), read_choice_items(dir / "sets/arith_mc.jsonl"));
+  const ChoiceScores sb = score_choices(*b, bytes_bos(), read_choice_items(dir / "sets/arith_mc.jsonl"));
+  REQUIRE(sa.acc.hits == 0);
+  REQUIRE(sb.acc.hits == 20);
+  const loom_test::ProgramRun r = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(dir / "a.safetensors") +
+                                              " --ckpt " + shell_quote(dir / "b.safetensors") + " --card " +
+                                              shell_quote(dir / "card") + " --sets " + shell_quote(dir / "sets") +
+                                              " --text " + shell_quote(dir / "text.txt"));
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  const io::Json j = io::parse_json(io::read_file(dir / "card/report.json"));
+  REQUIRE(j.at("checkpoints").size() == 2);
+  const io::Json& ca = j.at("checkpoints").at(0);
+  CHECK(ca.at("parameters").as_int() == a->num_parameters());
+  CHECK(ca.at("step").as_string() == "100");
+  CHECK(ca.at("config").at("n_embd").as_int() == 32);
+  CHECK(ca.at("text").at("bits_per_byte").as_double() ==
+        Approx(text_loss(*a, bytes_bos(), "a b a b abba\n").bits_per_byte()).epsilon(1e-6));
+  CHECK(ca.at("scores").at("mc acc").at("value").as_double() == 0.0);
+  CHECK(ca.at("scores").at("mc acc").at("hi").as_double() == Approx(sa.acc.hi));
+  CHECK(ca.at("bias_by_type").at("gender").at("n").as_int() == 1);
+  CHECK(ca.at("samples").size() == 3);
+  CHECK(j.at("checkpoints").at(1).at("scores").at("mc acc").at("value").as_double() == 1.0);
+  // the comparison: mc separates (0/20 against 20/20), two pairs cannot
+  std::map<std::string, bool> separate;
+  for (size_t i = 0; i < j.at("comparison").size(); ++i)
+    separate[j.at("comparison").at(i).at("score").as_string()] = j.at("comparison").at(i).at("separate").as_bool();
+  CHECK(separate.at("mc acc"));
+  CHECK(separate.at("mc acc_norm"));
+  CHECK_FALSE(separate.at("pairs acc"));
+  CHECK_FALSE(separate.at("bias pct_stereotype"));
+  CHECK(separate.count("bias gender") == 1);
+  const std::string md = io::read_file(dir / "card/report.md");
+  CHECK_THAT(md, LOOM_CONTAINS("| mc acc | 0.0000 [0.0000, " ));
+  CHECK_THAT(md, LOOM_CONTAINS("| 1.0000 [" ));
+  CHECK_THAT(md, LOOM_CONTAINS("## Side by side"));
+  CHECK_THAT(md, LOOM_CONTAINS("- step: 200"));
+  size_t marks = 0;
+  for (size_t at = 0; (at = md.find("**differs**", at)) != std::string::npos; ++at) ++marks;
+  CHECK(marks == 3);  // the legend, mc acc and mc acc_norm
+  // one checkpoint: no comparison; a missing --sets is an error
+  const loom_test::ProgramRun r1 = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(dir / "a.safetensors") +
+                                               " --card " + shell_quote(dir / "one") + " --sets " + shell_quote(dir / "sets"));
+  REQUIRE(r1.status == 0);
+  CHECK_FALSE(io::parse_json(io::read_file(dir / "one/report.json")).contains("comparison"));
+  const loom_test::ProgramRun r2 = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(dir / "a.safetensors") +
+                                               " --card " + shell_quote(dir / "two"));
+  CHECK(r2.status != 0);
+  CHECK_THAT(r2.output, LOOM_CONTAINS("--card needs --sets DIR"));
 }
 #endif

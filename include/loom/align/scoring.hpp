@@ -48,6 +48,12 @@
 /// its batch. The results say how many items were scored per second.
 ///
 /// **Confidence.** Each proportion comes with its 95% Wilson score interval (wilson_interval).
+///
+/// **Perplexity.** text_loss scores a whole text (or a shard split, shard_text_loss): START + the
+/// text's tokens cut into non-overlapping windows of block_size, each target scored once, so every
+/// token of the text is predicted given at most block_size tokens before it. Besides the loss per
+/// token it gives bits per byte, total nats / ln 2 / UTF-8 bytes, which does not depend on the
+/// tokenizer and so compares models with different vocabularies.
 
 #include <algorithm>
 #include <cctype>
@@ -65,6 +71,7 @@
 #include "loom/align/logprob.hpp"
 #include "loom/align/sft.hpp"
 #include "loom/autograd/grad_mode.hpp"
+#include "loom/data/shards.hpp"
 #include "loom/nn/gpt.hpp"
 #include "loom/train/text_tokenizer.hpp"
 
@@ -111,6 +118,10 @@ inline Proportion proportion(int64_t k, int64_t n) {
   const auto [lo, hi] = wilson_interval(k, n);
   return Proportion{k, n, lo, hi};
 }
+
+/// Whether two proportions differ beyond both intervals: their intervals do not overlap (a
+/// conservative test: overlapping intervals may still hide a real difference).
+inline bool intervals_separate(const Proportion& a, const Proportion& b) { return a.hi < b.lo || b.hi < a.lo; }
 
 // ---------------------------------------------------------------------------------------------
 // The data
@@ -496,6 +507,81 @@ inline PairScores score_bias_pairs(nn::GPT& model, const train::TextTokenizer& t
   std::vector<std::string> more, less, type;
   for (const BiasPair& p : pairs) more.push_back(p.more), less.push_back(p.less), type.push_back(p.bias_type);
   return score_sentence_pairs(model, tok, more, less, type, opt);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Perplexity and bits per byte
+// ---------------------------------------------------------------------------------------------
+
+/// The cross-entropy of a text: its sum, the tokens and bytes it covers, and the rates from them.
+struct TextLoss {
+  double total_nats = 0;  ///< Σ -log π(token | the tokens before it in its window), in double
+  int64_t tokens = 0;     ///< tokens predicted
+  int64_t bytes = 0;      ///< UTF-8 bytes of the text
+  int64_t windows = 0;    ///< windows of at most block_size targets
+  /// Mean cross-entropy per token (nats).
+  double loss() const { return tokens > 0 ? total_nats / double(tokens) : 0.0; }
+  /// exp(loss).
+  double perplexity() const { return std::exp(loss()); }
+  /// total_nats / ln 2 / bytes: the bits the model needs per byte of text.
+  double bits_per_byte() const { return bytes > 0 ? total_nats / std::log(2.0) / double(bytes) : 0.0; }
+};
+
+/// The summed cross-entropy of predicting ids[1..] from the ids before, in non-overlapping windows
+/// of block_size targets (window k predicts ids[kT + 1 .. kT + T] from ids[kT .. kT + T - 1]),
+/// batch_size windows per forward pass, in eval mode without a graph (the mode is restored).
+/// `bytes` is stored as given. Throws value_error for fewer than two ids or batch_size < 1.
+inline TextLoss ids_loss(nn::GPT& model, const std::vector<int64_t>& ids, int64_t bytes, int64_t batch_size = 16) {
+  LOOM_CHECK(ids.size() >= 2, value_error, "ids_loss: needs at least two tokens, got ", ids.size());
+  LOOM_CHECK(batch_size > 0, value_error, "ids_loss: batch_size must be positive, got ", batch_size);
+  const int64_t T = model.config.block_size, targets = int64_t(ids.size()) - 1;
+  const int64_t windows = (targets + T - 1) / T;
+  NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  TextLoss r;
+  for (int64_t w0 = 0; w0 < windows; w0 += batch_size) {
+    const int64_t B = std::min(batch_size, windows - w0);
+    Tensor<int64_t> x = full<int64_t>({B, T}, 0), y = full<int64_t>({B, T}, -1);  // padding: no target
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t t = 0; t < T && (w0 + b) * T + t < targets; ++t) {
+        const int64_t at = (w0 + b) * T + t;
+        x.data()[b * T + t] = ids[size_t(at)];
+        y.data()[b * T + t] = ids[size_t(at + 1)];
+      }
+    const Tensor<float> losses = model.token_losses(x, y).to(Device::cpu()).contiguous();  // (B, T), 0 at padding
+    for (int64_t i = 0; i < B * T; ++i) r.total_nats += double(losses.data()[i]);
+  }
+  model.train(was_training);
+  r.tokens = targets, r.bytes = bytes, r.windows = windows;
+  return r;
+}
+
+/// The loss of `text` after START (so its first token is scored too; see the file comment), with
+/// its UTF-8 bytes for bits per byte. Throws value_error for an empty text.
+inline TextLoss text_loss(nn::GPT& model, const train::TextTokenizer& tok, const std::string& text,
+                          int64_t batch_size = 16) {
+  LOOM_CHECK(!text.empty(), value_error, "text_loss: the text is empty");
+  std::vector<int64_t> ids = tok.start_ids();
+  for (int64_t id : tok.encode(text)) ids.push_back(id);
+  return ids_loss(model, ids, int64_t(text.size()), batch_size);
+}
+
+/// The loss of a loom-data split (DIR/SPLIT_*.bin, e.g. "test") as written: its tokens in order,
+/// START tokens between documents included; the bytes are those of the decoded text without the
+/// START tokens (the documents' own bytes). Throws io_error when there are no such shards.
+inline TextLoss shard_text_loss(nn::GPT& model, const train::TextTokenizer& tok, const std::string& dir,
+                                const std::string& split = "test", int64_t batch_size = 16) {
+  const data::TokenShards shards(dir, split);
+  std::vector<uint32_t> raw(size_t(shards.size()));
+  shards.copy(0, shards.size(), raw.data());
+  const std::vector<int64_t> start = tok.start_ids();
+  std::vector<int64_t> ids, text_ids;
+  for (uint32_t id : raw) {
+    ids.push_back(int64_t(id));
+    if (start.size() != 1 || int64_t(id) != start[0]) text_ids.push_back(int64_t(id));
+  }
+  return ids_loss(model, ids, int64_t(tok.decode(text_ids).size()), batch_size);
 }
 
 }  // namespace loom::align
