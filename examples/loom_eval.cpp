@@ -28,14 +28,17 @@
 // shard_text_loss: non-overlapping windows of the model's context). The last line on stdout:
 //   eval task=ppl loss=X ppl=P bits_per_byte=B tokens=N bytes=M
 //
-//   loom-eval --ckpt A [--ckpt B] --card DIR --sets DIR [--text FILE] [--batch-size N]
+//   loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--prompt TEXT ...] [--batch-size N]
 //
 // A report card: DIR/report.json and DIR/report.md with, per checkpoint, its config, parameter
 // count and step (when recorded), the text's loss and bits per byte (with --text), the score of
 // each set in --sets that exists (arith_mc.jsonl, grammar_pairs.jsonl, counterfactual_pairs.jsonl,
 // as scripts/make_eval_sets.py names them) with its 95% interval, the bias preference per type,
-// and three greedy samples. With two checkpoints, a side-by-side table marks each score whose
-// intervals do not overlap ("separate": true in the JSON, "**differs**" in the table).
+// and greedy samples of the --prompt texts (default "The", "Once upon a time", "1+1="). With two
+// or more checkpoints (the stages of one model, in order), a side-by-side table marks each score
+// whose interval does not overlap the previous checkpoint's ("separate": true in the JSON's
+// comparison rows, which go from each checkpoint to the next; "**differs**" in the table).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -118,7 +121,7 @@ struct CardEntry {
 
 // Scores checkpoint `ckpt` for the card (see the file comment).
 CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std::string& text,
-                     const std::string& tokenizer_spec, int64_t batch) {
+                     const std::vector<std::string>& prompts, const std::string& tokenizer_spec, int64_t batch) {
   LoadedModel m = load_model(ckpt, tokenizer_spec);
   nn::GPT& model = *m.model;
   const nn::GPTConfig& cfg = model.config;
@@ -176,8 +179,7 @@ CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std
   e.json.set("scores", scores);
   e.json.set("bias_by_type", bias);
   e.scores.insert(e.scores.end(), by_type.begin(), by_type.end());
-  // three greedy samples, all decoded together
-  const std::vector<std::string> prompts = {"The", "Once upon a time", "1+1="};
+  // greedy samples, all decoded together
   std::vector<std::vector<int64_t>> ids;
   for (const std::string& p : prompts) {
     ids.push_back(m.tok.start_ids());
@@ -199,30 +201,50 @@ CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std
 
 // Writes DIR/report.json and DIR/report.md for `ckpts` (see the file comment); returns the exit status.
 int run_card(const std::vector<std::string>& ckpts, const std::string& dir, const std::string& sets,
-             const std::string& text, const std::string& tokenizer_spec, int64_t batch) {
-  LOOM_CHECK(ckpts.size() == 1 || ckpts.size() == 2, value_error, "--card takes one or two --ckpt, got ", ckpts.size());
+             const std::string& text, std::vector<std::string> prompts, const std::string& tokenizer_spec,
+             int64_t batch) {
+  LOOM_CHECK(!ckpts.empty(), value_error, "--card needs at least one --ckpt");
   LOOM_CHECK(!sets.empty(), value_error, "--card needs --sets DIR (the files of scripts/make_eval_sets.py)");
+  if (prompts.empty()) prompts = {"The", "Once upon a time", "1+1="};
   std::vector<CardEntry> entries;
-  for (const std::string& c : ckpts) entries.push_back(card_entry(c, sets, text, tokenizer_spec, batch));
+  for (const std::string& c : ckpts) entries.push_back(card_entry(c, sets, text, prompts, tokenizer_spec, batch));
   io::Json report = io::Json::object(), list = io::Json::array();
   std::string md = "# Report card\n\n";
   for (const CardEntry& e : entries) list.push_back(e.json), md += e.markdown + "\n";
   report.set("checkpoints", list);
-  if (entries.size() == 2) {
+  if (entries.size() >= 2) {
+    // One column per checkpoint; a cell is marked when its interval and the previous column's are apart.
     io::Json cmp = io::Json::array();
-    md += "## Side by side\n\nA: " + ckpts[0] + ", B: " + ckpts[1] +
-          ". **differs**: the 95% intervals do not overlap.\n\n| score | A | B | |\n|---|---|---|---|\n";
-    for (const auto& [name, a] : entries[0].scores)
-      for (const auto& [name_b, b] : entries[1].scores)
-        if (name == name_b) {
-          const bool separate = align::intervals_separate(a, b);
-          io::Json row = io::Json::object();
-          row.set("score", name), row.set("a", proportion_json(a)), row.set("b", proportion_json(b));
-          row.set("separate", separate);
-          cmp.push_back(row);
-          md += "| " + name + " | " + proportion_text(a) + " | " + proportion_text(b) + " | " +
-                (separate ? "**differs**" : "") + " |\n";
+    md += "## Side by side\n\n";
+    for (size_t i = 0; i < ckpts.size(); ++i) md += std::string(1, char('A' + i % 26)) + ": " + ckpts[i] + "\n";
+    md += "\n**differs**: the 95% interval does not overlap the previous column's.\n\n| score |";
+    for (size_t i = 0; i < ckpts.size(); ++i) md += " " + std::string(1, char('A' + i % 26)) + " |";
+    md += "\n|---|";
+    for (size_t i = 0; i < ckpts.size(); ++i) md += "---|";
+    md += "\n";
+    for (const auto& [name, first] : entries[0].scores) {
+      md += "| " + name + " | " + proportion_text(first) + " |";
+      const align::Proportion* prev = &first;
+      for (size_t i = 1; i < entries.size(); ++i) {
+        auto it = std::find_if(entries[i].scores.begin(), entries[i].scores.end(),
+                               [&](const ScoreRow& r) { return r.first == name; });
+        if (it == entries[i].scores.end()) {
+          md += " |";
+          prev = nullptr;
+          continue;
         }
+        const bool separate = prev && align::intervals_separate(*prev, it->second);
+        if (prev) {
+          io::Json row = io::Json::object();
+          row.set("score", name), row.set("from", ckpts[i - 1]), row.set("to", ckpts[i]);
+          row.set("a", proportion_json(*prev)), row.set("b", proportion_json(it->second)), row.set("separate", separate);
+          cmp.push_back(row);
+        }
+        md += " " + proportion_text(it->second) + (separate ? " **differs**" : "") + " |";
+        prev = &it->second;
+      }
+      md += "\n";
+    }
     report.set("comparison", cmp);
   }
   io::make_directories(dir);
@@ -274,7 +296,7 @@ int run_task(const std::string& task, const std::string& ckpt, const std::string
 int main(int argc, char** argv) {
   try {
     std::string ckpt, data, tokenizer_spec, task, text, shards, card, sets;
-    std::vector<std::string> ckpts;
+    std::vector<std::string> ckpts, prompts;
     int64_t max_answer = 32, limit = 0, show = 0, batch = 16, threads = 0, samples = 0;
     double temperature = 1.0;
     uint64_t seed = 1337;
@@ -288,8 +310,8 @@ int main(int argc, char** argv) {
                      "                 likelihood scores: multiple choice, minimal pairs, bias pairs\n"
                      "       loom-eval --ckpt FILE --text FILE | --shards DIR [--batch-size N]\n"
                      "                 loss, perplexity and bits per byte of a text or a loom-data test split\n"
-                     "       loom-eval --ckpt A [--ckpt B] --card DIR --sets DIR [--text FILE] [--batch-size N]\n"
-                     "                 a report card (DIR/report.json, DIR/report.md), side by side for two\n";
+                     "       loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--prompt TEXT ...]\n"
+                     "                 a report card (DIR/report.json, DIR/report.md), side by side for several\n";
         return 0;
       }
       LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
@@ -297,6 +319,7 @@ int main(int argc, char** argv) {
       try {
         if (a == "--ckpt") ckpt = v, ckpts.push_back(v);
         else if (a == "--card") card = v;
+        else if (a == "--prompt") prompts.push_back(v);
         else if (a == "--sets") sets = v;
         else if (a == "--data") data = v;
         else if (a == "--task") task = v;
@@ -318,8 +341,8 @@ int main(int argc, char** argv) {
       }
     }
     LOOM_CHECK(batch > 0, value_error, "--batch-size must be positive");
-    if (!card.empty()) return run_card(ckpts, card, sets, text, tokenizer_spec, batch);
-    LOOM_CHECK(ckpts.size() <= 1, value_error, "two --ckpt only with --card DIR");
+    if (!card.empty()) return run_card(ckpts, card, sets, text, prompts, tokenizer_spec, batch);
+    LOOM_CHECK(ckpts.size() <= 1, value_error, "several --ckpt only with --card DIR");
     if (!text.empty() || !shards.empty()) {
       LOOM_CHECK(!ckpt.empty() && (text.empty() || shards.empty()), value_error,
                  "--text FILE or --shards DIR (one of them) needs --ckpt FILE (see --help)");

@@ -11,6 +11,8 @@
 #   7. loom-rl grpo GRPO on 3-digit sums with the exact-answer reward: pass@1 before and after
 #   8. loom-eval    the final model on the held-out sums, with pass@k
 #   9. loom-chat    one scripted chat, its feedback recorded as a preference pair
+#  10. loom-eval --card  a report card of every stage, side by side: multiple choice on the
+#                held-out sums, bits per byte of held-out text, grammar and counterfactual pairs
 #
 #   scripts/rl_demo.sh [--build DIR] [--out DIR] [--quick] [--threads N]
 # --quick runs every stage with a few steps (the CI check that the lifecycle keeps working; its
@@ -109,6 +111,44 @@ stage "9. loom-chat: one question, rated and corrected"
 printf 'What is 123 + 456?\n/bad\n/better 123 + 456 = 579\n\n' | "$bin/loom-chat" --ckpt "$out/grpo/ckpt.safetensors" \
   --feedback "$out/feedback.jsonl" --max-tokens 8 > "$out/chat.log" 2> "$out/chat.err"
 chat_final=$(final "$out/chat.log")
+
+stage "10. loom-eval --card: every stage side by side"
+# An untrained model of the same shape (one step at learning rate 0) is the first column, so that
+# pretraining's gain shows too.
+"$bin/loom-train" --data "$out/shards" --preset char --block-size 48 --steps 1 --lr 0 --min-lr 0 --warmup 0 \
+  --sample-tokens 0 --final-eval-iters 1 $common --out "$out/init" > "$out/init.log" 2>&1
+python3 "$here/make_eval_sets.py" "$out/evalsets" --seed 1 --mc 1 --pairs 200 --bias 200 > "$out/evalsets.log"
+# The held-out sums, as the raw text writes them: a multiple-choice set ("a + b = " and four
+# answers: the sum, one or two off, ten off, its last two digits swapped) and a text.
+python3 - "$d/test_add3.jsonl" "$out/evalsets" "$eval_limit" <<'EOF'
+import json, random, re, sys
+src, out, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = random.Random(7)
+items, text = [], []
+for line in open(src):
+    a, b = map(int, re.search(r"(\d+) \+ (\d+)", json.loads(line)["messages"][0]["content"]).groups())
+    s = a + b
+    wrong = [s + rng.choice([-2, -1, 1, 2]), s + rng.choice([-10, 10]), int(str(s)[:-2] + str(s)[-1] + str(s)[-2])]
+    choices = list(dict.fromkeys([str(s)] + [str(w) for w in wrong if w > 0]))
+    while len(choices) < 4:
+        choices.append(str(s + len(choices) * 100))
+    order = list(range(4))
+    rng.shuffle(order)
+    items.append({"context": f"{a} + {b} = ", "choices": [choices[i] for i in order], "answer": order.index(0)})
+    text.append(f"{a} + {b} = {s}\n")
+with open(out + "/arith_mc.jsonl", "w") as f:
+    f.writelines(json.dumps(it) + "\n" for it in items[:limit])
+open(out + "/heldout.txt", "w").write("".join(text[:limit]))
+# The pairs whose sentences fit the model's context of 48 bytes (with the start token).
+for name in ("grammar_pairs", "counterfactual_pairs"):
+    path = f"{out}/{name}.jsonl"
+    rows = [json.loads(line) for line in open(path)]
+    fit = [r for r in rows if max(len(v.encode()) for k, v in r.items() if k.startswith("sent")) <= 46]
+    open(path, "w").writelines(json.dumps(r) + "\n" for r in fit)
+EOF
+"$bin/loom-eval" --ckpt "$out/init/ckpt.safetensors" --ckpt "$out/pre/ckpt.safetensors" --ckpt "$sft" \
+  --ckpt "$out/dpo1/ckpt.safetensors" --ckpt "$out/grpo/ckpt.safetensors" --card "$out/card" --sets "$out/evalsets" \
+  --text "$out/evalsets/heldout.txt" --prompt "123 + 456 = " --prompt "7 + 8 = " > "$out/card.log" 2>&1
 t_end=$(date +%s)
 
 pct() { python3 -c "print(f'{100*float(\"$1\"):.1f}%')"; }
@@ -124,5 +164,6 @@ echo "| loom-rl dpo --sft-weight 0 | held-out margin $(field "$dpo0_final" val_m
 echo "| loom-rl grpo | pass@1 $(pct "$(field "$grpo_final" pass_at_1_start)") -> $(pct "$(field "$grpo_final" pass_at_1)"), greedy exact match $(pct "$(field "$grpo_final" exact_match_start)") -> $(pct "$(field "$grpo_final" exact_match)"), sampling $(pct "$(field "$grpo_final" gen_share)") of the time |"
 echo "| loom-eval | ${eval_final#eval } |"
 echo "| loom-chat | $(field "$chat_final" pairs) preference pair(s) recorded |"
+echo "| loom-eval --card | $out/card/report.md: init, pretrained, fine-tuned, DPO, GRPO side by side |"
 echo
 echo "final seconds=$((t_end - t_start)) rm_val_accuracy=$(field "$rm_final" val_accuracy) dpo_exact_match=$(field "$dpo_final" exact_match) dpo_val_margin=$(field "$dpo_final" val_margin) grpo_pass_at_1_start=$(field "$grpo_final" pass_at_1_start) grpo_pass_at_1=$(field "$grpo_final" pass_at_1) feedback_pairs=$(field "$chat_final" pairs)"

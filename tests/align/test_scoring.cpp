@@ -583,6 +583,22 @@ TEST_CASE("programs: loom-eval --card writes a report card and marks separate sc
   size_t marks = 0;
   for (size_t at = 0; (at = md.find("**differs**", at)) != std::string::npos; ++at) ++marks;
   CHECK(marks == 3);  // the legend, mc acc and mc acc_norm
+  // three checkpoints (stages): each column is compared with the one before; A -> B -> A
+  const loom_test::ProgramRun r3 = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(dir / "a.safetensors") +
+                                               " --ckpt " + shell_quote(dir / "b.safetensors") + " --ckpt " +
+                                               shell_quote(dir / "a.safetensors") + " --card " + shell_quote(dir / "three") +
+                                               " --sets " + shell_quote(dir / "sets") + " --prompt ab");
+  INFO(r3.output);
+  REQUIRE(r3.status == 0);
+  const io::Json j3 = io::parse_json(io::read_file(dir / "three/report.json"));
+  CHECK(j3.at("comparison").size() == 2 * j.at("comparison").size());
+  size_t mc_marks = 0;
+  for (size_t i = 0; i < j3.at("comparison").size(); ++i)
+    mc_marks += j3.at("comparison").at(i).at("score").as_string() == "mc acc" &&
+                j3.at("comparison").at(i).at("separate").as_bool();
+  CHECK(mc_marks == 2);  // 0 -> 20 and 20 -> 0
+  CHECK(j3.at("checkpoints").at(0).at("samples").size() == 1);
+  CHECK_THAT(io::read_file(dir / "three/report.md"), LOOM_CONTAINS("| score | A | B | C |"));
   // one checkpoint: no comparison; a missing --sets is an error
   const loom_test::ProgramRun r1 = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(dir / "a.safetensors") +
                                                " --card " + shell_quote(dir / "one") + " --sets " + shell_quote(dir / "sets"));
