@@ -11,6 +11,9 @@ batches, sorted by length and padded on the right (eval mode, torch.no_grad, PyT
   env -u OPENBLAS_CORETYPE OPENBLAS_NUM_THREADS=1 /usr/bin/python3 benchmarks/torch_score.py \
       --ckpt out/ckpt.safetensors --data sets/arith_mc.jsonl --threads 2 [--compare loom_dump.jsonl]
 
+--per-item scores one item per forward pass (its endings as the rows), the loop nanoGPT's and
+llm.c's HellaSwag evaluations run; by default sequences are batched as loom batches them.
+
 Prints `torch_score items=N sequences=S examples_per_s=X acc=A` (median of --repeats timed runs
 after one warm-up). --compare reads bench_score's --dump and prints the largest relative
 difference of the log-probabilities and the number of items whose choice differs, then exits 1
@@ -85,13 +88,19 @@ def logits(model, idx):
     return model.ln_f(x) @ model.wte.weight.t()
 
 
-def score(model, exs, batch):
-    """log p(continuation | the rest) per example, in batches sorted by length."""
+def score(model, exs, batch, groups=None):
+    """log p(continuation | the rest) per example, in batches sorted by length (or, with groups,
+    one batch per group of consecutive examples: an item's endings)."""
     order = sorted(range(len(exs)), key=lambda i: len(exs[i][0]))
+    chunks = [order[lo:lo + batch] for lo in range(0, len(order), batch)]
+    if groups:
+        chunks, at = [], 0
+        for g in groups:
+            chunks.append(list(range(at, at + g)))
+            at += g
     out = [0.0] * len(exs)
     with torch.no_grad():
-        for lo in range(0, len(order), batch):
-            chunk = order[lo:lo + batch]
+        for chunk in chunks:
             T = max(len(exs[i][0]) for i in chunk) - 1
             x = torch.zeros(len(chunk), T, dtype=torch.int64)
             y = torch.full((len(chunk), T), -1, dtype=torch.int64)
@@ -114,6 +123,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--compare")
+    p.add_argument("--per-item", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     cfg, encode, model = load_checkpoint(a.ckpt)
@@ -121,7 +131,8 @@ def main():
 
     def run():
         t0 = time.perf_counter()
-        lp = score(model, examples(items, encode, cfg["block_size"]), a.batch_size)
+        groups = [len(it["choices"]) for it in items] if a.per_item else None
+        lp = score(model, examples(items, encode, cfg["block_size"]), a.batch_size, groups)
         return lp, len(items) / (time.perf_counter() - t0)
 
     lp, _ = run()

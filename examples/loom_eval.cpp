@@ -28,13 +28,15 @@
 // shard_text_loss: non-overlapping windows of the model's context). The last line on stdout:
 //   eval task=ppl loss=X ppl=P bits_per_byte=B tokens=N bytes=M
 //
-//   loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--prompt TEXT ...] [--batch-size N]
+//   loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--chat FILE.jsonl] [--prompt TEXT ...]
 //
 // A report card: DIR/report.json and DIR/report.md with, per checkpoint, its config, parameter
 // count and step (when recorded), the text's loss and bits per byte (with --text), the score of
 // each set in --sets that exists (arith_mc.jsonl, grammar_pairs.jsonl, counterfactual_pairs.jsonl,
 // as scripts/make_eval_sets.py names them) with its 95% interval, the bias preference per type,
-// and greedy samples of the --prompt texts (default "The", "Once upon a time", "1+1="). With two
+// the exact match of greedy answers to --chat's held-out conversations (up to 8 tokens, through
+// the chat template; a model without chat tokens gets them added, untrained), and greedy samples
+// of the --prompt texts (default "The", "Once upon a time", "1+1="). With two
 // or more checkpoints (the stages of one model, in order), a side-by-side table marks each score
 // whose interval does not overlap the previous checkpoint's ("separate": true in the JSON's
 // comparison rows, which go from each checkpoint to the next; "**differs**" in the table).
@@ -114,13 +116,14 @@ std::string proportion_text(const align::Proportion& p) {
 
 // What the card says of one checkpoint: its JSON, its scores in order, its markdown section.
 struct CardEntry {
+  double text_bits_per_byte = -1;  ///< of --text, when given
   io::Json json;
   std::vector<ScoreRow> scores;
   std::string markdown;
 };
 
 // Scores checkpoint `ckpt` for the card (see the file comment).
-CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std::string& text,
+CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std::string& text, const std::string& chat,
                      const std::vector<std::string>& prompts, const std::string& tokenizer_spec, int64_t batch) {
   LoadedModel m = load_model(ckpt, tokenizer_spec);
   nn::GPT& model = *m.model;
@@ -166,6 +169,11 @@ CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std
     e.scores.push_back({"bias pct_stereotype", s.first_more_likely});
     for (const auto& [type, p] : s.by_group) by_type.push_back({"bias " + (type.empty() ? "(none)" : type), p});
   }
+  if (!chat.empty()) {  // greedy answers to held-out conversations, through the chat template
+    align::ChatModel cm = align::load_chat_model(ckpt, tokenizer_spec);
+    const align::ExactMatch em = align::exact_match(*cm.model, cm.chat, align::read_conversations(chat), 8);
+    e.scores.push_back({"chat exact_match", align::proportion(em.correct, em.total)});
+  }
   io::Json scores = io::Json::object(), bias = io::Json::object();
   md += "\n| score | value [95% interval] | n |\n|---|---|---|\n";
   for (const auto& [name, p] : e.scores) {
@@ -177,6 +185,7 @@ CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std
     md += "| " + name + " | " + proportion_text(p) + " | " + std::to_string(p.total) + " |\n";
   }
   e.json.set("scores", scores);
+  if (e.json.contains("text")) e.text_bits_per_byte = e.json.at("text").at("bits_per_byte").as_double();
   e.json.set("bias_by_type", bias);
   e.scores.insert(e.scores.end(), by_type.begin(), by_type.end());
   // greedy samples, all decoded together
@@ -201,13 +210,13 @@ CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std
 
 // Writes DIR/report.json and DIR/report.md for `ckpts` (see the file comment); returns the exit status.
 int run_card(const std::vector<std::string>& ckpts, const std::string& dir, const std::string& sets,
-             const std::string& text, std::vector<std::string> prompts, const std::string& tokenizer_spec,
-             int64_t batch) {
+             const std::string& text, const std::string& chat, std::vector<std::string> prompts,
+             const std::string& tokenizer_spec, int64_t batch) {
   LOOM_CHECK(!ckpts.empty(), value_error, "--card needs at least one --ckpt");
   LOOM_CHECK(!sets.empty(), value_error, "--card needs --sets DIR (the files of scripts/make_eval_sets.py)");
   if (prompts.empty()) prompts = {"The", "Once upon a time", "1+1="};
   std::vector<CardEntry> entries;
-  for (const std::string& c : ckpts) entries.push_back(card_entry(c, sets, text, prompts, tokenizer_spec, batch));
+  for (const std::string& c : ckpts) entries.push_back(card_entry(c, sets, text, chat, prompts, tokenizer_spec, batch));
   io::Json report = io::Json::object(), list = io::Json::array();
   std::string md = "# Report card\n\n";
   for (const CardEntry& e : entries) list.push_back(e.json), md += e.markdown + "\n";
@@ -222,6 +231,15 @@ int run_card(const std::vector<std::string>& ckpts, const std::string& dir, cons
     md += "\n|---|";
     for (size_t i = 0; i < ckpts.size(); ++i) md += "---|";
     md += "\n";
+    if (!text.empty()) {  // a measurement on one text: no interval, no mark
+      md += "| text bits per byte |";
+      for (const CardEntry& e : entries) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, " %.4f |", e.text_bits_per_byte);
+        md += buf;
+      }
+      md += "\n";
+    }
     for (const auto& [name, first] : entries[0].scores) {
       md += "| " + name + " | " + proportion_text(first) + " |";
       const align::Proportion* prev = &first;
@@ -295,7 +313,7 @@ int run_task(const std::string& task, const std::string& ckpt, const std::string
 
 int main(int argc, char** argv) {
   try {
-    std::string ckpt, data, tokenizer_spec, task, text, shards, card, sets;
+    std::string ckpt, data, tokenizer_spec, task, text, shards, card, sets, chat;
     std::vector<std::string> ckpts, prompts;
     int64_t max_answer = 32, limit = 0, show = 0, batch = 16, threads = 0, samples = 0;
     double temperature = 1.0;
@@ -310,7 +328,8 @@ int main(int argc, char** argv) {
                      "                 likelihood scores: multiple choice, minimal pairs, bias pairs\n"
                      "       loom-eval --ckpt FILE --text FILE | --shards DIR [--batch-size N]\n"
                      "                 loss, perplexity and bits per byte of a text or a loom-data test split\n"
-                     "       loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--prompt TEXT ...]\n"
+                     "       loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--chat FILE.jsonl]\n"
+                     "                 [--prompt TEXT ...]\n"
                      "                 a report card (DIR/report.json, DIR/report.md), side by side for several\n";
         return 0;
       }
@@ -320,6 +339,7 @@ int main(int argc, char** argv) {
         if (a == "--ckpt") ckpt = v, ckpts.push_back(v);
         else if (a == "--card") card = v;
         else if (a == "--prompt") prompts.push_back(v);
+        else if (a == "--chat") chat = v;
         else if (a == "--sets") sets = v;
         else if (a == "--data") data = v;
         else if (a == "--task") task = v;
@@ -341,7 +361,7 @@ int main(int argc, char** argv) {
       }
     }
     LOOM_CHECK(batch > 0, value_error, "--batch-size must be positive");
-    if (!card.empty()) return run_card(ckpts, card, sets, text, prompts, tokenizer_spec, batch);
+    if (!card.empty()) return run_card(ckpts, card, sets, text, chat, prompts, tokenizer_spec, batch);
     LOOM_CHECK(ckpts.size() <= 1, value_error, "several --ckpt only with --card DIR");
     if (!text.empty() || !shards.empty()) {
       LOOM_CHECK(!ckpt.empty() && (text.empty() || shards.empty()), value_error,

@@ -12,7 +12,8 @@
 #   8. loom-eval    the final model on the held-out sums, with pass@k
 #   9. loom-chat    one scripted chat, its feedback recorded as a preference pair
 #  10. loom-eval --card  a report card of every stage, side by side: multiple choice on the
-#                held-out sums, bits per byte of held-out text, grammar and counterfactual pairs
+#                held-out sums, their bits per byte as text, greedy exact match in chat, grammar
+#                and counterfactual pairs
 #
 #   scripts/rl_demo.sh [--build DIR] [--out DIR] [--quick] [--threads N]
 # --quick runs every stage with a few steps (the CI check that the lifecycle keeps working; its
@@ -139,6 +140,7 @@ for line in open(src):
 with open(out + "/arith_mc.jsonl", "w") as f:
     f.writelines(json.dumps(it) + "\n" for it in items[:limit])
 open(out + "/heldout.txt", "w").write("".join(text[:limit]))
+open(out + "/heldout_chat.jsonl", "w").writelines(open(src).readlines()[:limit])
 # The pairs whose sentences fit the model's context of 48 bytes (with the start token).
 for name in ("grammar_pairs", "counterfactual_pairs"):
     path = f"{out}/{name}.jsonl"
@@ -148,7 +150,8 @@ for name in ("grammar_pairs", "counterfactual_pairs"):
 EOF
 "$bin/loom-eval" --ckpt "$out/init/ckpt.safetensors" --ckpt "$out/pre/ckpt.safetensors" --ckpt "$sft" \
   --ckpt "$out/dpo1/ckpt.safetensors" --ckpt "$out/grpo/ckpt.safetensors" --card "$out/card" --sets "$out/evalsets" \
-  --text "$out/evalsets/heldout.txt" --prompt "123 + 456 = " --prompt "7 + 8 = " > "$out/card.log" 2>&1
+  --text "$out/evalsets/heldout.txt" --chat "$out/evalsets/heldout_chat.jsonl" --prompt "123 + 456 = " \
+  --prompt "7 + 8 = " > "$out/card.log" 2>&1
 t_end=$(date +%s)
 
 pct() { python3 -c "print(f'{100*float(\"$1\"):.1f}%')"; }
