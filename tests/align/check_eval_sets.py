@@ -18,10 +18,8 @@ only; exits 0 on success, else prints what failed and exits 1.
 
 import collections
 import importlib.util
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -29,32 +27,13 @@ SIZES = {"--mc": 120, "--pairs": 150, "--bias": 90}
 FILES = ["arith_mc.jsonl", "grammar_pairs.jsonl", "counterfactual_pairs.jsonl"]
 NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
 
-failures = []
-
-
-def check(cond, what):
-    """Records `what` as a failure unless cond holds."""
-    if not cond:
-        failures.append(what)
-    return cond
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from generator_checks import check, failures, read_jsonl, run as run_generator  # noqa: E402
 
 
 def run(script, out, seed, extra=None):
-    args = [sys.executable, script, out, "--seed", str(seed)]
-    for k, v in (extra or SIZES).items():
-        args += [k, str(v)]
-    return subprocess.run(args, capture_output=True, text=True)
-
-
-def read_jsonl(path):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                failures.append(f"{path}:{n}: not JSON ({e})")
-    return rows
+    """The generator run with SIZES (or `extra` in their place)."""
+    return run_generator(script, out, seed, extra or SIZES)
 
 
 def one_word_apart(a, b, where):

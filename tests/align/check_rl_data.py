@@ -14,10 +14,8 @@ what failed and exits 1.
   python3 tests/align/check_rl_data.py scripts/make_rl_data.py
 """
 
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 
@@ -29,21 +27,13 @@ FILES = ["raw/facts_00.txt", "raw/facts_01.txt", "raw/facts_02.txt", "raw/facts_
          "sft_train.jsonl", "sft_val.jsonl", "prompts_train.jsonl", "prompts_test.jsonl",
          "test_add3.jsonl", "pairs_train.jsonl", "pairs_val.jsonl"]
 
-failures = []
-
-
-def check(cond, what):
-    """Records `what` as a failure unless cond holds."""
-    if not cond:
-        failures.append(what)
-    return cond
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from generator_checks import check, failures, read_jsonl, run as run_generator  # noqa: E402
 
 
 def run(script, out, seed, extra=None):
-    args = [sys.executable, script, out, "--seed", str(seed)]
-    for k, v in (extra or SIZES).items():
-        args += [k, str(v)]
-    return subprocess.run(args, capture_output=True, text=True)
+    """The generator run with SIZES (or `extra` in their place)."""
+    return run_generator(script, out, seed, extra or SIZES)
 
 
 def key(a, b):
@@ -54,17 +44,6 @@ def problems(path):
     """Every problem {A, B} named anywhere in a file."""
     with open(path, encoding="utf-8") as f:
         return {key(int(a), int(b)) for a, b in PROBLEM.findall(f.read())}
-
-
-def read_jsonl(path):
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                rows.append(json.loads(line))
-            except ValueError as e:
-                failures.append(f"{path}:{n}: not JSON ({e})")
-    return rows
 
 
 def parse_question(text, where):
