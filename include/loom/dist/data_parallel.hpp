@@ -282,9 +282,8 @@ class ZeroAdamW {
       m_.emplace_back(size_t(b.counts[size_t(r)]), 0.0f);
       v_.emplace_back(size_t(b.counts[size_t(r)]), 0.0f);
     }
-    size_t k = 0;
     for (ParamGroup& g : opt_.param_groups())
-      for (size_t j = 0; j < g.params.size(); ++j) group_of_.push_back(&g), (void)k++;
+      group_of_.insert(group_of_.end(), g.params.size(), &g);  // the group of each parameter, in order
   }
 
   /// Optimizer steps taken.
