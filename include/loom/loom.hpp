@@ -27,6 +27,7 @@
 #include "loom/ops/loss.hpp"
 #include "loom/ops/matmul.hpp"
 #include "loom/ops/reduce.hpp"
+#include "loom/ops/rope.hpp"
 #include "loom/ops/softmax.hpp"
 
 #include "loom/nn/gpt.hpp"

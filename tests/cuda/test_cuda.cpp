@@ -412,6 +412,42 @@ TEST_CASE("Packed-sequence attention (kv_start) matches the CPU forward and back
   CHECK_THROWS_AS(causal_attention_packed(xg, 2, zeros<int32_t>({2, 100})), device_error);
 }
 
+TEST_CASE("RoPE (the composed path) and grouped-query attention match the CPU forward and backward") {
+  // rope on CUDA is x * cos + matmul(x, P) * sin; positions stay on the CPU
+  std::vector<int64_t> p;
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 37; ++t) p.push_back(b == 0 ? 5 + t : 1000 - 7 * t);
+  Tensor<int64_t> pos = from_vector<int64_t>(p, {2, 37});
+  auto x = rnd({2, 37, 3, 64}, 40);
+  check_op("rope half", {x}, [pos](auto& in, Device) { return rope(in[0], pos); });
+  check_op("rope interleaved", {x}, [pos](auto& in, Device) {
+    return rope(in[0], pos, 500000.0, RopeLayout::interleaved);
+  });
+  check_op("rope on a transposed view", {x}, [pos](auto& in, Device) {
+    return rope(in[0].transpose(1, 2).contiguous().transpose(1, 2), pos);
+  });
+  // GQA: the op repeats the key/value heads on CUDA and runs the multi-head kernels
+  struct Case { int64_t NH, NKV, Tq, Tk, HS; };
+  for (Case c : {Case{4, 2, 77, 77, 64}, Case{4, 1, 70, 70, 32}, Case{6, 2, 5, 69, 64}}) {
+    auto q = rnd({2, c.NH, c.Tq, c.HS}, 41, -1.5, 1.5), k = rnd({2, c.NKV, c.Tk, c.HS}, 42, -1.5, 1.5),
+         v = rnd({2, c.NKV, c.Tk, c.HS}, 43);
+    char name[96];
+    std::snprintf(name, sizeof name, "gqa NH%ld NKV%ld Tq%ld Tk%ld HS%ld", long(c.NH), long(c.NKV), long(c.Tq),
+                  long(c.Tk), long(c.HS));
+    check_op(name, {q, k, v}, [](auto& in, Device) { return causal_attention(in[0], in[1], in[2]); });
+  }
+  std::vector<int32_t> ks;
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t t = 0; t < 70; ++t) ks.push_back(int32_t(t < 30 ? 0 : 30));
+  Tensor<int32_t> kv_start = from_vector<int32_t>(ks, {2, 70});
+  auto q = rnd({2, 4, 70, 64}, 44, -1.5, 1.5), k = rnd({2, 2, 70, 64}, 45, -1.5, 1.5), v = rnd({2, 2, 70, 64}, 46);
+  check_op("gqa kv_start", {q, k, v}, [kv_start](auto& in, Device d) {
+    return causal_attention(in[0], in[1], in[2], kv_start.to(d));
+  });
+  AutocastGuard bf16;  // the repeated heads reach the bf16 tensor-core kernels
+  check_op("gqa bf16", {q, k, v}, [](auto& in, Device) { return causal_attention(in[0], in[1], in[2]); }, 2e-2);
+}
+
 TEST_CASE("Causal attention on bf16 tensor cores matches the CPU within bf16 tolerance") {
   for (int64_t T : {64, 200, 1024}) {
     auto q = rnd({2, 3, T, 64}, 40, -1.5, 1.5), k = rnd({2, 3, T, 64}, 41, -1.5, 1.5), v = rnd({2, 3, T, 64}, 42);

@@ -31,6 +31,7 @@
 #include "loom/backend/cpu/matmul.hpp"
 #include "loom/backend/cpu/reduce.hpp"
 #include "loom/backend/cpu/rms_norm.hpp"
+#include "loom/backend/cpu/rope.hpp"
 #include "loom/backend/cpu/softmax.hpp"
 #include "loom/backend/cuda/cuda_api.hpp"  // plain declarations; defined by loom::cuda
 #include "loom/backend/op_codes.hpp"
@@ -280,6 +281,21 @@ void cross_entropy_backward(Device d, T* dlogits, const T* dloss, bool per_row, 
                                                  ignore_index, d.index));
 }
 
+// --- Rotary position embedding ------------------------------------------------------------------
+
+/// Element strides of a (B, T, H, HS) operand along B, T and H (the HS stride is 1).
+using RopeStrides = cpu::RopeStrides;
+
+/// out (B, T, H, HS, contiguous) = x (strides sx) rotated at positions pos (B, T, on the CPU),
+/// by the opposite angles when `inverse`; contract in backend/cpu/rope.hpp. CPU only: on CUDA the
+/// op (ops/rope.hpp) composes kernels that exist there instead of reaching this seam.
+template <class T>
+void rope(Device d, T* out, const T* x, RopeStrides sx, const int64_t* pos, int64_t B, int64_t T_, int64_t H,
+          int64_t HS, double theta, RopeLayout layout, bool inverse) {
+  LOOM_CHECK(d.is_cpu(), device_error, "rope: the fused kernel runs on the CPU only, not on ", d);
+  cpu::rope(out, x, sx, pos, B, T_, H, HS, theta, layout, inverse);
+}
+
 // --- Attention ----------------------------------------------------------------------------------
 
 /// Element strides of a (B, NH, T, HS) operand along B, NH and T (the HS stride is 1).
@@ -326,30 +342,37 @@ class Contiguous {
 }  // namespace detail
 
 /// Causal flash attention forward: out (B, NH, Tq, HS) and lse (B, NH, Tq, contiguous) from q
-/// (B, NH, Tq, HS) and k, v (B, NH, Tk, HS), each with its strides; query i sits at position
-/// i + Tk - Tq; kv_start (B, Tq) int32 or null: query i of row b also hides keys j < kv_start[b, i]
-/// (packed sequences). Contract in backend/cpu/attention.hpp.
+/// (B, NH, Tq, HS) and k, v (B, NKV, Tk, HS), each with its strides; query head h reads key/value
+/// head h / (NH / NKV) (grouped-query attention); query i sits at position i + Tk - Tq; kv_start
+/// (B, Tq) int32 or null: query i of row b also hides keys j < kv_start[b, i] (packed sequences).
+/// Contract in backend/cpu/attention.hpp. The CUDA kernels take NKV == NH only (the op repeats
+/// the key/value heads on CUDA; a native GQA CUDA kernel waits for a GPU to test it on).
 template <class T>
 void attention_forward(Device d, T* out, AttnStrides so, T* lse, const T* q, AttnStrides sq, const T* k,
-                       AttnStrides sk, const T* v, AttnStrides sv, int64_t B, int64_t NH, int64_t Tq, int64_t Tk,
-                       int64_t HS, const int32_t* kv_start = nullptr) {
-  if (d.is_cpu()) return cpu::attention_forward(out, so, lse, q, sq, k, sk, v, sv, B, NH, Tq, Tk, HS, kv_start);
+                       AttnStrides sk, const T* v, AttnStrides sv, int64_t B, int64_t NH, int64_t NKV, int64_t Tq,
+                       int64_t Tk, int64_t HS, const int32_t* kv_start = nullptr) {
+  if (d.is_cpu()) return cpu::attention_forward(out, so, lse, q, sq, k, sk, v, sv, B, NH, NKV, Tq, Tk, HS, kv_start);
+  LOOM_CHECK(NKV == NH, value_error, "causal_attention: the CUDA kernels need as many key/value heads as query heads (",
+             NKV, " vs ", NH, "); repeat them first");
   using detail::to_cuda;
   LOOM_CUDA_F32(T, "causal_attention",
                 cuda::attention_forward_f32(out, to_cuda(so), lse, q, to_cuda(sq), k, to_cuda(sk), v, to_cuda(sv), B,
                                             NH, Tq, Tk, HS, kv_start, d.index));
 }
 
-/// Its backward from the saved lse (and the same kv_start): writes dq, dk, dv (each with its strides). The CUDA kernel
+/// Its backward from the saved lse (and the same kv_start): writes dq (NH heads), dk and dv (NKV heads), each with its
+/// strides. The CUDA kernel
 /// reads and writes contiguous operands; strided ones go through contiguous copies here.
 template <class T>
 void attention_backward(Device d, T* dq, AttnStrides sdq, T* dk, AttnStrides sdk, T* dv, AttnStrides sdv, const T* g,
                         AttnStrides sg, const T* q, AttnStrides sq, const T* k, AttnStrides sk, const T* v,
-                        AttnStrides sv, const T* o, AttnStrides so, const T* lse, int64_t B, int64_t NH, int64_t Tq,
-                        int64_t Tk, int64_t HS, const int32_t* kv_start = nullptr) {
+                        AttnStrides sv, const T* o, AttnStrides so, const T* lse, int64_t B, int64_t NH, int64_t NKV,
+                        int64_t Tq, int64_t Tk, int64_t HS, const int32_t* kv_start = nullptr) {
   if (d.is_cpu())
-    return cpu::attention_backward(dq, sdq, dk, sdk, dv, sdv, g, sg, q, sq, k, sk, v, sv, o, so, lse, B, NH, Tq, Tk, HS,
-                                   kv_start);
+    return cpu::attention_backward(dq, sdq, dk, sdk, dv, sdv, g, sg, q, sq, k, sk, v, sv, o, so, lse, B, NH, NKV, Tq, Tk,
+                                   HS, kv_start);
+  LOOM_CHECK(NKV == NH, value_error, "causal_attention backward: the CUDA kernels need as many key/value heads as "
+             "query heads (", NKV, " vs ", NH, ")");
   LOOM_CUDA_F32(T, "causal_attention backward", {
     using C = detail::Contiguous;
     auto in = [&](const float* p, AttnStrides s, int64_t T_) { return C(const_cast<float*>(p), s, B, NH, T_, HS, d.index, true); };

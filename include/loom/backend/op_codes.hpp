@@ -44,4 +44,10 @@ enum class BinaryGradOp : int {
 /// The reductions over one axis.
 enum class ReduceOp : int { sum, mean, max, min };
 
+/// Which pairs of a head's HS features rotate together in rope (ops/rope.hpp).
+enum class RopeLayout : int {
+  half,        ///< Hugging Face / GPT-NeoX "rotate_half": pair p is (p, p + HS/2)  (the default; HF Llama checkpoints)
+  interleaved  ///< Meta's original Llama / GPT-J: pair p is (2p, 2p + 1)
+};
+
 }  // namespace loom

@@ -11,6 +11,11 @@
 /// int32 because positions are far below 2^31 (the CUDA kernels index positions with int) and
 /// half the bytes of int64. With kv_start, CUDA runs the fp32 kernels even under AutocastGuard:
 /// the bf16 tensor-core kernels do not take it.
+///
+/// Grouped-query attention: k and v may have fewer heads than q (NKV dividing NH; 1 is
+/// multi-query attention); query head h reads key/value head h / (NH / NKV). The CPU kernels
+/// index the shared head (no repeated copy); on CUDA the op repeats the key/value heads and runs
+/// the multi-head kernels (docs/05-attention.md).
 
 #include <vector>
 
@@ -67,7 +72,7 @@ void attention_forward(const Tensor<T>& out, const Tensor<T>& lse, const Tensor<
                        const Tensor<T>& v, bool& half, Tensor<bf16>& q16, Tensor<bf16>& k16, Tensor<bf16>& v16,
                        const Tensor<int32_t>& kv_start) {
   const Device d = q.device();
-  const int64_t B = q.size(0), NH = q.size(1), Tq = q.size(2), HS = q.size(3), Tk = k.size(2);
+  const int64_t B = q.size(0), NH = q.size(1), NKV = k.size(1), Tq = q.size(2), HS = q.size(3), Tk = k.size(2);
   if constexpr (std::is_same_v<T, float>) {
     if (half) {
       if (!q16.defined()) q16 = q.contiguous().template to<bf16>(), k16 = k.contiguous().template to<bf16>(),
@@ -80,7 +85,7 @@ void attention_forward(const Tensor<T>& out, const Tensor<T>& lse, const Tensor<
   half = false;
   if (out.numel() > 0 && Tk > 0)
     kernel::attention_forward(d, out.data(), attn_strides(out), lse.data(), q.data(), attn_strides(q), k.data(),
-                              attn_strides(k), v.data(), attn_strides(v), B, NH, Tq, Tk, HS,
+                              attn_strides(k), v.data(), attn_strides(v), B, NH, NKV, Tq, Tk, HS,
                               kv_start.defined() ? kv_start.data() : nullptr);
 }
 
@@ -91,7 +96,7 @@ void attention_backward(const Tensor<T>& dq, const Tensor<T>& dk, const Tensor<T
                         const Tensor<T>& lse, bool half, const Tensor<bf16>& g16, const Tensor<bf16>& q16,
                         const Tensor<bf16>& k16, const Tensor<bf16>& v16, const Tensor<int32_t>& kv_start) {
   const Device d = g.device();
-  const int64_t B = dq.size(0), NH = dq.size(1), Tq = dq.size(2), HS = dq.size(3), Tk = dk.size(2);
+  const int64_t B = dq.size(0), NH = dq.size(1), NKV = dk.size(1), Tq = dq.size(2), HS = dq.size(3), Tk = dk.size(2);
   if constexpr (std::is_same_v<T, float>) {
     if (half) {  // the bf16 kernel writes contiguous float gradients and reads a contiguous out
       Tensor<float> oc = o.contiguous();
@@ -103,21 +108,32 @@ void attention_backward(const Tensor<T>& dq, const Tensor<T>& dk, const Tensor<T
   if (dq.numel() > 0 && Tk > 0) {
     kernel::attention_backward(d, dq.data(), attn_strides(dq), dk.data(), attn_strides(dk), dv.data(), attn_strides(dv),
                                g.data(), attn_strides(g), q.data(), attn_strides(q), k.data(), attn_strides(k),
-                               v.data(), attn_strides(v), o.data(), attn_strides(o), lse.data(), B, NH, Tq, Tk, HS,
-                               kv_start.defined() ? kv_start.data() : nullptr);
+                               v.data(), attn_strides(v), o.data(), attn_strides(o), lse.data(), B, NH, NKV, Tq, Tk,
+                               HS, kv_start.defined() ? kv_start.data() : nullptr);
   } else {
     dk.fill_(T(0));
     dv.fill_(T(0));
   }
 }
+
+// (B, NKV, T, HS) -> (B, NKV * G, T, HS), each key/value head repeated G times in a row (head h
+// of the result is head h / G of t). Differentiable: the backward sums each group's gradients.
+template <class T>
+Tensor<T> repeat_kv_heads(const Tensor<T>& t, int64_t G) {
+  if (G == 1) return t;
+  const int64_t B = t.size(0), NKV = t.size(1), T_ = t.size(2), HS = t.size(3);
+  return t.unsqueeze(2).expand({B, NKV, G, T_, HS}).reshape({B, NKV * G, T_, HS});
+}
 }  // namespace detail
 
-/// softmax(q k^T / sqrt(HS) + causal mask) v for q (B, NH, Tq, HS) and k, v (B, NH, Tk, HS),
+/// softmax(q k^T / sqrt(HS) + causal mask) v for q (B, NH, Tq, HS) and k, v (B, NKV, Tk, HS),
 /// Tk >= Tq, where query i sits at position i + Tk - Tq (so Tq == Tk is ordinary causal
-/// self-attention, and Tq < Tk attends over a KV cache). Returns (B, NH, Tq, HS), laid out in
-/// memory as (B, Tq, NH, HS). Fused: no (T, T) matrix is stored for backward. kv_start (B, Tq)
-/// int32 on q's device, optional (undefined: 0 everywhere): query i of row b then sees only keys
-/// j >= kv_start[b, i], the block-diagonal mask of packed sequences.
+/// self-attention, and Tq < Tk attends over a KV cache). NKV divides NH: query head h reads
+/// key/value head h / (NH / NKV) (grouped-query attention; NKV == NH is multi-head, NKV == 1
+/// multi-query). Returns (B, NH, Tq, HS), laid out in memory as (B, Tq, NH, HS). Fused: no
+/// (T, T) matrix is stored for backward. kv_start (B, Tq) int32 on q's device, optional
+/// (undefined: 0 everywhere): query i of row b then sees only keys j >= kv_start[b, i], the
+/// block-diagonal mask of packed sequences.
 template <class T>
 Tensor<T> causal_attention(const Tensor<T>& q_in, const Tensor<T>& k_in, const Tensor<T>& v_in,
                            const Tensor<int32_t>& kv_start_in = Tensor<int32_t>()) {
@@ -126,11 +142,20 @@ Tensor<T> causal_attention(const Tensor<T>& q_in, const Tensor<T>& k_in, const T
   LOOM_CHECK(q_in.dim() == 4 && k_in.dim() == 4 && v_in.dim() == 4, shape_error,
              "causal_attention: q, k, v must be (B, NH, T, HS), got ", q_in.shape(), ", ", k_in.shape(), ", ",
              v_in.shape());
-  const int64_t B = q_in.size(0), NH = q_in.size(1), Tq = q_in.size(2), HS = q_in.size(3), Tk = k_in.size(2);
-  LOOM_CHECK(k_in.shape() == v_in.shape() && k_in.size(0) == B && k_in.size(1) == NH && k_in.size(3) == HS,
-             shape_error, "causal_attention: k ", k_in.shape(), " and v ", v_in.shape(), " do not match q ",
-             q_in.shape());
+  const int64_t B = q_in.size(0), NH = q_in.size(1), Tq = q_in.size(2), HS = q_in.size(3), Tk = k_in.size(2),
+                NKV = k_in.size(1);
+  LOOM_CHECK(k_in.shape() == v_in.shape() && k_in.size(0) == B && k_in.size(3) == HS, shape_error, "causal_attention: k ",
+             k_in.shape(), " and v ", v_in.shape(), " do not match q ", q_in.shape());
+  LOOM_CHECK(NKV == NH || (NKV > 0 && NH % NKV == 0), shape_error, "causal_attention: the ", NKV,
+             " key/value heads must divide the ", NH, " query heads (q ", q_in.shape(), ", k and v ", k_in.shape(), ")");
   LOOM_CHECK(Tk >= Tq, shape_error, "causal_attention: fewer keys (", Tk, ") than queries (", Tq, ")");
+  if (d.is_cuda() && NKV < NH) {
+    // The CUDA kernels are multi-head only: repeat each key/value head for its group of query
+    // heads (autograd sums the group's gradients back). A native GQA CUDA kernel, which indexes
+    // the shared head as the CPU one does, waits for a GPU to be tested on.
+    const int64_t G = NH / NKV;
+    return causal_attention(q_in, detail::repeat_kv_heads(k_in, G), detail::repeat_kv_heads(v_in, G), kv_start_in);
+  }
   const Tensor<int32_t> kv_start = detail::check_kv_start("causal_attention", kv_start_in, B, Tq, Tk, d);
   Tensor<T> q = detail::unit_last_stride(q_in), k = detail::unit_last_stride(k_in), v = detail::unit_last_stride(v_in);
   // the bf16 tensor-core kernels have no kv_start: packed rows run the fp32 kernels
@@ -144,13 +169,13 @@ Tensor<T> causal_attention(const Tensor<T>& q_in, const Tensor<T>& k_in, const T
   const Tensor<T> none;
   detail::record<T>("causal_attention", out, {&q_in, &k_in, &v_in},
                     [half, q16, k16, v16, sq = SavedTensor<T>(half ? none : q), sk = SavedTensor<T>(half ? none : k),
-                     sv = SavedTensor<T>(half ? none : v), so = SavedTensor<T>(out), lse, kv_start, B, NH, Tq, Tk,
-                     HS](const Tensor<T>& g_in) {
+                     sv = SavedTensor<T>(half ? none : v), so = SavedTensor<T>(out), lse, kv_start, B, NH, NKV, Tq,
+                     Tk, HS](const Tensor<T>& g_in) {
     const char* op = "causal_attention";
     const Device d = g_in.device();
     Tensor<T> g = detail::unit_last_stride(g_in);
-    Tensor<T> dq = detail::heads_last<T>(B, NH, Tq, HS, d), dk = detail::heads_last<T>(B, NH, Tk, HS, d),
-              dv = detail::heads_last<T>(B, NH, Tk, HS, d);
+    Tensor<T> dq = detail::heads_last<T>(B, NH, Tq, HS, d), dk = detail::heads_last<T>(B, NKV, Tk, HS, d),
+              dv = detail::heads_last<T>(B, NKV, Tk, HS, d);
     Tensor<bf16> g16;
     if (half) {
       g16 = g.contiguous().template to<bf16>();
