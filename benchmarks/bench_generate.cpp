@@ -17,6 +17,7 @@
 // `final batch1_tokens_per_s=... batch64_tokens_per_s=... ratio=...` (ratio = the largest batch's
 // tokens/s over the smallest's).
 #include <loom/config.hpp>
+#include <loom/nn/gpt.hpp>
 #include <loom/train/sample.hpp>
 
 #include <algorithm>

@@ -1,7 +1,9 @@
 // One GPT training step (forward + backward + clipping + AdamW), timed: the loom side of
 // benchmarks/run_gpt.sh, which runs benchmarks/torch_gpt.py on the same configurations.
-//   bench_gpt --config A|B|C [--steps N]
-// prints: config=A ms_per_step=... peak_rss_mb=... params=... threads=... gflops=...
+//   bench_gpt --config A|B|C [--steps N] [--arch gpt2|llama]
+// prints: config=A arch=gpt2 ms_per_step=... peak_rss_mb=... params=... threads=... gflops=...
+// --arch llama times the Llama-style model of the same shape and parameter count
+// (train::ModelSpec: n_head / 2 key/value heads, SwiGLU 3 C, tied embeddings).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -12,16 +14,19 @@
 #include <vector>
 
 #include <loom/loom.hpp>
+#include <loom/train/models.hpp>
 
 int main(int argc, char** argv) {
   using namespace loom;
-  std::string config = "A";
+  std::string config = "A", arch = "gpt2";
   int steps = 10;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--config")) config = argv[i + 1];
     if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--arch")) arch = argv[i + 1];
   }
-  nn::GPTConfig c;
+  train::ModelSpec spec;
+  nn::GPTConfig& c = spec.shape;
   int64_t B = 12;
   c.bias = false, c.dropout = 0.0;
   if (config == "A") c.vocab_size = 65, c.n_layer = 4, c.n_head = 4, c.n_embd = 128, c.block_size = 64, B = 12;
@@ -32,7 +37,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   const int64_t T = c.block_size;
-  nn::GPT model(c);
+  if (arch != "gpt2" && arch != "llama") {
+    std::fprintf(stderr, "bench_gpt: unknown arch '%s' (gpt2 or llama)\n", arch.c_str());
+    return 1;
+  }
+  spec.arch = arch;
+  std::unique_ptr<nn::CausalLM> built = spec.make(1337);
+  nn::CausalLM& model = *built;
   AdamWOptions o;
   o.lr = 1e-4, o.beta1 = 0.9, o.beta2 = 0.95, o.weight_decay = 0.1;
   AdamW opt(decay_groups(model.named_parameters(), 0.1), o);
@@ -51,12 +62,14 @@ int main(int argc, char** argv) {
   }
   std::sort(ms.begin(), ms.end());
   double median = ms[ms.size() / 2];
-  // Model FLOPs per step, nanoGPT's estimate: (6 N + 12 L NH HS T) per token, N without wpe.
-  double N = double(model.num_parameters() - c.block_size * c.n_embd);
+  // Model FLOPs per step, nanoGPT's estimate: (6 N + 12 L NH HS T) per token, N without wpe
+  // (the Llama has none).
+  double N = double(model.num_parameters() - (arch == "gpt2" ? c.block_size * c.n_embd : 0));
   double flops = (6 * N + 12.0 * double(c.n_layer * c.n_embd * T)) * double(B * T);
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  std::printf("config=%s ms_per_step=%.2f peak_rss_mb=%.0f params=%lld threads=%d gflops=%.1f\n", config.c_str(), median,
+  std::printf("config=%s arch=%s ms_per_step=%.2f peak_rss_mb=%.0f params=%lld threads=%d gflops=%.1f\n", config.c_str(),
+              arch.c_str(), median,
               double(ru.ru_maxrss) / 1024.0, (long long)model.num_parameters(), get_num_threads(), flops / median / 1e6);
   return 0;
 }

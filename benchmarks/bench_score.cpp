@@ -39,10 +39,8 @@ int main(int argc, char** argv) {
                "usage: bench_score --ckpt FILE --data FILE.jsonl [--batch-size N] [--repeats N] [--threads N] [--dump FILE]");
     if (threads > 0) set_num_threads(int(threads));
     io::Checkpoint c = io::load_checkpoint(ckpt);
-    nn::GPT model(train::gpt_config_from_json(c.meta_json("config")));
-    nn::NamedTensors params;
-    for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
-    model.load_state_dict(params);
+    std::unique_ptr<nn::CausalLM> loaded = train::model_from_checkpoint(c);
+    nn::CausalLM& model = *loaded;
     const train::TextTokenizer tok = train::TextTokenizer::from_checkpoint(c);
     const std::vector<align::ChoiceItem> items = align::read_choice_items(data);
     const align::ScoreOptions opt{batch};

@@ -190,10 +190,10 @@ int main(int argc, char** argv) {
     std::unique_ptr<FeedbackFile> feedback;
     if (!feedback_path.empty()) feedback = std::make_unique<FeedbackFile>(feedback_path);
     align::ChatModel cm = align::load_chat_model(ckpt);
-    nn::GPT& model = *cm.model;
-    if (max_tokens == 0) max_tokens = std::min<int64_t>(200, model.config.block_size / 2);
-    LOOM_CHECK(max_tokens < model.config.block_size, value_error, "--max-tokens ", max_tokens,
-               " must be below the model's context of ", model.config.block_size, " tokens");
+    nn::CausalLM& model = *cm.model;
+    if (max_tokens == 0) max_tokens = std::min<int64_t>(200, model.block_size() / 2);
+    LOOM_CHECK(max_tokens < model.block_size(), value_error, "--max-tokens ", max_tokens,
+               " must be below the model's context of ", model.block_size(), " tokens");
     const bool tty = isatty(0) != 0;
     align::Conversation conv;
     if (!system.empty()) conv.messages.push_back({"system", system});

@@ -67,22 +67,19 @@ std::string score_fields(const char* name, const align::Proportion& p) {
 // A checkpoint's model and tokenizer (the checkpoint's own, or the BPE spec given).
 struct LoadedModel {
   io::Checkpoint ckpt;
-  std::unique_ptr<nn::GPT> model;
+  std::unique_ptr<nn::CausalLM> model;
   train::TextTokenizer tok;
 };
 
 // Loads `ckpt`; throws value_error when the tokenizer has more ids than the model.
 LoadedModel load_model(const std::string& ckpt, const std::string& tokenizer_spec) {
   io::Checkpoint c = io::load_checkpoint(ckpt);
-  auto model = std::make_unique<nn::GPT>(train::gpt_config_from_json(c.meta_json("config")));
-  nn::NamedTensors params;
-  for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
-  model->load_state_dict(params);
+  std::unique_ptr<nn::CausalLM> model = train::model_from_checkpoint(c);
   train::TextTokenizer tok = tokenizer_spec.empty()
                                  ? train::TextTokenizer::from_checkpoint(c)
                                  : train::TextTokenizer::bpe(tokenizer::load_spec(tokenizer_spec), tokenizer_spec);
-  LOOM_CHECK(tok.vocab_size() <= model->config.vocab_size, value_error, ckpt, ": the tokenizer has ", tok.vocab_size(),
-             " ids but the model only ", model->config.vocab_size, ": they do not belong together");
+  LOOM_CHECK(tok.vocab_size() <= model->vocab_size(), value_error, ckpt, ": the tokenizer has ", tok.vocab_size(),
+             " ids but the model only ", model->vocab_size(), ": they do not belong together");
   return LoadedModel{std::move(c), std::move(model), std::move(tok)};
 }
 
@@ -126,18 +123,15 @@ struct CardEntry {
 CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std::string& text, const std::string& chat,
                      const std::vector<std::string>& prompts, const std::string& tokenizer_spec, int64_t batch) {
   LoadedModel m = load_model(ckpt, tokenizer_spec);
-  nn::GPT& model = *m.model;
-  const nn::GPTConfig& cfg = model.config;
+  nn::CausalLM& model = *m.model;
   const align::ScoreOptions opt{batch};
   CardEntry e;
   e.json = io::Json::object();
   e.json.set("checkpoint", ckpt);
-  e.json.set("config", train::to_json(cfg));
+  e.json.set("config", train::config_json(model));
   e.json.set("parameters", model.num_parameters());
   std::string md = "## " + ckpt + "\n\n";
-  md += "- config: n_layer " + std::to_string(cfg.n_layer) + ", n_head " + std::to_string(cfg.n_head) + ", n_embd " +
-        std::to_string(cfg.n_embd) + ", block_size " + std::to_string(cfg.block_size) + ", vocab_size " +
-        std::to_string(cfg.vocab_size) + "\n- parameters: " + std::to_string(model.num_parameters()) + "\n";
+  md += "- config: " + train::config_summary(model) + "\n- parameters: " + std::to_string(model.num_parameters()) + "\n";
   for (const char* key : {"step", "tokens"})
     if (m.ckpt.has_meta(key)) {
       e.json.set(key, m.ckpt.meta(key));
@@ -278,7 +272,7 @@ int run_task(const std::string& task, const std::string& ckpt, const std::string
   LOOM_CHECK(task == "mc" || task == "pairs" || task == "bias", value_error, "--task must be mc, pairs or bias, got '",
              task, "'");
   LoadedModel m = load_model(ckpt, tokenizer_spec);
-  nn::GPT& model = *m.model;
+  nn::CausalLM& model = *m.model;
   const train::TextTokenizer& tok = m.tok;
   const align::ScoreOptions opt{batch};
   auto head = [&](auto v) {
@@ -374,10 +368,10 @@ int main(int argc, char** argv) {
     if (threads > 0) set_num_threads(int(threads));
     if (!task.empty()) return run_task(task, ckpt, data, tokenizer_spec, limit, batch);
     align::ChatModel cm = align::load_chat_model(ckpt, tokenizer_spec);
-    nn::GPT& model = *cm.model;
+    nn::CausalLM& model = *cm.model;
     std::vector<align::Conversation> convs = align::read_conversations(data);
     if (limit > 0 && size_t(limit) < convs.size()) convs.resize(size_t(limit));
-    const int64_t T = model.config.block_size;
+    const int64_t T = model.block_size();
     const std::vector<align::SftExample> ex = align::render_examples(cm.chat, convs, T + 1);
     const double loss = align::masked_loss(model, align::SftLoader(ex, batch, T, true, 0).all());
     const align::ExactMatch em =

@@ -1,7 +1,8 @@
 // loom-finetune: supervised fine-tuning of a GPT on conversations.
 //
 //   loom-finetune --data train.jsonl [--val val.jsonl] --out DIR
-//                 [--init CKPT | --init-hf-gpt2 MODEL.safetensors --tokenizer gpt2:DIR | --preset NAME --tokenizer SPEC]
+//                 [--init CKPT | --init-hf-gpt2 MODEL.safetensors --tokenizer gpt2:DIR | --init-hf-llama DIR |
+//                  --preset NAME --tokenizer SPEC [--arch gpt2|llama]]
 //                 [--lora R --lora-alpha A --lora-targets c_attn,c_proj,c_fc] [--pack 0|1] [--steps N --lr X ...]
 //
 // Each line of the JSONL files is a conversation, {"messages": [{"role": ..., "content": ...}]} or
@@ -40,29 +41,34 @@ using namespace loom;
 namespace {
 
 struct Options {
-  std::string data, val, out = "out", init, init_hf, preset, tokenizer, device = "cpu";
+  std::string data, val, out = "out", init, init_hf, init_hf_llama, preset, tokenizer, device = "cpu";
   int64_t lora_rank = 0, pack = 1, log_interval = 10, threads = 0, eval_examples = 200, max_answer = 32;
   double lora_alpha = 16;
-  std::string lora_targets = "c_attn,c_proj,c_fc";
+  std::string lora_targets;  // empty: every Linear of the architecture's layers
   uint64_t seed = 1337;
   train::TrainConfig train;
-  nn::GPTConfig model;  // --preset only
+  train::ModelSpec model;  // --preset only (and --arch)
 };
 
 const char* usage =
     "usage: loom-finetune --data train.jsonl --out DIR (--init CKPT | --init-hf-gpt2 FILE --tokenizer gpt2:DIR |\n"
+    "                     --init-hf-llama DIR |\n"
     "                     --preset NAME [--tokenizer SPEC]) [options]\n"
     "  --data FILE          training conversations (JSONL: messages, or prompt/completion)\n"
     "  --val FILE           held-out conversations: masked loss and exact match of greedy answers\n"
     "  --out DIR            where to write ckpt.safetensors, log.csv, loss.svg (default out)\n"
     "  --init CKPT          start from a loom checkpoint (loom-train or loom-finetune)\n"
     "  --init-hf-gpt2 FILE  start from Hugging Face GPT-2 124M weights (model.safetensors)\n"
+    "  --init-hf-llama DIR  start from a Hugging Face Llama-family folder (config.json, model.safetensors;\n"
+    "                       the tokenizer is DIR/tokenizer.json unless --tokenizer)\n"
     "  --preset NAME        start from scratch: char (4 layers, C 128), small (6 layers, C 384) or\n"
     "                       tiny (2 layers, C 64); block size 128 unless --block-size\n"
+    "  --arch gpt2|llama    the architecture of a --preset model (default gpt2; see loom-train --help)\n"
     "  --tokenizer SPEC     bytes (default for --preset), gpt2:DIR, tiktoken:FILE:NAME, hf:FILE, loom:FILE\n"
     "  --lora R             train rank-R LoRA adapters on a frozen base (default 0: every weight)\n"
     "  --lora-alpha A       LoRA scale alpha / R (default 16)\n"
-    "  --lora-targets LIST  c_attn,c_proj,c_fc (default), or fewer\n"
+    "  --lora-targets LIST  default: every Linear (gpt2: c_attn,c_proj,c_fc; llama: q_proj,k_proj,v_proj,\n"
+    "                       o_proj,gate_proj,up_proj,down_proj), or fewer\n"
     "  --pack 0|1           several conversations per row with block-diagonal attention (default 1)\n"
     "  --steps N --batch-size N --grad-accum N --lr X --min-lr X --warmup N --weight-decay X\n"
     "  --grad-clip X --eval-interval N --block-size N --dropout X --seed N --threads N --log-interval N\n"
@@ -83,6 +89,11 @@ Options parse(int argc, char** argv) {
   auto str = [](std::string& dst) { return [&dst](const std::string& v) { dst = v; }; };
   flags["--data"] = str(o.data), flags["--val"] = str(o.val), flags["--out"] = str(o.out);
   flags["--init"] = str(o.init), flags["--init-hf-gpt2"] = str(o.init_hf), flags["--preset"] = str(o.preset);
+  flags["--init-hf-llama"] = str(o.init_hf_llama);
+  flags["--arch"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "gpt2" || v == "llama", value_error, "--arch must be gpt2 or llama, got '", v, "'");
+    o.model.arch = v;
+  };
   flags["--tokenizer"] = str(o.tokenizer), flags["--device"] = str(o.device);
   flags["--lora"] = i64(o.lora_rank), flags["--lora-alpha"] = f64(o.lora_alpha), flags["--lora-targets"] = str(o.lora_targets);
   flags["--pack"] = i64(o.pack), flags["--log-interval"] = i64(o.log_interval), flags["--threads"] = i64(o.threads);
@@ -108,14 +119,15 @@ Options parse(int argc, char** argv) {
     }
   }
   LOOM_CHECK(!o.data.empty(), value_error, "--data FILE is required (see --help)");
-  const int starts = !o.init.empty() + !o.init_hf.empty() + !o.preset.empty();
-  LOOM_CHECK(starts == 1, value_error, "give exactly one of --init CKPT, --init-hf-gpt2 FILE or --preset NAME");
+  const int starts = !o.init.empty() + !o.init_hf.empty() + !o.init_hf_llama.empty() + !o.preset.empty();
+  LOOM_CHECK(starts == 1, value_error,
+             "give exactly one of --init CKPT, --init-hf-gpt2 FILE, --init-hf-llama DIR or --preset NAME");
   LOOM_CHECK(o.init_hf.empty() || !o.tokenizer.empty(), value_error, "--init-hf-gpt2 needs --tokenizer gpt2:DIR");
   LOOM_CHECK(o.pack == 0 || o.pack == 1, value_error, "--pack must be 0 or 1");
   LOOM_CHECK(o.lora_rank >= 0, value_error, "--lora must be 0 (off) or a positive rank");
   LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda");
   if (!o.preset.empty()) {
-    nn::GPTConfig& m = o.model;
+    nn::GPTConfig& m = o.model.shape;
     m.block_size = block_size > 0 ? block_size : 128, m.bias = false, m.dropout = dropout;
     if (o.preset == "tiny") m.n_layer = 2, m.n_head = 2, m.n_embd = 64;
     else if (o.preset == "char") m.n_layer = 4, m.n_head = 4, m.n_embd = 128;
@@ -124,6 +136,7 @@ Options parse(int argc, char** argv) {
     if (o.tokenizer.empty()) o.tokenizer = "bytes";
   } else {
     LOOM_CHECK(block_size == 0, value_error, "--block-size applies to --preset only (a loaded model keeps its own)");
+    LOOM_CHECK(o.model.arch == "gpt2", value_error, "--arch applies to --preset only (a loaded model keeps its own)");
   }
   return o;
 }
@@ -148,16 +161,22 @@ int main(int argc, char** argv) {
     // --- the starting point and the chat template -----------------------------------------------
     const std::string start = !o.init.empty()      ? o.init
                               : !o.init_hf.empty() ? o.init_hf + " (Hugging Face GPT-2)"
+                              : !o.init_hf_llama.empty() ? o.init_hf_llama + " (Hugging Face Llama)"
                                                    : "a fresh " + o.preset + " model";
     align::ChatModel cm = [&] {
       if (!o.init.empty()) return align::load_chat_model(o.init, o.tokenizer);
       if (!o.init_hf.empty()) return align::load_hf_gpt2_chat_model(o.init_hf, o.tokenizer);
+      if (!o.init_hf_llama.empty()) return align::load_hf_llama_chat_model(o.init_hf_llama, o.tokenizer);
       const BpeTokenizer tok = tokenizer::load_spec(o.tokenizer);
-      o.model.vocab_size = int64_t(tok.vocab_size());
-      return align::with_chat_tokens(std::make_unique<nn::GPT>(o.model, o.seed), tok);
+      o.model.shape.vocab_size = int64_t(tok.vocab_size());
+      return align::with_chat_tokens(o.model.make(o.seed), tok);
     }();
-    nn::GPT& model = *cm.model;
-    const int64_t T = model.config.block_size;
+    nn::CausalLM& model = *cm.model;
+    const int64_t T = model.block_size();
+    const std::vector<std::string> per_token = model.vocab_parameters();
+    auto is_per_token = [&](const std::string& name) {
+      return std::find(per_token.begin(), per_token.end(), name) != per_token.end();
+    };
 
     // --- data ---------------------------------------------------------------------------------
     align::RenderStats train_stats, val_stats;
@@ -191,17 +210,20 @@ int main(int argc, char** argv) {
     // --- LoRA or every weight -----------------------------------------------------------------------
     align::LoraConfig lora;
     if (o.lora_rank > 0) {
-      lora.rank = o.lora_rank, lora.alpha = o.lora_alpha, lora.targets = align::LoraConfig::parse_targets(o.lora_targets);
+      lora.rank = o.lora_rank, lora.alpha = o.lora_alpha, lora.targets = align::LoraConfig::parse_targets(
+          o.lora_targets.empty() ? align::LoraConfig::all_linear(model.arch()) : o.lora_targets);
       Generator lora_gen(o.seed + 7);
       const std::vector<std::string> adapted = align::apply_lora(model, lora, lora_gen);
       std::cout << "LoRA: rank " << lora.rank << ", alpha " << lora.alpha << " on " << adapted.size() << " layers ("
                 << lora.targets_string() << "), base frozen\n";
-      if (cm.base_vocab < model.config.vocab_size) {
+      if (cm.base_vocab < model.vocab_size()) {
         // The chat tokens are new to this model: frozen, their rows would stay equal (the mean
         // embedding) and the model could not tell <|user|> from <|end|>. Train those rows only, as
         // PEFT's trainable_token_indices does; the other rows' gradients are zeroed every step.
-        model.wte.weight.requires_grad_(true);
-        std::cout << "training the embeddings of the " << model.config.vocab_size - cm.base_vocab
+        // (The embedding, and an untied output head: every parameter with a row per token.)
+        for (auto& [name, p] : model.named_parameters())
+          if (is_per_token(name)) p.requires_grad_(true);
+        std::cout << "training the embeddings of the " << model.vocab_size() - cm.base_vocab
                   << " new chat tokens too (the rows are saved in ckpt.safetensors)\n";
       }
     }
@@ -209,14 +231,16 @@ int main(int argc, char** argv) {
     int64_t trainable = 0;
     for (auto& [name, p] : model.named_parameters()) trainable += p.requires_grad() ? p.numel() : 0;
     std::cout << "model: " << start << ", " << model.num_parameters() << " parameters (" << trainable
-              << " trained), vocab " << model.config.vocab_size << " with the chat tokens\n";
+              << " trained), vocab " << model.vocab_size() << " with the chat tokens\n";
 
     // --- training ---------------------------------------------------------------------------------
     train::Trainer trainer(model, train::BatchLoader(), train::BatchLoader(), o.train, {}, comm.get());
-    if (o.lora_rank > 0 && cm.base_vocab < model.config.vocab_size)
+    if (o.lora_rank > 0 && cm.base_vocab < model.vocab_size())
       trainer.set_grad_hook([&] {
-        Tensor<float> g = model.wte.weight.grad();
-        if (g.defined()) g.slice(0, 0, cm.base_vocab).fill_(0.0f);  // only the new rows learn
+        for (auto& [name, p] : model.named_parameters()) {
+          Tensor<float> g = is_per_token(name) ? p.grad() : Tensor<float>();
+          if (g.defined()) g.slice(0, 0, cm.base_vocab).fill_(0.0f);  // only the new rows learn
+        }
       });
     double share = 0, tokens_in_step = 0;
     trainer.set_batch_source([&] {

@@ -214,15 +214,15 @@ std::vector<align::PromptItem> limited(std::vector<align::PromptItem> v, int64_t
 int run_rm(Options& o, const Device device) {
   Generator head_gen(o.seed + 11);
   align::RewardModel rm(align::load_chat_model(o.init), head_gen);
-  nn::GPT& model = *rm.base.model;
-  const int64_t T = model.config.block_size;
+  nn::CausalLM& model = *rm.base.model;
+  const int64_t T = model.block_size();
   const std::vector<align::PreferencePair> pairs = align::read_preferences(o.data);
   const std::vector<align::SftExample> ex = align::render_pairs(rm.base.chat, pairs, T);
   std::vector<align::SftExample> val_ex;
   if (!o.val.empty()) val_ex = align::render_pairs(rm.base.chat, align::read_preferences(o.val), T);
   std::cout << "data: " << pairs.size() << " pairs in " << o.data;
   if (!o.val.empty()) std::cout << ", " << val_ex.size() / 2 << " in " << o.val;
-  std::cout << "\nreward model: " << o.init << " with a scalar head, " << model.num_parameters() + model.config.n_embd + 1
+  std::cout << "\nreward model: " << o.init << " with a scalar head, " << model.num_parameters() + model.n_embd() + 1
             << " parameters\n";
   model.to(device), rm.head.to(device);
   model.eval();  // dropout off
@@ -290,8 +290,8 @@ int run_rm(Options& o, const Device device) {
 
 int run_dpo(Options& o, const Device device) {
   align::ChatModel cm = align::load_chat_model(o.init);
-  nn::GPT& model = *cm.model;
-  const int64_t T = model.config.block_size;
+  nn::CausalLM& model = *cm.model;
+  const int64_t T = model.block_size();
   align::DpoConfig cfg;
   cfg.beta = o.beta, cfg.loss = align::parse_dpo_loss(o.loss), cfg.label_smoothing = o.label_smoothing;
   cfg.sft_weight = o.sft_weight;
@@ -475,8 +475,8 @@ class Reward {
 int run_grpo(Options& o, const Device device) {
   align::ChatModel cm = align::load_chat_model(o.init);
   align::ChatModel ref = align::load_chat_model(o.init);  // the frozen reference of the KL term
-  nn::GPT& model = *cm.model;
-  const int64_t T = model.config.block_size, G = o.group;
+  nn::CausalLM& model = *cm.model;
+  const int64_t T = model.block_size(), G = o.group;
   Reward reward(o.reward, o.reward_timeout);
   const std::vector<align::PromptItem> prompts = align::read_prompts(o.prompts);
   if (reward.needs_answers())

@@ -59,16 +59,14 @@ int main(int argc, char** argv) {
     }
     LOOM_CHECK(!ckpt.empty(), value_error, "--ckpt FILE is required (see --help)");
     io::Checkpoint c = io::load_checkpoint(ckpt);
-    nn::GPT model(train::gpt_config_from_json(c.meta_json("config")));
-    nn::NamedTensors params;
-    for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
-    model.load_state_dict(params);
+    std::unique_ptr<nn::CausalLM> loaded = train::model_from_checkpoint(c);
+    nn::CausalLM& model = *loaded;
 
     const train::TextTokenizer tok = tokenizer_file.empty()
                                          ? train::TextTokenizer::from_checkpoint(c)
                                          : train::TextTokenizer::bpe(tokenizer::load(tokenizer_file), tokenizer_file);
-    LOOM_CHECK(tok.vocab_size() == model.config.vocab_size, value_error, ckpt, ": the model has ",
-               model.config.vocab_size, " token ids but its tokenizer has ", tok.vocab_size());
+    LOOM_CHECK(tok.vocab_size() == model.vocab_size(), value_error, ckpt, ": the model has ",
+               model.vocab_size(), " token ids but its tokenizer has ", tok.vocab_size());
     std::vector<int64_t> ids = prompt.empty() ? tok.start_ids() : tok.encode(prompt);
     Generator gen(seed);
     std::cout << prompt << std::flush;

@@ -20,7 +20,9 @@
 // Presets: char (nanoGPT's Shakespeare-char CPU recipe: 4 layers, 4 heads, C 128, T 64, B 12,
 // no bias, AdamW 1e-3 -> 1e-4, warmup 100, beta2 0.99, wd 0.1, clip 1.0), small (6 layers,
 // 6 heads, C 384, T 256, B 8) and gpt2-124m (12 layers, 12 heads, C 768, T 1024, B 4).
-// Every setting has a flag; --help lists them.
+// Every setting has a flag; --help lists them. --arch llama trains a Llama-style model of the
+// same shape and parameter count instead (RoPE, RMSNorm, SwiGLU, grouped-query attention, no
+// biases; docs/23-architectures.md).
 //
 // Under mpirun the run is data-parallel (docs/21-distributed-training.md):
 //   mpirun -np 2 loom-train --data DIR --preset small --threads 1 --out out
@@ -60,12 +62,12 @@ struct Options {
   bool resume = false;
   int64_t log_interval = 10, sample_tokens = 200, threads = 0, final_eval_iters = 200;
   uint64_t model_seed = 1337;
-  nn::GPTConfig model;
+  train::ModelSpec model;  // the architecture and its shape
   train::TrainConfig train;
 };
 
 void apply_preset(Options& o) {
-  nn::GPTConfig& m = o.model;
+  nn::GPTConfig& m = o.model.shape;
   train::TrainConfig& t = o.train;
   if (o.preset == "char") {
     m.block_size = 64, m.n_layer = 4, m.n_head = 4, m.n_embd = 128, m.dropout = 0.0, m.bias = false;
@@ -88,6 +90,9 @@ const char* usage =
     "usage: loom-train --data FILE [options]\n"
     "  --data FILE|DIR      training text (UTF-8 or any bytes), or a folder of loom-data token shards\n"
     "  --preset NAME        char | small | gpt2-124m (default char)\n"
+    "  --arch gpt2|llama    the architecture at the preset's shape (default gpt2); llama: RoPE, RMSNorm,\n"
+    "                       SwiGLU, n_head/2 key/value heads, tied embeddings, GPT-2's parameters per layer\n"
+    "  --n-kv-head N --intermediate-size N --rope-theta X --tie 0|1   llama's own settings\n"
     "  --tokenizer SPEC     a loom-bpe model FILE, bytes, gpt2:DIR (encoder.json + vocab.bpe),\n"
     "                       tiktoken:FILE:gpt2|cl100k or hf:FILE (default: one token per distinct byte)\n"
     "  --out DIR            where to write ckpt.safetensors, log.csv, loss.svg (default out)\n"
@@ -126,12 +131,23 @@ Options parse(int argc, char** argv) {
   flags["--steps"] = i64(o.train.steps);
   flags["--batch-size"] = i64(o.train.batch_size);
   flags["--grad-accum"] = i64(o.train.grad_accum);
-  flags["--block-size"] = i64(o.model.block_size);
-  flags["--n-layer"] = i64(o.model.n_layer);
-  flags["--n-head"] = i64(o.model.n_head);
-  flags["--n-embd"] = i64(o.model.n_embd);
-  flags["--dropout"] = f64(o.model.dropout);
-  flags["--bias"] = [&](const std::string& v) { o.model.bias = v == "1" || v == "true"; };
+  flags["--block-size"] = i64(o.model.shape.block_size);
+  flags["--n-layer"] = i64(o.model.shape.n_layer);
+  flags["--n-head"] = i64(o.model.shape.n_head);
+  flags["--n-embd"] = i64(o.model.shape.n_embd);
+  flags["--dropout"] = f64(o.model.shape.dropout);
+  flags["--bias"] = [&](const std::string& v) { o.model.shape.bias = v == "1" || v == "true"; };
+  flags["--arch"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "gpt2" || v == "llama", value_error, "--arch must be gpt2 or llama, got '", v, "'");
+    o.model.arch = v;
+  };
+  flags["--n-kv-head"] = i64(o.model.n_kv_head);
+  flags["--intermediate-size"] = i64(o.model.intermediate_size);
+  flags["--rope-theta"] = f64(o.model.rope_theta);
+  flags["--tie"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "0" || v == "1", value_error, "--tie must be 0 or 1, got '", v, "'");
+    o.model.tie_embeddings = v == "1";
+  };
   flags["--lr"] = f64(o.train.lr);
   flags["--min-lr"] = f64(o.train.min_lr);
   flags["--warmup"] = i64(o.train.warmup_steps);
@@ -226,23 +242,24 @@ int main(int argc, char** argv) {
       tok = train::TextTokenizer::bpe(tokenizer::load(tok_path), tok_path);
       train_data = train::BatchLoader(std::make_shared<const data::TokenShards>(o.data, "train"));
       val_data = train::BatchLoader(std::make_shared<const data::TokenShards>(o.data, "val"));
-      o.model.vocab_size = tok.vocab_size();
+      o.model.shape.vocab_size = tok.vocab_size();
       std::cout << "data: " << o.data << " (token shards), train " << train_data.size() << " tokens, val "
-                << val_data.size() << " tokens (vocab " << o.model.vocab_size << ")\n";
+                << val_data.size() << " tokens (vocab " << o.model.shape.vocab_size << ")\n";
     } else {
       std::string text = io::read_file(o.data);
       LOOM_CHECK(!text.empty(), io_error, o.data, ": the data file is empty");
       tok = o.tokenizer.empty() ? train::TextTokenizer::chars(text)
                                 : train::TextTokenizer::bpe(tokenizer::load_spec(o.tokenizer), o.tokenizer);
       std::vector<int64_t> ids = tok.encode(text);
-      o.model.vocab_size = tok.vocab_size();
+      o.model.shape.vocab_size = tok.vocab_size();
       std::tie(train_data, val_data) = train::split(ids, 0.9);
-      std::cout << "data: " << text.size() << " bytes, " << ids.size() << " tokens (vocab " << o.model.vocab_size
+      std::cout << "data: " << text.size() << " bytes, " << ids.size() << " tokens (vocab " << o.model.shape.vocab_size
                 << "), train " << train_data.size() << ", val " << val_data.size() << "\n";
     }
 
     // --- model, trainer, optional resume ----------------------------------------------------
-    nn::GPT model(o.model, o.model_seed);
+    std::unique_ptr<nn::CausalLM> built = o.model.make(o.model_seed);
+    nn::CausalLM& model = *built;
     model.to(device);  // before the trainer's optimizer takes the parameters
     train::Trainer trainer(model, train_data, val_data, o.train, {}, comm.get());
     if (o.resume) {
@@ -253,7 +270,7 @@ int main(int argc, char** argv) {
       if (size_t dropped = lead ? train::CsvLog::drop_rows_after(log_path, trainer.step_count()) : 0)
         std::cout << "dropped " << dropped << " rows past step " << trainer.step_count() << " from " << log_path << "\n";
     }
-    std::cout << "model: " << o.preset << ", " << model.num_parameters() << " parameters, "
+    std::cout << "model: " << o.preset << " " << model.arch() << ", " << model.num_parameters() << " parameters, "
               << (device.is_cuda() ? cuda_device_name(0) + (o.train.bf16 ? ", bf16 autocast" : ", fp32")
                                    : std::to_string(get_num_threads()) + " threads")
               << (ranks > 1 ? " per rank, " + std::to_string(ranks) + " ranks (" + comm->backend() +
@@ -265,7 +282,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<train::CsvLog> log = lead ? std::make_unique<train::CsvLog>(log_path, o.resume) : nullptr;
     std::unique_ptr<std::FILE, int (*)(std::FILE*)> quiet(lead ? nullptr : std::fopen("/dev/null", "w"), std::fclose);
     train::ProgressBar bar(lead ? stderr : quiet.get(), o.train.steps, o.log_interval);
-    const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.block_size * ranks);
+    const double tokens_per_step = double(o.train.batch_size * o.train.grad_accum * o.model.shape.block_size * ranks);
     double train_loss = NAN, val_loss = NAN, tok_s = 0;
     int64_t steps_timed = 0;
     double time_in_steps = 0;
@@ -305,7 +322,7 @@ int main(int argc, char** argv) {
     // --- plot and a sample -------------------------------------------------------------------
     if (lead)
       io::write_file_atomic(svg_path, train::loss_plot_svg(train::CsvLog::read(log_path),
-                                                           "loom-train " + o.preset + " on " + o.data));
+                                                           "loom-train " + o.preset + " " + model.arch() + " on " + o.data));
     std::cout << "wrote " << ckpt_path << ", " << log_path << ", " << svg_path << "\n";
     if (lead && o.sample_tokens > 0) {
       Generator gen(o.train.seed);
@@ -326,9 +343,10 @@ int main(int argc, char** argv) {
     }
     if (lead)
       std::printf("final step=%lld train_loss=%.4f val_loss=%.4f tokens_per_s=%.0f ranks=%d optimizer_mb=%.1f "
-                  "peak_rss_mb=%.1f\n",
+                  "peak_rss_mb=%.1f arch=%s parameters=%lld\n",
                   (long long)trainer.step_count(), train_loss, val_loss, tok_s, ranks,
-                  *std::max_element(optim.begin(), optim.end()), *std::max_element(peak.begin(), peak.end()));
+                  *std::max_element(optim.begin(), optim.end()), *std::max_element(peak.begin(), peak.end()),
+                  model.arch().c_str(), (long long)model.num_parameters());
     return 0;
   } catch (const std::exception& e) {
     const bool many = comm && comm->size() > 1;

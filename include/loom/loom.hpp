@@ -30,8 +30,10 @@
 #include "loom/ops/rope.hpp"
 #include "loom/ops/softmax.hpp"
 
+#include "loom/nn/causal_lm.hpp"
 #include "loom/nn/gpt.hpp"
 #include "loom/nn/layers.hpp"
+#include "loom/nn/llama.hpp"
 #include "loom/nn/module.hpp"
 
 #include "loom/optim/optim.hpp"

@@ -78,11 +78,11 @@ TEST_CASE("log_sigmoid against double and its gradient by gradcheck") {
 
 TEST_CASE("sequence_logprobs is minus the summed per-token cross-entropy of the answers, packed or not") {
   align::ChatModel cm = tiny_chat_model(11);
-  nn::GPT& model = *cm.model;
+  nn::CausalLM& model = *cm.model;
   model.eval();
   const std::vector<align::SftExample> ex = {example({1, 2, 3}, {4, 5}), example({7, 8}, {9, 10, 11, 12}),
                                              example({20, 21, 22, 23, 24}, {25})};
-  const align::SftBatch rows = align::example_batch(ex, model.config.block_size);  // unpacked
+  const align::SftBatch rows = align::example_batch(ex, model.block_size());  // unpacked
   const Tensor<float> lp = align::sequence_logprobs(model, rows);
   REQUIRE(lp.shape() == Shape({3}));
   // The reference: every answer token's -log p from the logits of the whole sequence, in double.
@@ -110,12 +110,12 @@ TEST_CASE("sequence_logprobs is minus the summed per-token cross-entropy of the 
   // Gradients flow: d(sum log p)/d(params) exists.
   model.train();
   sum(align::sequence_logprobs(model, packed)).backward();
-  CHECK(model.wte.weight.grad().defined());
+  CHECK(model.token_embedding().weight.grad().defined());
 }
 
 TEST_CASE("batched generation gives every row what it gets alone") {
   align::ChatModel cm = tiny_chat_model(21, 24);
-  nn::GPT& model = *cm.model;
+  nn::CausalLM& model = *cm.model;
   const std::vector<std::vector<int64_t>> prompts = {{5, 6, 7}, {9}, {1, 2, 3, 4, 5, 6, 7, 8}, {40, 41}};
   for (double temperature : {0.0, 1.0}) {
     const train::SamplingOptions opt{temperature, 0, 1.0};
@@ -375,7 +375,7 @@ TEST_CASE("a reward model scores the last token and learns a preference") {
   CHECK(again[1] == Approx(scores[1]).epsilon(1e-6));
   io::Checkpoint lm;
   for (auto& [name, t] : rm.base.model->named_parameters()) lm.add("model." + name, t.detach());
-  lm.set_meta_json("config", train::to_json(rm.base.model->config));
+  lm.set_meta_json("config", train::config_json(*rm.base.model));
   lm.set_meta("tokenizer", align::tokenizer_json(rm.base));
   io::save_checkpoint(dir.file("lm.safetensors"), lm);
   CHECK_THROWS_WITH(align::load_reward_model(dir.file("lm.safetensors")), Catch::Contains("not a reward model"));
@@ -424,7 +424,7 @@ TEST_CASE("programs: loom-rl rm dpo and grpo run and reject bad input", "[progra
   align::ChatModel cm = tiny_chat_model(51, 48);
   io::Checkpoint c;
   for (auto& [name, t] : cm.model->named_parameters()) c.add("model." + name, t.detach());
-  c.set_meta_json("config", train::to_json(cm.model->config));
+  c.set_meta_json("config", train::config_json(*cm.model));
   c.set_meta("tokenizer", align::tokenizer_json(cm));
   const std::string init = dir.file("init.safetensors");
   io::save_checkpoint(init, c);

@@ -33,14 +33,14 @@ using loom_test::TempDir;
 TEST_CASE("grow_vocab keeps every old logit and adds mean-embedding rows") {
   nn::GPT model(tiny_config(256), 3);
   align::ChatModel cm = align::with_chat_tokens(std::make_unique<nn::GPT>(tiny_config(256), 3), BpeTokenizer());
-  REQUIRE(cm.model->config.vocab_size == int64_t(cm.chat.tokenizer().vocab_size()));
-  REQUIRE(cm.model->config.vocab_size > 256);
+  REQUIRE(cm.model->vocab_size() == int64_t(cm.chat.tokenizer().vocab_size()));
+  REQUIRE(cm.model->vocab_size() > 256);
   Tensor<int64_t> idx = from_vector<int64_t>({72, 105, 33, 10, 200, 7}, {1, 6});
   Tensor<float> a = model(idx).logits, b = cm.model->forward(idx).logits;  // (1, 6, V) and (1, 6, V')
   for (int64_t t = 0; t < 6; ++t)
     for (int64_t v = 0; v < 256; ++v) CHECK(b.at({0, t, v}) == Approx(a.at({0, t, v})).margin(1e-6));
   // A new row is the mean of the old rows.
-  const Tensor<float>& w = cm.model->wte.weight;
+  const Tensor<float>& w = cm.model->token_embedding().weight;
   double mean0 = 0;
   for (int64_t v = 0; v < 256; ++v) mean0 += model.wte.weight.at({v, 0});
   CHECK(w.at({256, 0}) == Approx(mean0 / 256).margin(1e-6));
@@ -88,9 +88,10 @@ TEST_CASE("answer stops at the end-of-turn token and exact_match compares trimme
   // embeddings large: every greedy step now picks <|end|>, so the answer stops at once.
   {
     NoGradGuard g;
-    cm.model->ln_f.weight.fill_(0.0f);
-    cm.model->ln_f.bias.fill_(1.0f);
-    Tensor<float> w = cm.model->wte.weight;  // (V, C), shares storage with the parameter
+    nn::GPT& gpt = dynamic_cast<nn::GPT&>(*cm.model);
+    gpt.ln_f.weight.fill_(0.0f);
+    gpt.ln_f.bias.fill_(1.0f);
+    Tensor<float> w = cm.model->token_embedding().weight;  // (V, C), shares storage with the parameter
     for (int64_t j = 0; j < w.size(1); ++j) w.data()[int64_t(cm.chat.end_id()) * w.size(1) + j] = 10.0f;
   }
   got = align::answer(*cm.model, cm.chat, prompt, 5, greedy, gen);
@@ -231,3 +232,54 @@ TEST_CASE("programs: loom-chat names a --feedback file it cannot append to", "[p
   CHECK(run.output.find("final turns") == std::string::npos);
 }
 #endif
+
+TEST_CASE("programs: a Llama from a Hugging Face folder, and a fresh one, through loom-finetune, loom-eval and loom-chat",
+          "[program]") {
+  using loom_test::run_program;
+  using loom_test::shell_quote;
+  TempDir tmp;
+  const std::string data = LOOM_TEST_DATA_DIR "/sft/tiny.jsonl";
+  // A folder as transformers writes it (the bytes tokenizer stands in for its tokenizer.json).
+  nn::LlamaConfig c;
+  c.vocab_size = 256, c.block_size = 64, c.n_layer = 2, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 32;
+  c.intermediate_size = 48, c.tie_embeddings = false;
+  io::save_hf_llama(tmp / "hf", nn::Llama(c, 3));
+  {
+    align::ChatModel cm = align::load_hf_llama_chat_model(tmp / "hf", "bytes");
+    CHECK(cm.model->arch() == "llama");
+    CHECK(cm.model->vocab_size() > 256);  // the chat tokens, in embed_tokens and in the untied lm_head
+  }
+  // LoRA defaults to every Linear of a Llama layer; the new chat tokens' rows of both the
+  // embedding and the untied head train
+  auto ft = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --init-hf-llama " + shell_quote(tmp / "hf") +
+                        " --tokenizer bytes --data " + shell_quote(data) + " --lora 2 --steps 4 --batch-size 2" +
+                        " --out " + shell_quote(tmp / "ft"));
+  INFO(ft.output);
+  REQUIRE(ft.status == 0);
+  CHECK(ft.output.find("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj") != std::string::npos);
+  CHECK(ft.output.find("(Hugging Face Llama)") != std::string::npos);
+  auto ev = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(tmp / "ft/ckpt.safetensors") + " --data " +
+                        shell_quote(data) + " --limit 2 --max-answer 2");
+  INFO(ev.output);
+  CHECK(ev.status == 0);
+  CHECK(ev.output.find(" n=2") != std::string::npos);
+  // a fresh Llama of the tiny preset, then a chat turn with it
+  auto fresh = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --preset tiny --arch llama --block-size 64 --data " +
+                           shell_quote(data) + " --steps 3 --batch-size 2 --out " + shell_quote(tmp / "fresh"));
+  INFO(fresh.output);
+  REQUIRE(fresh.status == 0);
+  CHECK(fresh.output.find("final step=3 ") != std::string::npos);
+  auto chat = run_program("printf 'What is 2 + 3?\\n\\n' | " + shell_quote(LOOM_CHAT_EXE) + " --ckpt " +
+                          shell_quote(tmp / "fresh/ckpt.safetensors") + " --max-tokens 4");
+  INFO(chat.output);
+  CHECK(chat.status == 0);
+  CHECK(chat.output.find("final turns=1 ") != std::string::npos);
+  // --arch belongs to --preset; a wrong name is named
+  auto misplaced = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --init-hf-llama " + shell_quote(tmp / "hf") +
+                               " --arch llama --data " + shell_quote(data));
+  CHECK(misplaced.status == 1);
+  CHECK(misplaced.output.find("--arch applies to --preset only") != std::string::npos);
+  auto wrong = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --preset tiny --arch mamba --data " + shell_quote(data));
+  CHECK(wrong.status == 1);
+  CHECK(wrong.output.find("--arch must be gpt2 or llama, got 'mamba'") != std::string::npos);
+}

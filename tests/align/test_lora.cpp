@@ -135,8 +135,10 @@ TEST_CASE("LoRA dropout acts in training mode only") {
 TEST_CASE("LoraConfig parses target lists") {
   CHECK(LoraConfig::parse_targets("c_attn,c_proj,c_fc") == std::vector<std::string>{"c_attn", "c_proj", "c_fc"});
   CHECK(LoraConfig::parse_targets(" c_attn , mlp.c_proj,c_attn") == std::vector<std::string>{"c_attn", "mlp.c_proj"});
-  CHECK_THROWS_AS(LoraConfig::parse_targets("c_attn,q_proj"), value_error);
-  CHECK_THROWS_WITH(LoraConfig::parse_targets("c_attn,q_proj"), LOOM_CONTAINS("unknown target 'q_proj'"));
+  CHECK(LoraConfig::parse_targets("q_proj,mlp.down_proj") == std::vector<std::string>{"q_proj", "mlp.down_proj"});
+  CHECK(LoraConfig::parse_targets(LoraConfig::all_linear("llama")).size() == 7);
+  CHECK_THROWS_AS(LoraConfig::parse_targets("c_attn,wq"), value_error);
+  CHECK_THROWS_WITH(LoraConfig::parse_targets("c_attn,wq"), LOOM_CONTAINS("unknown target 'wq'"));
   CHECK_THROWS_AS(LoraConfig::parse_targets(""), value_error);
   CHECK_THROWS_AS(LoraConfig::parse_targets("c_attn,,c_fc"), value_error);
   LoraConfig c;

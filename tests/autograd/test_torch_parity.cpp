@@ -1,7 +1,7 @@
 // PyTorch parity: the fixtures in tests/fixtures/ (written by make_fixtures.py with PyTorch 1.13)
-// hold inputs, outputs and every gradient of (a) a 2-layer MLP with GELU and cross-entropy and
-// (b) one pre-norm transformer block. loom rebuilds both from its own ops in float32 and must
-// match each tensor to a relative error <= 1e-5, measured normwise: max|loom - torch| / max|torch|
+// hold inputs, outputs and every gradient of (a) a 2-layer MLP with GELU and cross-entropy,
+// (b) one pre-norm transformer block and (c) a whole two-layer Llama-style model. loom rebuilds
+// (a) and (b) from its own ops in float32, runs (c) as nn::Llama, and must match each tensor to a relative error <= 1e-5, measured normwise: max|loom - torch| / max|torch|
 // (elementwise relative error is meaningless for entries that cancel to ~0).
 #include <cmath>
 #include <fstream>
@@ -78,4 +78,29 @@ TEST_CASE("PyTorch parity: one pre-norm transformer block") {
     CAPTURE(name);
     expect_close(("grad " + name).c_str(), t.grad(), fx.f.at("grad_" + name));
   }
+}
+
+TEST_CASE("PyTorch parity: a whole Llama-style model (RoPE, GQA, RMSNorm, SwiGLU, untied head)") {
+  // The fixture is LlamaForCausalLM's computation written out in PyTorch by make_fixtures.py, its
+  // parameters under Hugging Face's names: they load into nn::Llama as they are.
+  Fixture fx = load_fixture("llama.txt");
+  nn::LlamaConfig c;
+  c.vocab_size = 19, c.block_size = 16, c.n_layer = 2, c.n_head = 4, c.n_kv_head = 2, c.n_embd = 16;
+  c.intermediate_size = 24, c.rope_theta = 100.0, c.norm_eps = 1e-6, c.tie_embeddings = false;
+  nn::Llama model(c);
+  nn::NamedTensors state;
+  for (auto& [name, p] : model.named_parameters()) state.emplace_back(name, fx.f.at(name));
+  model.load_state_dict(state);
+
+  nn::Llama::Output out = model.forward(fx.i.at("idx"), fx.i.at("targets"));
+  out.loss.backward();
+  expect_close("logits", out.logits, fx.f.at("logits"));
+  expect_close("loss", out.loss, fx.f.at("loss"));
+  int64_t checked = 0;
+  for (auto& [name, p] : model.named_parameters()) {
+    CAPTURE(name);
+    expect_close(("grad " + name).c_str(), p.grad(), fx.f.at("grad_" + name));
+    ++checked;
+  }
+  CHECK(checked == 2 + 2 * 9 + 1);  // embed, norm, lm_head and nine tensors per layer
 }

@@ -583,4 +583,40 @@ TEST_CASE("loom-train --resume logs every step once and clears stale temporary f
   CHECK(fs::exists(dir.file("run/notes.txt.tmp." + pid)));  // not one of loom-train's files: left alone
   CHECK(io::load_checkpoint(dir.file("run/ckpt.safetensors")).meta_int("step") == 6);
 }
+
+TEST_CASE("loom-train --arch llama trains, resumes bit for bit, and samples from its checkpoint", "[program]") {
+  ScratchDir dir("prog_llama");
+  write_text(dir.file("data.txt"), corpus_text());
+  // one schedule for both runs (by default the cosine decays over --steps)
+  const std::string model = " --arch llama --n-layer 2 --n-head 4 --n-embd 32 --block-size 32 --batch-size 4 "
+                            "--lr-decay-steps 4";
+  auto straight = run_program(loom_train("--data data.txt --steps 4 --eval-interval 2 --out a" + model), dir.path.string());
+  INFO(straight.output);
+  REQUIRE(straight.status == 0);
+  CHECK_THAT(straight.output, LOOM_CONTAINS("arch=llama"));
+  CHECK_THAT(straight.output, LOOM_CONTAINS("model: char llama"));
+  REQUIRE(run_program(loom_train("--data data.txt --steps 2 --eval-interval 2 --out b" + model), dir.path.string()).status == 0);
+  auto resumed = run_program(loom_train("--data data.txt --steps 4 --eval-interval 2 --out b --resume" + model),
+                             dir.path.string());
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  // the resumed run ends with the straight run's weights
+  io::Checkpoint a = io::load_checkpoint(dir.file("a/ckpt.safetensors")), b = io::load_checkpoint(dir.file("b/ckpt.safetensors"));
+  CHECK(a.meta_json("config").at("arch").as_string() == "llama");
+  for (const std::string& n : a.names("model.")) {
+    CAPTURE(n);
+    CHECK(a.get<float>(n).to_vector() == b.get<float>(n).to_vector());
+  }
+  // a GPT-2 run cannot resume the Llama's checkpoint
+  auto other = run_program(loom_train("--data data.txt --steps 6 --out a --resume --n-layer 2 --n-head 4 --n-embd 32 "
+                                      "--block-size 32 --batch-size 4"), dir.path.string());
+  CHECK(other.status == 1);
+  CHECK_THAT(other.output, LOOM_CONTAINS("differs from this model"));
+  auto sample = run_program(loom_sample("--ckpt a/ckpt.safetensors"), dir.path.string());
+  CHECK(sample.status == 0);
+  CHECK_THAT(sample.output, !LOOM_CONTAINS("loom-sample:"));
+  auto bad = run_program(loom_train("--data data.txt --arch llama --n-kv-head 3 --steps 1 --out c"), dir.path.string());
+  CHECK(bad.status == 1);
+  CHECK_THAT(bad.output, LOOM_CONTAINS("LlamaConfig: n_kv_head (3) must divide n_head"));
+}
 #endif

@@ -22,7 +22,8 @@
 #include "loom/align/sft.hpp"
 #include "loom/io/checkpoint.hpp"
 #include "loom/io/hf_gpt2.hpp"
-#include "loom/nn/gpt.hpp"
+#include "loom/io/hf_llama.hpp"
+#include "loom/nn/causal_lm.hpp"
 #include "loom/tokenizer/io.hpp"
 #include "loom/train/sample.hpp"
 #include "loom/train/text_tokenizer.hpp"
@@ -32,22 +33,22 @@ namespace loom::align {
 
 /// A model to fine-tune or to talk to, with the chat template of its tokenizer.
 struct ChatModel {
-  std::unique_ptr<nn::GPT> model;  ///< its vocabulary covers the chat tokens
+  std::unique_ptr<nn::CausalLM> model;  ///< its vocabulary covers the chat tokens
   ChatTemplate chat;               ///< the tokenizer with the chat tokens
   int64_t base_vocab = 0;          ///< the vocabulary before the chat tokens were added (rows past it are new)
 };
 
-/// A copy of `model` whose vocabulary has `vocab_size` ids: the existing embedding rows are kept
-/// and each new row is the mean of the old ones (see the file comment).
-inline std::unique_ptr<nn::GPT> grow_vocab(const nn::GPT& model, int64_t vocab_size) {
-  const int64_t V = model.config.vocab_size, C = model.config.n_embd;
+/// A copy of `model` whose vocabulary has `vocab_size` ids: the existing rows of the per-token
+/// parameters (the embedding, and an untied output head) are kept and each new row is the mean
+/// of the old ones (see the file comment).
+inline std::unique_ptr<nn::CausalLM> grow_vocab(const nn::CausalLM& model, int64_t vocab_size) {
+  const int64_t V = model.vocab_size(), C = model.n_embd();
   LOOM_CHECK(vocab_size >= V, value_error, "grow_vocab: ", vocab_size, " ids is fewer than the model's ", V);
-  nn::GPTConfig c = model.config;
-  c.vocab_size = vocab_size;
-  auto grown = std::make_unique<nn::GPT>(c);
+  std::unique_ptr<nn::CausalLM> grown = model.with_vocab_size(vocab_size);
+  const std::vector<std::string> per_token = model.vocab_parameters();
   nn::NamedTensors params;
   for (auto& [name, p] : model.named_parameters()) {
-    if (name != "transformer.wte.weight") {
+    if (std::find(per_token.begin(), per_token.end(), name) == per_token.end()) {
       params.emplace_back(name, p.detach().to(Device::cpu()));
       continue;
     }
@@ -66,12 +67,12 @@ inline std::unique_ptr<nn::GPT> grow_vocab(const nn::GPT& model, int64_t vocab_s
 }
 
 /// The model and chat template for `tok`: the vocabulary grown to the chat tokens when needed.
-inline ChatModel with_chat_tokens(std::unique_ptr<nn::GPT> model, const BpeTokenizer& tok) {
+inline ChatModel with_chat_tokens(std::unique_ptr<nn::CausalLM> model, const BpeTokenizer& tok) {
   ChatTemplate chat(tok);
   const int64_t V = int64_t(chat.tokenizer().vocab_size());
-  LOOM_CHECK(V >= model->config.vocab_size, value_error, "the tokenizer has ", V, " ids but the model ",
-             model->config.vocab_size, ": they do not belong together");
-  const int64_t base = model->config.vocab_size;
+  LOOM_CHECK(V >= model->vocab_size(), value_error, "the tokenizer has ", V, " ids but the model ",
+             model->vocab_size(), ": they do not belong together");
+  const int64_t base = model->vocab_size();
   if (V > base) model = grow_vocab(*model, V);
   return ChatModel{std::move(model), std::move(chat), base};
 }
@@ -80,10 +81,7 @@ inline ChatModel with_chat_tokens(std::unique_ptr<nn::GPT> model, const BpeToken
 /// (or `tokenizer_spec`, tokenizer::load_spec, when given), ready for the chat template.
 inline ChatModel load_chat_model(const std::string& ckpt, const std::string& tokenizer_spec = "") {
   io::Checkpoint c = io::load_checkpoint(ckpt);
-  auto model = std::make_unique<nn::GPT>(train::gpt_config_from_json(c.meta_json("config")));
-  nn::NamedTensors params;
-  for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
-  model->load_state_dict(params);
+  std::unique_ptr<nn::CausalLM> model = train::model_from_checkpoint(c);
   if (!tokenizer_spec.empty()) return with_chat_tokens(std::move(model), tokenizer::load_spec(tokenizer_spec));
   const train::TextTokenizer tok = train::TextTokenizer::from_checkpoint(c);
   LOOM_CHECK(tok.is_bpe(), value_error, ckpt,
@@ -101,6 +99,14 @@ inline ChatModel load_hf_gpt2_chat_model(const std::string& path, const std::str
   return with_chat_tokens(std::move(model), tokenizer::load_spec(tokenizer_spec));
 }
 
+/// A Llama-family model from a Hugging Face folder (config.json, model.safetensors), with
+/// `tokenizer_spec`, or the folder's own tokenizer.json when it is empty.
+inline ChatModel load_hf_llama_chat_model(const std::string& dir, const std::string& tokenizer_spec = "") {
+  std::unique_ptr<nn::CausalLM> model = io::load_hf_llama(dir);
+  return with_chat_tokens(std::move(model),
+                          tokenizer::load_spec(tokenizer_spec.empty() ? "hf:" + dir + "/tokenizer.json" : tokenizer_spec));
+}
+
 /// The checkpoint tokenizer metadata of a chat model (the BPE model with its chat tokens).
 inline std::string tokenizer_json(const ChatModel& m) {
   return train::TextTokenizer::bpe(m.chat.tokenizer(), "chat").to_json();
@@ -108,7 +114,7 @@ inline std::string tokenizer_json(const ChatModel& m) {
 
 /// Mean cross-entropy per loss-carrying token over `batches` (the masked loss): answer_nll, the
 /// summed log-probabilities of the answers (logprob.hpp), in eval mode and without a graph.
-inline double masked_loss(nn::GPT& model, const std::vector<SftBatch>& batches) {
+inline double masked_loss(nn::CausalLM& model, const std::vector<SftBatch>& batches) {
   return answer_nll(model, batches);
 }
 
@@ -124,12 +130,12 @@ inline std::pair<Conversation, std::string> split_last_answer(const Conversation
 
 /// The model's answer to `prompt` (a conversation ending with a user turn): tokens sampled after
 /// <|assistant|> up to <|end|> (not included) or `max_tokens`; on_token sees each id as it comes.
-inline std::vector<uint32_t> answer(nn::GPT& model, const ChatTemplate& chat, const Conversation& prompt,
+inline std::vector<uint32_t> answer(nn::CausalLM& model, const ChatTemplate& chat, const Conversation& prompt,
                                     int64_t max_tokens, const train::SamplingOptions& opt, Generator& gen,
                                     const std::function<void(int64_t)>& on_token = nullptr) {
-  const int64_t room = model.config.block_size - max_tokens;
+  const int64_t room = model.block_size() - max_tokens;
   LOOM_CHECK(room > 1, value_error, "--max-tokens ", max_tokens, " leaves no room for the prompt in a context of ",
-             model.config.block_size);
+             model.block_size());
   const std::vector<uint32_t> p = chat.render_prompt(prompt, room);
   std::vector<int64_t> ids(p.begin(), p.end());
   std::vector<uint32_t> out;
@@ -161,13 +167,13 @@ inline std::string trim(const std::string& s) {
 /// Greedy answers to the first `limit` conversations (0: all), each compared with its last
 /// assistant turn, `batch` conversations decoded at once (generate_batch); on_result(i, answer,
 /// correct) is called for each, in order.
-inline ExactMatch exact_match(nn::GPT& model, const ChatTemplate& chat, const std::vector<Conversation>& convs,
+inline ExactMatch exact_match(nn::CausalLM& model, const ChatTemplate& chat, const std::vector<Conversation>& convs,
                               int64_t max_tokens = 32, int64_t limit = 0,
                               const std::function<void(size_t, const std::string&, bool)>& on_result = nullptr,
                               int64_t batch = 64) {
-  const int64_t room = model.config.block_size - max_tokens;
+  const int64_t room = model.block_size() - max_tokens;
   LOOM_CHECK(room > 1, value_error, "--max-tokens ", max_tokens, " leaves no room for the prompt in a context of ",
-             model.config.block_size);
+             model.block_size());
   ExactMatch m;
   const train::SamplingOptions greedy{0.0, 0, 1.0};
   const size_t n = limit > 0 ? std::min(convs.size(), size_t(limit)) : convs.size();

@@ -219,15 +219,15 @@ struct SampledAnswers {
 /// sample_seed(seed, step, prompt_index[i], j) (prompt_index: the prompts' indices in their data
 /// set, so a prompt's samples do not depend on its neighbours). An answer ends at <|end|> or after
 /// max_tokens tokens.
-inline SampledAnswers sample_answers(nn::GPT& model, const ChatTemplate& chat, const std::vector<PromptItem>& prompts,
+inline SampledAnswers sample_answers(nn::CausalLM& model, const ChatTemplate& chat, const std::vector<PromptItem>& prompts,
                                      const std::vector<int64_t>& prompt_index, int64_t G, int64_t max_tokens,
                                      const train::SamplingOptions& opt, uint64_t seed, int64_t step,
                                      int64_t batch = 64) {
   LOOM_CHECK(prompts.size() == prompt_index.size(), value_error, "sample_answers: one index per prompt");
   LOOM_CHECK(G >= 1 && batch >= 1, value_error, "sample_answers: G and batch must be positive");
-  const int64_t room = model.config.block_size - max_tokens;
+  const int64_t room = model.block_size() - max_tokens;
   LOOM_CHECK(room > 1, value_error, "answers of ", max_tokens, " tokens leave no room for the prompt in a context of ",
-             model.config.block_size);
+             model.block_size());
   SampledAnswers out;
   std::vector<std::vector<int64_t>> rows;
   std::vector<Generator> gens;
@@ -266,7 +266,7 @@ struct PassRates {
 /// Samples k answers to every prompt (seeded by sample_seed(seed, -1, i, j): the same samples for
 /// the same model) and scores them by exact match with the reference; throws value_error for a
 /// prompt without a reference answer.
-inline PassRates pass_rates(nn::GPT& model, const ChatTemplate& chat, const std::vector<PromptItem>& prompts, int64_t k,
+inline PassRates pass_rates(nn::CausalLM& model, const ChatTemplate& chat, const std::vector<PromptItem>& prompts, int64_t k,
                             int64_t max_tokens, const train::SamplingOptions& opt, uint64_t seed, int64_t batch = 64) {
   LOOM_CHECK(k >= 1 && !prompts.empty(), value_error, "pass_rates: need k >= 1 and at least one prompt");
   std::vector<int64_t> index(prompts.size());

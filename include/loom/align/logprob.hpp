@@ -14,14 +14,14 @@
 #include <vector>
 
 #include "loom/align/sft.hpp"
-#include "loom/nn/gpt.hpp"
+#include "loom/nn/causal_lm.hpp"
 #include "loom/ops/matmul.hpp"
 #include "loom/ops/reduce.hpp"
 
 namespace loom::align {
 
 /// log π of every target token, (B, T): 0 where the target is -1. Records a graph when grads are on.
-inline Tensor<float> token_logprobs(const nn::GPT& model, const SftBatch& b) {
+inline Tensor<float> token_logprobs(const nn::CausalLM& model, const SftBatch& b) {
   return -model.token_losses(b.idx, b.targets, b.segments);  // (B, T)
 }
 
@@ -52,7 +52,7 @@ inline Tensor<float> sum_per_example(const Tensor<float>& per_token, const SftBa
 
 /// log π(answer | prompt) of each example of `b`: (E) sums of token_logprobs over the loss-carrying
 /// tokens, one per example (see sum_per_example). Records a graph when grads are on.
-inline Tensor<float> sequence_logprobs(const nn::GPT& model, const SftBatch& b) {
+inline Tensor<float> sequence_logprobs(const nn::CausalLM& model, const SftBatch& b) {
   return sum_per_example(token_logprobs(model, b), b);
 }
 
@@ -100,7 +100,7 @@ inline SftBatch example_batch(const std::vector<SftExample>& examples, int64_t b
 
 /// The model's masked loss over `batches`: minus the summed log-probability of every answer
 /// token, per answer token (loom-finetune trains this, loom-eval reports it). Eval mode, no graph.
-inline double answer_nll(nn::GPT& model, const std::vector<SftBatch>& batches) {
+inline double answer_nll(nn::CausalLM& model, const std::vector<SftBatch>& batches) {
   NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();

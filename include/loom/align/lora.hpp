@@ -51,11 +51,18 @@ struct LoraConfig {
   std::vector<std::string> targets = {"c_attn", "c_proj", "c_fc"};  ///< module-name suffixes (PEFT: target_modules)
   double dropout = 0;  ///< dropout on the adapter's input in training mode (PEFT: lora_dropout)
 
-  /// The GPT's Linear names a target may be: a last name component, or the last two.
+  /// The Linear names a target may be, GPT-2's and Llama's: a last name component, or the last two.
   static const std::vector<std::string>& known_targets() {
-    static const std::vector<std::string> known = {"c_attn", "c_proj", "c_fc", "attn.c_attn",
-                                                   "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+    static const std::vector<std::string> known = {
+        "c_attn",         "c_proj",         "c_fc",           "attn.c_attn",    "attn.c_proj",  "mlp.c_fc",
+        "mlp.c_proj",     "q_proj",         "k_proj",         "v_proj",         "o_proj",       "gate_proj",
+        "up_proj",        "down_proj",      "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",   "mlp.down_proj"};
     return known;
+  }
+  /// Every Linear of the transformer layers of architecture `arch` ("gpt2" or "llama"): the default targets.
+  static std::string all_linear(const std::string& arch) {
+    return arch == "llama" ? "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj" : "c_attn,c_proj,c_fc";
   }
   /// Parses a comma-separated list such as "c_attn,c_proj,c_fc" (spaces around names ignored);
   /// throws value_error for an empty list, an empty name or a name not in known_targets().
@@ -70,7 +77,8 @@ struct LoraConfig {
       bool known = false;
       for (const auto& k : known_targets()) known = known || k == name;
       LOOM_CHECK(known, value_error, "LoRA targets '", list, "': unknown target '", name,
-                 "' (known: c_attn, c_proj, c_fc, attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)");
+                 "' (GPT-2: c_attn, c_proj, c_fc; Llama: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; "
+                 "or with their parent's name, as attn.c_proj or mlp.down_proj)");
       bool repeated = false;
       for (const auto& o : out) repeated = repeated || o == name;
       if (!repeated) out.push_back(name);

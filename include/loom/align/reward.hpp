@@ -63,9 +63,9 @@ struct RewardModel {
 
   /// A reward model on `base`, its head drawn N(0, 1/sqrt(C + 1)) from `gen` (TRL's init).
   RewardModel(ChatModel base_in, Generator& gen)
-      : base(std::move(base_in)), head(base.model->config.n_embd, 1, true, gen) {
+      : base(std::move(base_in)), head(base.model->n_embd(), 1, true, gen) {
     NoGradGuard no_grad;
-    const double C = double(base.model->config.n_embd);
+    const double C = double(base.model->n_embd());
     head.weight.copy_(randn<float>(head.weight.shape(), gen, 0.0, 1.0 / std::sqrt(C + 1)));
     head.bias.fill_(0.0f);
   }
@@ -77,8 +77,8 @@ struct RewardModel {
 
   /// Rewards (B) of the conversations in `s`. Records a graph when grads are on.
   Tensor<float> operator()(const ScoreBatch& s) const {
-    const nn::GPT& gpt = *base.model;
-    const Device d = gpt.wte.weight.device();
+    const nn::CausalLM& gpt = *base.model;
+    const Device d = gpt.token_embedding().weight.device();
     Tensor<float> h = gpt.hidden(s.idx);                                      // (B, T, C)
     Tensor<float> r = head(h);                                                // (B, T, 1)
     r = r.reshape({r.size(0), r.size(1)});                                    // (B, T)
@@ -90,14 +90,14 @@ struct RewardModel {
   /// (the prompt side is cut, as render does).
   std::vector<double> score(const std::vector<Conversation>& convs, int64_t batch_size = 32) {
     NoGradGuard no_grad;
-    nn::GPT& gpt = *base.model;
+    nn::CausalLM& gpt = *base.model;
     const bool was_training = gpt.is_training();
     gpt.eval();
-    const std::vector<SftExample> ex = render_examples(base.chat, convs, gpt.config.block_size);
+    const std::vector<SftExample> ex = render_examples(base.chat, convs, gpt.block_size());
     std::vector<double> out;
     for (size_t i = 0; i < ex.size(); i += size_t(batch_size)) {
       std::vector<SftExample> chunk(ex.begin() + long(i), ex.begin() + long(std::min(ex.size(), i + size_t(batch_size))));
-      const Tensor<float> r = (*this)(score_batch(chunk, gpt.config.block_size)).to(Device::cpu()).contiguous();
+      const Tensor<float> r = (*this)(score_batch(chunk, gpt.block_size())).to(Device::cpu()).contiguous();
       for (int64_t k = 0; k < r.numel(); ++k) out.push_back(double(r.data()[k]));
     }
     gpt.train(was_training);
@@ -110,7 +110,7 @@ struct RewardModel {
     io::Checkpoint c;
     for (auto& [name, p] : base.model->named_parameters()) c.add("model." + name, p.detach().to(Device::cpu()));
     for (auto& [name, p] : head_parameters()) c.add(name, p.detach().to(Device::cpu()));
-    c.set_meta_json("config", train::to_json(base.model->config));
+    c.set_meta_json("config", train::config_json(*base.model));
     c.set_meta("tokenizer", tokenizer_json(base));
     c.set_meta("kind", "reward_model");
     return c;

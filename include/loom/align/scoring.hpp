@@ -72,7 +72,7 @@
 #include "loom/align/sft.hpp"
 #include "loom/autograd/grad_mode.hpp"
 #include "loom/data/shards.hpp"
-#include "loom/nn/gpt.hpp"
+#include "loom/nn/causal_lm.hpp"
 #include "loom/train/text_tokenizer.hpp"
 
 namespace loom::align {
@@ -333,7 +333,7 @@ inline SftExample continuation_example(const std::vector<int64_t>& start, const 
 
 /// log π(masked tokens | the rest) of every example, in double, scored batch_size at a time in
 /// order of length (padded rows, eval mode, no graph; the model's mode is restored).
-inline std::vector<double> score_examples(nn::GPT& model, const std::vector<SftExample>& examples, int64_t batch_size) {
+inline std::vector<double> score_examples(nn::CausalLM& model, const std::vector<SftExample>& examples, int64_t batch_size) {
   LOOM_CHECK(batch_size > 0, value_error, "score_examples: batch_size must be positive, got ", batch_size);
   std::vector<size_t> order(examples.size());
   std::iota(order.begin(), order.end(), size_t(0));
@@ -348,7 +348,7 @@ inline std::vector<double> score_examples(nn::GPT& model, const std::vector<SftE
     std::vector<SftExample> chunk;
     for (size_t i = first; i < last; ++i) chunk.push_back(examples[order[i]]);
     const Tensor<float> lp =
-        sequence_logprobs(model, example_batch(chunk, model.config.block_size)).to(Device::cpu()).contiguous();
+        sequence_logprobs(model, example_batch(chunk, model.block_size())).to(Device::cpu()).contiguous();
     for (size_t i = first; i < last; ++i) out[order[i]] = double(lp.data()[i - first]);
   }
   model.train(was_training);
@@ -395,7 +395,7 @@ struct ChoiceScores {
 
 /// Scores every item's endings given its context with `model` and its tokenizer (see the file
 /// comment: START + context + delimiter-and-ending, the ending alone summed).
-inline ChoiceScores score_choices(nn::GPT& model, const train::TextTokenizer& tok, const std::vector<ChoiceItem>& items,
+inline ChoiceScores score_choices(nn::CausalLM& model, const train::TextTokenizer& tok, const std::vector<ChoiceItem>& items,
                                   const ScoreOptions& opt = {}) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<int64_t> start = tok.start_ids();
@@ -407,7 +407,7 @@ inline ChoiceScores score_choices(nn::GPT& model, const train::TextTokenizer& to
     try {
       const std::vector<int64_t> ctx = tok.encode(it.context);
       for (const std::string& ending : it.endings) {
-        examples.push_back(continuation_example(start, ctx, tok.encode(it.delimiter + ending), model.config.block_size));
+        examples.push_back(continuation_example(start, ctx, tok.encode(it.delimiter + ending), model.block_size()));
         s.bytes.back().push_back(int64_t(ending.size()));
       }
     } catch (const value_error& e) {
@@ -451,7 +451,7 @@ struct PairScores {
 
 /// Scores sentence pairs (firsts[i], seconds[i]) of groups[i] (see PairScores): each sentence
 /// whole, given START. Throws value_error for lists of different lengths or a sentence too long.
-inline PairScores score_sentence_pairs(nn::GPT& model, const train::TextTokenizer& tok,
+inline PairScores score_sentence_pairs(nn::CausalLM& model, const train::TextTokenizer& tok,
                                        const std::vector<std::string>& firsts, const std::vector<std::string>& seconds,
                                        const std::vector<std::string>& groups, const ScoreOptions& opt = {}) {
   LOOM_CHECK(firsts.size() == seconds.size() && firsts.size() == groups.size(), value_error,
@@ -463,7 +463,7 @@ inline PairScores score_sentence_pairs(nn::GPT& model, const train::TextTokenize
   for (size_t i = 0; i < firsts.size(); ++i) {
     for (const std::string* text : {&firsts[i], &seconds[i]}) {
       try {
-        examples.push_back(continuation_example(start, {}, tok.encode(*text), model.config.block_size));
+        examples.push_back(continuation_example(start, {}, tok.encode(*text), model.block_size()));
       } catch (const value_error& e) {
         throw value_error(loom::detail::concat("score_sentence_pairs: pair ", i, ": ", e.what()));
       }
@@ -492,7 +492,7 @@ inline PairScores score_sentence_pairs(nn::GPT& model, const train::TextTokenize
 
 /// BLiMP accuracy: first = the good sentence, so first_more_likely is the share of pairs whose
 /// good sentence the model finds more likely; groups are the UIDs.
-inline PairScores score_minimal_pairs(nn::GPT& model, const train::TextTokenizer& tok,
+inline PairScores score_minimal_pairs(nn::CausalLM& model, const train::TextTokenizer& tok,
                                       const std::vector<MinimalPair>& pairs, const ScoreOptions& opt = {}) {
   std::vector<std::string> good, bad, uid;
   for (const MinimalPair& p : pairs) good.push_back(p.good), bad.push_back(p.bad), uid.push_back(p.uid);
@@ -502,7 +502,7 @@ inline PairScores score_minimal_pairs(nn::GPT& model, const train::TextTokenizer
 /// CrowS-Pairs preference: first = sent_more, so first_more_likely is the share of pairs where
 /// the model finds the more stereotypical sentence more likely (0.5: no preference); groups are
 /// the bias types.
-inline PairScores score_bias_pairs(nn::GPT& model, const train::TextTokenizer& tok, const std::vector<BiasPair>& pairs,
+inline PairScores score_bias_pairs(nn::CausalLM& model, const train::TextTokenizer& tok, const std::vector<BiasPair>& pairs,
                                    const ScoreOptions& opt = {}) {
   std::vector<std::string> more, less, type;
   for (const BiasPair& p : pairs) more.push_back(p.more), less.push_back(p.less), type.push_back(p.bias_type);
@@ -531,10 +531,10 @@ struct TextLoss {
 /// of block_size targets (window k predicts ids[kT + 1 .. kT + T] from ids[kT .. kT + T - 1]),
 /// batch_size windows per forward pass, in eval mode without a graph (the mode is restored).
 /// `bytes` is stored as given. Throws value_error for fewer than two ids or batch_size < 1.
-inline TextLoss ids_loss(nn::GPT& model, const std::vector<int64_t>& ids, int64_t bytes, int64_t batch_size = 16) {
+inline TextLoss ids_loss(nn::CausalLM& model, const std::vector<int64_t>& ids, int64_t bytes, int64_t batch_size = 16) {
   LOOM_CHECK(ids.size() >= 2, value_error, "ids_loss: needs at least two tokens, got ", ids.size());
   LOOM_CHECK(batch_size > 0, value_error, "ids_loss: batch_size must be positive, got ", batch_size);
-  const int64_t T = model.config.block_size, targets = int64_t(ids.size()) - 1;
+  const int64_t T = model.block_size(), targets = int64_t(ids.size()) - 1;
   const int64_t windows = (targets + T - 1) / T;
   NoGradGuard no_grad;
   const bool was_training = model.is_training();
@@ -559,7 +559,7 @@ inline TextLoss ids_loss(nn::GPT& model, const std::vector<int64_t>& ids, int64_
 
 /// The loss of `text` after START (so its first token is scored too; see the file comment), with
 /// its UTF-8 bytes for bits per byte. Throws value_error for an empty text.
-inline TextLoss text_loss(nn::GPT& model, const train::TextTokenizer& tok, const std::string& text,
+inline TextLoss text_loss(nn::CausalLM& model, const train::TextTokenizer& tok, const std::string& text,
                           int64_t batch_size = 16) {
   LOOM_CHECK(!text.empty(), value_error, "text_loss: the text is empty");
   std::vector<int64_t> ids = tok.start_ids();
@@ -570,7 +570,7 @@ inline TextLoss text_loss(nn::GPT& model, const train::TextTokenizer& tok, const
 /// The loss of a loom-data split (DIR/SPLIT_*.bin, e.g. "test") as written: its tokens in order,
 /// START tokens between documents included; the bytes are those of the decoded text without the
 /// START tokens (the documents' own bytes). Throws io_error when there are no such shards.
-inline TextLoss shard_text_loss(nn::GPT& model, const train::TextTokenizer& tok, const std::string& dir,
+inline TextLoss shard_text_loss(nn::CausalLM& model, const train::TextTokenizer& tok, const std::string& dir,
                                 const std::string& split = "test", int64_t batch_size = 16) {
   const data::TokenShards shards(dir, split);
   std::vector<uint32_t> raw(size_t(shards.size()));

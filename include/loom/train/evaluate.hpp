@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "loom/dist/communicator.hpp"
-#include "loom/nn/gpt.hpp"
+#include "loom/nn/causal_lm.hpp"
 #include "loom/train/data.hpp"
 
 namespace loom::train {
@@ -14,7 +14,7 @@ namespace loom::train {
 /// Mean cross-entropy of `model` over `batches` random (B, T) windows of `data`, in eval mode
 /// and without recording a graph (the model's mode is restored afterwards). With a communicator
 /// of N ranks, rank r evaluates batches r, r + N, ... and the result is the same as one process's.
-inline double evaluate(nn::GPT& model, const BatchLoader& data, int64_t batches, int64_t B, int64_t T, Generator& gen,
+inline double evaluate(nn::CausalLM& model, const BatchLoader& data, int64_t batches, int64_t B, int64_t T, Generator& gen,
                        dist::Communicator* comm = nullptr) {
   LOOM_CHECK(batches > 0, value_error, "evaluate: batches must be positive, got ", batches);
   NoGradGuard no_grad;

@@ -10,7 +10,7 @@
 #include <numeric>
 #include <vector>
 
-#include "loom/nn/gpt.hpp"
+#include "loom/nn/causal_lm.hpp"
 
 namespace loom::train {
 
@@ -87,7 +87,7 @@ inline int64_t sample_token(const float* logits, int64_t V, const SamplingOption
 /// model's context, every row restarts its cache from its newest block_size / 2 tokens. Runs in
 /// eval mode without recording a graph; the model's mode is restored afterwards.
 inline std::vector<std::vector<int64_t>> generate_batch(
-    nn::GPT& model, const std::vector<std::vector<int64_t>>& prompts, int64_t n, const SamplingOptions& opt,
+    nn::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts, int64_t n, const SamplingOptions& opt,
     std::vector<Generator>& gens, const std::function<bool(int64_t)>& stop = nullptr,
     const std::function<void(size_t, int64_t)>& on_token = nullptr) {
   const size_t B = prompts.size();
@@ -99,7 +99,7 @@ inline std::vector<std::vector<int64_t>> generate_batch(
   NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
-  const int64_t block = model.config.block_size, V = model.config.vocab_size;
+  const int64_t block = model.block_size(), V = model.vocab_size();
   std::vector<std::vector<int64_t>> seqs = prompts, out(B);
   std::vector<char> done(B, 0);
   std::vector<nn::KVCache> cache;
@@ -154,7 +154,7 @@ inline std::vector<std::vector<int64_t>> generate_batch(
 /// Continues `prompt` by up to `n` tokens with `model`, calling on_token(id) for each new token and
 /// stopping early after a token for which stop(id) is true (a chat model's end of turn): the
 /// batched sampler above with one row, drawing from `gen`.
-inline std::vector<int64_t> generate(nn::GPT& model, const std::vector<int64_t>& prompt, int64_t n,
+inline std::vector<int64_t> generate(nn::CausalLM& model, const std::vector<int64_t>& prompt, int64_t n,
                                      const SamplingOptions& opt, Generator& gen,
                                      const std::function<void(int64_t)>& on_token = nullptr,
                                      const std::function<bool(int64_t)>& stop = nullptr) {

@@ -23,10 +23,10 @@
 #include "loom/dist/communicator.hpp"
 #include "loom/dist/data_parallel.hpp"
 #include "loom/io/checkpoint.hpp"
-#include "loom/nn/gpt.hpp"
 #include "loom/optim/optim.hpp"
 #include "loom/train/data.hpp"
 #include "loom/train/evaluate.hpp"
+#include "loom/train/models.hpp"
 
 namespace loom::train {
 
@@ -50,22 +50,6 @@ struct TrainConfig {
   int64_t bucket_elems = 1 << 20; ///< data parallel: gradient elements per all-reduce bucket
 };
 
-/// A GPTConfig as JSON.
-inline io::Json to_json(const nn::GPTConfig& c) {
-  io::Json j = io::Json::object();
-  j.set("vocab_size", c.vocab_size), j.set("block_size", c.block_size), j.set("n_layer", c.n_layer);
-  j.set("n_head", c.n_head), j.set("n_embd", c.n_embd), j.set("dropout", c.dropout), j.set("bias", c.bias);
-  return j;
-}
-/// A GPTConfig from JSON written by to_json().
-inline nn::GPTConfig gpt_config_from_json(const io::Json& j) {
-  nn::GPTConfig c;
-  c.vocab_size = j.at("vocab_size").as_int(), c.block_size = j.at("block_size").as_int();
-  c.n_layer = j.at("n_layer").as_int(), c.n_head = j.at("n_head").as_int(), c.n_embd = j.at("n_embd").as_int();
-  c.dropout = j.at("dropout").as_double(), c.bias = j.at("bias").as_bool();
-  return c;
-}
-
 /// One training micro-batch: inputs and targets (B, T), -1 where a position carries no loss, and
 /// for packed rows the segment ids (B, T) of the examples (undefined otherwise).
 struct Batch {
@@ -78,7 +62,7 @@ class Trainer {
   /// A trainer for `model` (which must outlive it); AdamW over decay/no-decay groups of the model's
   /// parameters and `extra` ones (a reward model's head). With `comm` of more than one rank (or
   /// cfg.zero = 1) training is data-parallel; every rank must construct its trainer alike.
-  Trainer(nn::GPT& model, BatchLoader train, BatchLoader val, TrainConfig cfg, const nn::NamedTensors& extra = {},
+  Trainer(nn::CausalLM& model, BatchLoader train, BatchLoader val, TrainConfig cfg, const nn::NamedTensors& extra = {},
           dist::Communicator* comm = nullptr)
       : model_(model), train_(std::move(train)), val_(std::move(val)), cfg_(cfg), data_gen_(cfg.seed),
         eval_gen_(cfg.seed + 1), opt_(decay_groups(with_extra(model.named_parameters(), extra), cfg.weight_decay),
@@ -189,13 +173,13 @@ class Trainer {
   /// Mean loss over `batches` (default eval_iters) random batches of the validation split.
   double val_loss(int64_t batches = 0) {
     AutocastGuard autocast(cfg_.bf16);
-    return evaluate(model_, val_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
+    return evaluate(model_, val_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.block_size(),
                     eval_gen_, comm_);
   }
   /// Mean loss over `batches` (default eval_iters) random batches of the training split.
   double train_loss(int64_t batches = 0) {
     AutocastGuard autocast(cfg_.bf16);
-    return evaluate(model_, train_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.config.block_size,
+    return evaluate(model_, train_, batches > 0 ? batches : cfg_.eval_iters, cfg_.batch_size, model_.block_size(),
                     eval_gen_, comm_);
   }
 
@@ -232,9 +216,9 @@ class Trainer {
 
   /// Restores a checkpoint made by checkpoint() for a model of the same configuration.
   void restore(const io::Checkpoint& c) {
-    nn::GPTConfig saved = gpt_config_from_json(c.meta_json("config"));
-    LOOM_CHECK(to_json(saved).dump() == to_json(model_.config).dump(), value_error, c.source(),
-               ": the checkpoint's model ", to_json(saved).dump(), " differs from this model ", to_json(model_.config).dump());
+    const std::string saved = canonical_config(c.meta_json("config")).dump(), mine = config_json(model_).dump();
+    LOOM_CHECK(saved == mine, value_error, c.source(), ": the checkpoint's model ", saved, " differs from this model ",
+               mine);
     nn::NamedTensors params;
     for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
     model_.load_state_dict(params);
@@ -261,7 +245,7 @@ class Trainer {
     for (auto& [name, p] : model_.named_parameters()) c.add("model." + name, p.detach().to(Device::cpu()));
     for (auto& [name, t] : optim_tensors) c.add("optim." + name, t.to(Device::cpu()));
     for (auto& [k, v] : optim_scalars) c.set_meta("optim." + k, v);
-    c.set_meta_json("config", to_json(model_.config));
+    c.set_meta_json("config", config_json(model_));
     c.set_meta("step", std::to_string(step_));
     io::Json rng = io::Json::object();
     using Entry = std::pair<const char*, const Generator*>;
@@ -290,12 +274,12 @@ class Trainer {
   Batch next_batch() {
     Batch b;
     if (source_) b = source_();
-    else std::tie(b.x, b.y) = train_.batch(cfg_.batch_size, model_.config.block_size, data_gen_);
+    else std::tie(b.x, b.y) = train_.batch(cfg_.batch_size, model_.block_size(), data_gen_);
     return b;
   }
   void skip_batch() {
     if (source_) (void)source_();
-    else train_.skip(cfg_.batch_size, model_.config.block_size, data_gen_);
+    else train_.skip(cfg_.batch_size, model_.block_size(), data_gen_);
   }
   static nn::NamedTensors with_extra(nn::NamedTensors params, const nn::NamedTensors& extra) {
     params.insert(params.end(), extra.begin(), extra.end());
@@ -307,7 +291,7 @@ class Trainer {
     return o;
   }
 
-  nn::GPT& model_;
+  nn::CausalLM& model_;
   BatchLoader train_, val_;
   TrainConfig cfg_;
   Generator data_gen_, eval_gen_;
