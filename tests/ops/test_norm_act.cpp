@@ -335,6 +335,22 @@ TEST_CASE("silu at large |x|: no NaN, no overflow, forward or backward") {
   CHECK(yd.at({3}) == 3000.0);
 }
 
+TEST_CASE("swiglu's fused CPU pass equals the composition mul(silu(gate), up), forward and gradients") {
+  Generator g(55);
+  for (int64_t n : {int64_t(1), int64_t(37), int64_t(70000)}) {  // one chunk, and many (parallel_for)
+    CAPTURE(n);
+    Tensor<float> gate = randn<float>({n}, g).requires_grad_(), up = randn<float>({n}, g).requires_grad_();
+    Tensor<float> gate2 = gate.detach().clone().requires_grad_(), up2 = up.detach().clone().requires_grad_();
+    Tensor<float> r = randn<float>({n}, g);
+    Tensor<float> fused = swiglu(gate, up), composed = mul(silu(gate2), up2);
+    CHECK(max(abs(fused - composed)).item() <= 1e-6f * std::max(1.0f, max(abs(composed)).item()));
+    sum(fused * r).backward();
+    sum(composed * r).backward();
+    CHECK(max(abs(gate.grad() - gate2.grad())).item() <= 1e-5f);
+    CHECK(max(abs(up.grad() - up2.grad())).item() <= 1e-5f);
+  }
+}
+
 TEST_CASE("gradcheck: silu and swiglu, with broadcasting, views and fan-out") {
   auto x = leaf({3, 5}, 51, -6, 6);
   check_grad("silu", [](auto& in) { return silu(in[0]); }, {x});

@@ -165,6 +165,20 @@ void binary(Device d, BinaryOp op, T* out, const T* a, const T* b, const Shape& 
 }
 
 /// out = f(g, a, b) for the gradient map `op`; strides of (out, g, a, b).
+/// SwiGLU forward, out = silu(gate) * up over n contiguous elements (CPU only: on CUDA the op
+/// composes silu and mul); contract in backend/cpu/elementwise.hpp.
+template <class T>
+void swiglu_forward(Device d, T* out, const T* gate, const T* up, int64_t n) {
+  LOOM_CHECK(d.is_cpu(), device_error, "swiglu: the fused kernel runs on the CPU only");
+  cpu::swiglu_forward(out, gate, up, n);
+}
+/// SwiGLU backward: writes dgate and dup (CPU only).
+template <class T>
+void swiglu_backward(Device d, T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n) {
+  LOOM_CHECK(d.is_cpu(), device_error, "swiglu backward: the fused kernel runs on the CPU only");
+  cpu::swiglu_backward(dgate, dup, dout, gate, up, n);
+}
+
 template <class T>
 void binary_backward(Device d, BinaryGradOp op, T* out, const T* g, const T* a, const T* b, const Shape& shape,
                      const std::array<Shape, 4>& st) {

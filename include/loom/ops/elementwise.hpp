@@ -240,9 +240,30 @@ template <class T> Tensor<T> silu(const Tensor<T>& x) {
   detail::require_floating<T>("silu");
   return detail::map_with_grad("silu", UnaryOp::silu, 0, x);
 }
-/// SwiGLU, the gated unit of Llama's MLP: silu(gate) * up, broadcast. A composition of two ops,
-/// so its backward is theirs: dgate = g * up * silu'(gate), dup = g * silu(gate).
-template <class T> Tensor<T> swiglu(const Tensor<T>& gate, const Tensor<T>& up) { return mul(silu(gate), up); }
+/// SwiGLU, the gated unit of Llama's MLP: silu(gate) * up, broadcast. On the CPU, for float or
+/// double operands of one shape, one fused pass each way (nothing but gate and up is saved):
+///   forward   out   = silu(gate) * up
+///   backward  dgate = g * up * silu'(gate),  dup = g * silu(gate)
+/// Otherwise (broadcasting, other types, CUDA) the composition mul(silu(gate), up), same values.
+template <class T> Tensor<T> swiglu(const Tensor<T>& gate, const Tensor<T>& up) {
+  detail::require_floating<T>("swiglu");
+  constexpr bool fused_type = std::is_same_v<T, float> || std::is_same_v<T, double>;
+  if (!fused_type || !gate.device().is_cpu() || !up.device().is_cpu() || gate.shape() != up.shape())
+    return mul(silu(gate), up);
+  const Device d = detail::op_device<T>("swiglu", gate, up);
+  const Tensor<T> g_in = gate.contiguous(), u_in = up.contiguous();
+  Tensor<T> out = Tensor<T>::empty(gate.shape(), d);
+  kernel::swiglu_forward(d, out.data(), g_in.data(), u_in.data(), out.numel());
+  detail::record<T>("swiglu", out, {&gate, &up},
+                    [sg = SavedTensor<T>(g_in), su = SavedTensor<T>(u_in)](const Tensor<T>& g) -> Grads<T> {
+    const Tensor<T>&gv = sg.get("swiglu"), &uv = su.get("swiglu");
+    const Tensor<T> gc = g.contiguous();
+    Tensor<T> dgate = Tensor<T>::empty(gv.shape(), gv.device()), dup = Tensor<T>::empty(uv.shape(), uv.device());
+    kernel::swiglu_backward(gv.device(), dgate.data(), dup.data(), gc.data(), gv.data(), uv.data(), gc.numel());
+    return {dgate, dup};
+  });
+  return out;
+}
 
 // --- Comparisons and selection ------------------------------------------------------------
 

@@ -307,4 +307,27 @@ void binary_backward(BinaryGradOp op, T* out, const T* g, const T* a, const T* b
   throw dtype_error("binary op gradients need a floating element type");
 }
 
+/// SwiGLU forward over n contiguous elements: out = silu(gate) * up, one pass.
+template <class T>
+void swiglu_forward(T* out, const T* gate, const T* up, int64_t n) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  parallel_for(0, n, parallel_grain, [&](int64_t lo, int64_t hi) {
+    Eigen::Map<const Arr> g(gate + lo, hi - lo), u(up + lo, hi - lo);
+    Eigen::Map<Arr>(out + lo, hi - lo) = g * (T(1) + (-g).exp()).inverse() * u;
+  });
+}
+
+/// SwiGLU backward over n contiguous elements, one pass: with s = sigmoid(gate),
+/// dgate = dout * up * s (1 + gate (1 - s)) and dup = dout * gate * s (written, not added to).
+template <class T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n) {
+  using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
+  parallel_for(0, n, parallel_grain, [&](int64_t lo, int64_t hi) {
+    Eigen::Map<const Arr> d(dout + lo, hi - lo), g(gate + lo, hi - lo), u(up + lo, hi - lo);
+    const Arr s = (T(1) + (-g).exp()).inverse();
+    Eigen::Map<Arr>(dgate + lo, hi - lo) = d * u * s * (T(1) + g * (T(1) - s));
+    Eigen::Map<Arr>(dup + lo, hi - lo) = d * g * s;
+  });
+}
+
 }  // namespace loom::cpu

@@ -9,8 +9,9 @@
 /// (2p, 2p + 1) for RopeLayout::interleaved. For each pair (i, j) and angle a:
 ///   out[i] = x[i] cos(a) - x[j] sin(a),   out[j] = x[j] cos(a) + x[i] sin(a),
 /// with a negated when `inverse` (the backward: a rotation's inverse is the opposite rotation).
-/// The angle and its cosine and sine are computed in double, once per (b, t, p) and shared by
-/// the H heads; the rotation itself is done in T.
+/// The angle and its cosine and sine are computed in double, once per distinct position and pair
+/// (a table, when the positions span no more than B * T values) and shared by the H heads; the
+/// rotation itself is done in T.
 
 #include <algorithm>
 #include <cmath>
@@ -38,21 +39,36 @@ void rope(T* out, const T* x, RopeStrides sx, const int64_t* pos, int64_t B, int
   const bool interleaved = layout == RopeLayout::interleaved;
   const int64_t first_step = interleaved ? 2 : 1, second_off = interleaved ? 1 : half;
   const double sign = inverse ? -1.0 : 1.0;
+  // The cosines and sines of every position from the smallest to the largest, once per call:
+  // rows usually share their positions (0 .. T-1), so this is T rows of sincos instead of B * T.
+  int64_t first = 0, last = -1;
+  if (B * T_ > 0) first = *std::min_element(pos, pos + B * T_), last = *std::max_element(pos, pos + B * T_);
+  const int64_t span = last - first + 1;
+  const bool table = span <= B * T_;  // else (scattered positions) each row computes its own
+  std::vector<T> cos_t(static_cast<size_t>(table ? span * half : 0)), sin_t(cos_t.size());
+  auto angles = [&](int64_t n, T* c, T* s) {  // pair p at position n: cos and (signed) sin of n * inv_freq[p]
+    for (int64_t p = 0; p < half; ++p) {
+      const double a = double(n) * inv_freq[size_t(p)];
+      c[p] = T(std::cos(a)), s[p] = T(sign * std::sin(a));
+    }
+  };
+  if (table)
+    parallel_for(0, span, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(8 * half, 1)), [&](int64_t lo, int64_t hi) {
+      for (int64_t r = lo; r < hi; ++r) angles(first + r, &cos_t[size_t(r * half)], &sin_t[size_t(r * half)]);
+    });
   parallel_for(0, B * T_, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(H * HS, 1)), [&](int64_t lo, int64_t hi) {
-    std::vector<T> c(static_cast<size_t>(half)), s(static_cast<size_t>(half));
+    std::vector<T> own_c(static_cast<size_t>(table ? 0 : half)), own_s(own_c.size());
     for (int64_t bt = lo; bt < hi; ++bt) {
       const int64_t b = bt / T_, t = bt % T_;
-      const double n = double(pos[bt]);
-      for (int64_t p = 0; p < half; ++p) {
-        const double a = n * inv_freq[size_t(p)];
-        c[size_t(p)] = T(std::cos(a)), s[size_t(p)] = T(sign * std::sin(a));
-      }
+      const T *c = table ? &cos_t[size_t((pos[bt] - first) * half)] : own_c.data(),
+              *s = table ? &sin_t[size_t((pos[bt] - first) * half)] : own_s.data();
+      if (!table) angles(pos[bt], own_c.data(), own_s.data());
       for (int64_t h = 0; h < H; ++h) {
         const T* xr = x + b * sx.b + t * sx.t + h * sx.h;
         T* o = out + (bt * H + h) * HS;
         for (int64_t p = 0; p < half; ++p) {
           const int64_t i = p * first_step, j = i + second_off;
-          const T xi = xr[i], xj = xr[j], cp = c[size_t(p)], sp = s[size_t(p)];
+          const T xi = xr[i], xj = xr[j], cp = c[p], sp = s[p];
           o[i] = xi * cp - xj * sp;
           o[j] = xj * cp + xi * sp;
         }
