@@ -124,11 +124,11 @@ TEST_CASE("Llama: KV-cached and left-padded decoding give the logits of full for
   }
   // Rows of lengths 4 and 9 decoded together, the short one left-padded: each row's last logits
   // equal those of the row run alone (its positions count from its first token).
-  Tensor<int64_t> batch = Tensor<int64_t>::empty({2, 9});
-  for (int64_t t = 0; t < 9; ++t) {
-    batch.data()[t] = t < 5 ? 0 : idx.data()[t - 5];  // row 0: 5 padding tokens, then idx[0, 0:4]
-    batch.data()[9 + t] = idx.data()[T + t];          // row 1: idx[1, 0:9]
-  }
+  const std::vector<int64_t> ids = idx.to_vector();
+  std::vector<int64_t> rows(5, 0);                                             // row 0: 5 padding tokens,
+  rows.insert(rows.end(), ids.begin(), ids.begin() + 4);                       // then idx[0, 0:4]
+  rows.insert(rows.end(), ids.begin() + T, ids.begin() + T + 9);               // row 1: idx[1, 0:9]
+  Tensor<int64_t> batch = from_vector<int64_t>(rows, {2, 9});
   std::vector<nn::KVCache> c2 = model.make_kv_cache(2, 9);
   Tensor<float> last = model.decode(batch, c2, {5, 0});  // (2, V)
   CHECK(max_abs_diff(last.select(0, 0), model(idx.slice(0, 0, 1).slice(1, 0, 4)).logits.select(0, 0).select(0, 3)) < 1e-5);

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "loom/nn/layers.hpp"
@@ -30,6 +31,18 @@ namespace loom::nn {
 struct KVCache {
   Tensor<float> k, v;  ///< (B, NKV, capacity, HS): one slot per key/value head
   int64_t len = 0;     ///< positions filled
+
+  /// Appends the keys and values (B, NKV, T, HS) of T new positions; returns the keys and values
+  /// of every position so far, (B, NKV, len, HS) views. Throws value_error when they do not fit.
+  std::pair<Tensor<float>, Tensor<float>> append(const Tensor<float>& k_new, const Tensor<float>& v_new) {
+    const int64_t T = k_new.size(2);
+    LOOM_CHECK(len + T <= k.size(2), value_error, "the KV cache holds ", k.size(2), " positions; ", len + T,
+               " needed");
+    k.slice(2, len, len + T).copy_(k_new);
+    v.slice(2, len, len + T).copy_(v_new);
+    len += T;
+    return {k.slice(2, 0, len), v.slice(2, 0, len)};
+  }
 };
 
 /// Where each example of a packed row starts: for segments (B, T), pos (B, T) counts from 0 within

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "loom/nn/causal_lm.hpp"
@@ -64,14 +65,7 @@ class CausalSelfAttention : public Module {
       return qkv.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2);
     };
     Tensor<float> q = head_view(0), k = head_view(1), v = head_view(2);
-    // Generation: append the new keys and values to the cache, then attend over all of it.
-    LOOM_CHECK(cache->len + T <= cache->k.size(2), value_error, "CausalSelfAttention: the KV cache holds ",
-               cache->k.size(2), " positions; ", cache->len + T, " needed");
-    cache->k.slice(2, cache->len, cache->len + T).copy_(k);
-    cache->v.slice(2, cache->len, cache->len + T).copy_(v);
-    cache->len += T;
-    k = cache->k.slice(2, 0, cache->len);
-    v = cache->v.slice(2, 0, cache->len);
+    std::tie(k, v) = cache->append(k, v);  // generation: attend over every cached position too
     Tensor<float> y = causal_attention(q, k, v, kv_start);               // (B, NH, T, HS), stored (B, T, NH, HS)
     y = y.transpose(1, 2).reshape({B, T, C});                            // heads side by side: a view
     return resid_dropout(c_proj(y));

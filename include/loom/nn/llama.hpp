@@ -24,6 +24,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "loom/nn/causal_lm.hpp"
@@ -83,15 +84,7 @@ class LlamaAttention : public Module {
     Tensor<float> q = rope(q_proj(x).reshape({B, T, n_head, HS}), pos, rope_theta).transpose(1, 2);     // (B, NH, T, HS)
     Tensor<float> k = rope(k_proj(x).reshape({B, T, n_kv_head, HS}), pos, rope_theta).transpose(1, 2);  // (B, NKV, T, HS)
     Tensor<float> v = v_proj(x).reshape({B, T, n_kv_head, HS}).transpose(1, 2);                         // (B, NKV, T, HS)
-    if (cache) {  // generation: append the new keys and values, then attend over all of them
-      LOOM_CHECK(cache->len + T <= cache->k.size(2), value_error, "LlamaAttention: the KV cache holds ",
-                 cache->k.size(2), " positions; ", cache->len + T, " needed");
-      cache->k.slice(2, cache->len, cache->len + T).copy_(k);
-      cache->v.slice(2, cache->len, cache->len + T).copy_(v);
-      cache->len += T;
-      k = cache->k.slice(2, 0, cache->len);
-      v = cache->v.slice(2, 0, cache->len);
-    }
+    if (cache) std::tie(k, v) = cache->append(k, v);  // generation: attend over every cached position too
     Tensor<float> y = causal_attention(q, k, v, kv_start);  // (B, NH, T, HS), stored (B, T, NH, HS)
     return resid_dropout(o_proj(y.transpose(1, 2).reshape({B, T, C})));
   }
