@@ -292,6 +292,28 @@ TEST_CASE("Reduction edge cases: empty, NaN, ties, integers, determinism") {
   CHECK(close(a1.item(), ref, 1e-6));
 }
 
+TEST_CASE("matmul of one row (the matrix-vector path): both layouts of b, strided a, gradients") {
+  // M = 1 runs a matrix-vector product instead of the GEMM: checked against a double reference
+  // for a Linear's x W^T (b column-major), a row-major b, and a row of a transposed matrix as a.
+  Generator g(71);
+  for (auto [K, N] : std::vector<std::pair<int64_t, int64_t>>{{1, 1}, {7, 5}, {128, 384}, {768, 2304}, {33, 50257}}) {
+    CAPTURE(K, N);
+    Tensor<float> x = randn<float>({1, K}, g), W = randn<float>({N, K}, g), Bm = randn<float>({K, N}, g);
+    Tensor<float> xt = randn<float>({K, 3}, g);  // column 1 of xt is a strided row
+    auto close = [](const Tensor<float>& got, const Tensor<double>& want) {
+      return max(abs(got.to<double>() - want)).item() <= 1e-5 * std::max(1.0, max(abs(want)).item());
+    };
+    CHECK(close(matmul(x, W.t()), matmul(x.to<double>(), W.to<double>().t())));
+    CHECK(close(matmul(x, Bm), matmul(x.to<double>(), Bm.to<double>())));
+    Tensor<float> row = xt.t().slice(0, 1, 2);  // (1, K), elements 3 apart
+    CHECK(close(matmul(row, W.t()), matmul(row.to<double>(), W.to<double>().t())));
+  }
+  auto x = randn<double>({1, 6}, g).requires_grad_(), w = randn<double>({4, 6}, g).requires_grad_();
+  auto r = gradcheck([](auto& in) { return matmul(in[0], in[1].t()); }, {x, w});
+  INFO(r.report);
+  CHECK(r.ok);
+}
+
 TEST_CASE("matmul: 2-D, batched with broadcasting, transposed views, 1-D promotion") {
   auto ref_mm = [](const Tensor<float>& a, const Tensor<float>& b, const Tensor<float>& c) {
     // c (..., M, N) against loops over broadcast batch entries, in double.

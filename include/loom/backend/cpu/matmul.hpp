@@ -1,13 +1,16 @@
 #pragma once
 /// @file matmul.hpp
-/// CPU GEMM through Eigen: our row-major (or transposed) buffers are viewed through Eigen::Map,
-/// so Eigen's packed, blocked, multithreaded GEMM reads them in place without copies.
+/// CPU GEMM: loom's AVX-512 sgemm for float where it is built (backend/cpu/sgemm.hpp), else Eigen,
+/// whose packed, blocked, multithreaded GEMM reads our row-major (or transposed) buffers in place
+/// through Eigen::Map. A single row (M = 1, decoding one token) is a matrix-vector product.
 
+#include <algorithm>
 #include <type_traits>
 
 #include "loom/eigen.hpp"
 
 #include "loom/backend/cpu/sgemm.hpp"
+#include "loom/core/parallel.hpp"
 
 namespace loom::cpu {
 
@@ -31,6 +34,31 @@ void gemm_mapped(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t
     C.noalias() = A * B;
   }
 }
+
+// One row: c (1, N) = a (1, K) @ b (K, N) [+ c], a's elements `as` apart. A matrix-vector product
+// reads each weight once, so it is bound by memory, not by FMAs: no packing (a GEMM packs the
+// whole of b into panels for a single row), and the columns of c split across the threads.
+// b column-major (a Linear's W^T: column n is row n of W, contiguous): N dot products.
+// b row-major: c accumulates rows of b scaled by a[k], each thread over its own columns.
+template <class T>
+void gemv_row(T* c, const T* a, int64_t as, const T* b, bool b_rowmajor, int64_t ldb, int64_t N, int64_t K,
+              bool accumulate) {
+  using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+  const Vec x = Eigen::Map<const Vec, Eigen::Unaligned, Eigen::InnerStride<>>(a, K, Eigen::InnerStride<>(as));
+  const int64_t grain = std::max<int64_t>(1, parallel_grain / std::max<int64_t>(K, 1));
+  parallel_for(0, N, grain, [&](int64_t lo, int64_t hi) {
+    Eigen::Map<Vec> y(c + lo, hi - lo);
+    if (!b_rowmajor) {  // W (N, K) row-major: y[n] = W[n, :] . x
+      MatMap<T, Eigen::RowMajor> W(b + lo * ldb, hi - lo, K, Eigen::OuterStride<>(ldb));
+      if (accumulate) y.noalias() += W * x;
+      else y.noalias() = W * x;
+    } else {  // b (K, N) row-major: y = b[:, lo:hi]^T x
+      MatMap<T, Eigen::RowMajor> Bm(b + lo, K, hi - lo, Eigen::OuterStride<>(ldb));
+      if (accumulate) y.noalias() += Bm.transpose() * x;
+      else y.noalias() = Bm.transpose() * x;
+    }
+  });
+}
 }  // namespace detail
 
 /// c (M, N) = a (M, K) @ b (K, N)  [+ c when accumulate].
@@ -40,6 +68,8 @@ void gemm_mapped(T* c, int64_t ldc, const T* a, int64_t lda, const T* b, int64_t
 template <class T>
 void gemm(T* c, int64_t ldc, const T* a, bool a_rowmajor, int64_t lda, const T* b, bool b_rowmajor, int64_t ldb,
           int64_t M, int64_t N, int64_t K, bool accumulate = false) {
+  if (M == 1 && N > 0 && K > 0)  // one row (decoding one token): a matrix-vector product
+    return detail::gemv_row(c, a, a_rowmajor ? 1 : lda, b, b_rowmajor, ldb, N, K, accumulate);
 #if defined(LOOM_HAVE_SGEMM)
   if constexpr (std::is_same_v<T, float>) {  // loom's AVX-512 kernel (benchmarks/README.md)
     if (K > 0 && M > 0 && N > 0) {
