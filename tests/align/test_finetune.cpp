@@ -233,6 +233,7 @@ TEST_CASE("programs: loom-chat names a --feedback file it cannot append to", "[p
 }
 #endif
 
+#if defined(LOOM_FINETUNE_EXE) && defined(LOOM_EVAL_EXE) && defined(LOOM_CHAT_EXE)
 TEST_CASE("programs: a Llama from a Hugging Face folder, and a fresh one, through loom-finetune, loom-eval and loom-chat",
           "[program]") {
   using loom_test::run_program;
@@ -283,3 +284,4 @@ TEST_CASE("programs: a Llama from a Hugging Face folder, and a fresh one, throug
   CHECK(wrong.status == 1);
   CHECK(wrong.output.find("--arch must be gpt2 or llama, got 'mamba'") != std::string::npos);
 }
+#endif
