@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <random>
 #include <vector>
 
 #include <loom/loom.hpp>
@@ -312,6 +313,47 @@ TEST_CASE("matmul of one row (the matrix-vector path): both layouts of b, stride
   auto r = gradcheck([](auto& in) { return matmul(in[0], in[1].t()); }, {x, w});
   INFO(r.report);
   CHECK(r.ok);
+}
+
+TEST_CASE("cpu::gemm's blocked paths: packed and in-place operands, partial tiles, few rows, long K, accumulate") {
+  // Shapes chosen to reach each path of the AVX-512 kernel (Eigen elsewhere): rows that leave a
+  // partial sliver of 14, columns that leave a partial panel of 32 or one of at most 16, whole
+  // panels read in place, fewer rows than the threads' blocks, K over one cache block (512),
+  // N over one column block (3072), padded leading dimensions, and accumulation into C.
+  struct Case { int64_t M, N, K; };
+  std::vector<Case> cases = {{5, 64, 40},   {13, 96, 600},  {65, 128, 768}, {140, 33, 17}, {300, 64, 1100},
+                             {41, 3100, 9}, {768, 65, 128}, {29, 32, 513},  {386, 160, 130}};
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> U(-1.0f, 1.0f);
+  for (const Case& s : cases)
+    for (bool arow : {true, false})
+      for (bool brow : {true, false})
+        for (bool accumulate : {false, true}) {
+          CAPTURE(s.M, s.N, s.K, arow, brow, accumulate);
+          const int64_t lda = (arow ? s.K : s.M) + 3, ldb = (brow ? s.N : s.K) + 5, ldc = s.N + 2;
+          std::vector<float> a((arow ? s.M : s.K) * lda), b((brow ? s.K : s.N) * ldb), c(s.M * ldc);
+          for (float& v : a) v = U(rng);
+          for (float& v : b) v = U(rng);
+          for (float& v : c) v = U(rng);
+          const std::vector<float> c0 = c;
+          cpu::gemm<float>(c.data(), ldc, a.data(), arow, lda, b.data(), brow, ldb, s.M, s.N, s.K, accumulate);
+          double worst = 0;
+          for (int64_t i = 0; i < s.M; ++i)
+            for (int64_t j = 0; j < s.N; ++j) {
+              double want = accumulate ? c0[i * ldc + j] : 0.0, mag = std::fabs(want);
+              for (int64_t k = 0; k < s.K; ++k) {
+                double p = double(arow ? a[i * lda + k] : a[k * lda + i]) * double(brow ? b[k * ldb + j] : b[j * ldb + k]);
+                want += p, mag += std::fabs(p);
+              }
+              // float accumulation over K terms: well within 1e-6 of the sum of |terms|
+              worst = std::max(worst, std::fabs(c[i * ldc + j] - want) / (mag + 1e-30));
+            }
+          CHECK(worst < 1e-6);
+          bool pad_kept = true;  // the padding columns of C are never written
+          for (int64_t i = 0; i < s.M; ++i)
+            for (int64_t j = s.N; j < ldc; ++j) pad_kept = pad_kept && c[i * ldc + j] == c0[i * ldc + j];
+          CHECK(pad_kept);
+        }
 }
 
 TEST_CASE("matmul: 2-D, batched with broadcasting, transposed views, 1-D promotion") {

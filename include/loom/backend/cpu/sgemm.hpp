@@ -39,38 +39,80 @@ struct Mat {
   const float& operator()(int64_t i, int64_t j) const { return p[i * rs + j * cs]; }
 };
 
-// Packs A[i0 : i0 + mc, p0 : p0 + kc] as slivers of MR rows: for each k, MR consecutive values.
+// Transposes the 16 x 16 block r[0..15] (rows) in place, so that r[j] holds column j: three
+// rounds of in-lane unpacks and two of 128-bit lane shuffles (64 shuffles for 256 floats).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {  // pairs of rows interleaved: (r0[0], r1[0], r0[1], r1[1]) per lane
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int g = 0; g < 16; g += 4) {  // u[g + j]: rows g..g+3 of columns j, 4 + j, 8 + j, 12 + j (one per lane)
+    __m512d a = _mm512_castps_pd(t[g]), b = _mm512_castps_pd(t[g + 1]);
+    __m512d c = _mm512_castps_pd(t[g + 2]), d = _mm512_castps_pd(t[g + 3]);
+    u[g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int j = 0; j < 4; ++j) {  // gather the four row groups of columns j, 4 + j, 8 + j, 12 + j
+    __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), w0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
+    __m512 v1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
+    r[j] = _mm512_shuffle_f32x4(v0, v1, 0x88);
+    r[8 + j] = _mm512_shuffle_f32x4(v0, v1, 0xdd);
+    r[4 + j] = _mm512_shuffle_f32x4(w0, w1, 0x88);
+    r[12 + j] = _mm512_shuffle_f32x4(w0, w1, 0xdd);
+  }
+}
+
+// The low n lanes (0 <= n <= 16).
+inline __mmask16 lanes(int64_t n) { return __mmask16((1u << n) - 1u); }
+
+// Packs the rows [i0, i0 + mc) of A[:, p0 : p0 + kc] as slivers of MR rows: for each k, MR
+// consecutive values (rows past mc are zeros).
 inline void pack_a(float* dst, Mat A, int64_t i0, int64_t mc, int64_t p0, int64_t kc) {
+  if (A.rs == 1 && A.cs != 1) {  // column-major A (a transposed view): each k is a contiguous run of rows
+    for (int64_t k = 0; k < kc; ++k)
+      for (int64_t ir = 0; ir < mc; ir += MR) {
+        __mmask16 m = lanes(std::min(MR, mc - ir));
+        _mm512_mask_storeu_ps(dst + ir * kc + k * MR, lanes(MR), _mm512_maskz_loadu_ps(m, &A(i0 + ir, p0 + k)));
+      }
+    return;
+  }
   for (int64_t ir = 0; ir < mc; ir += MR, dst += MR * kc) {
     int64_t mr = std::min(MR, mc - ir);
-    if (A.cs == 1) {  // row-major A: read each row contiguously
-      for (int64_t i = 0; i < mr; ++i) {
-        const float* row = &A(i0 + ir + i, p0);
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = row[k];
+    if (A.cs == 1) {  // row-major A: 16 columns of MR rows at a time, transposed in registers
+      for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+        int64_t kn = std::min<int64_t>(16, kc - k0);
+        __m512 r[16];
+        for (int64_t i = 0; i < 16; ++i)
+          r[i] = i < mr ? _mm512_maskz_loadu_ps(lanes(kn), &A(i0 + ir + i, p0 + k0)) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int64_t j = 0; j < kn; ++j) _mm512_mask_storeu_ps(dst + (k0 + j) * MR, lanes(MR), r[j]);
       }
-      for (int64_t i = mr; i < MR; ++i)
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.0f;
-    } else {  // column-major A (a transposed view): each k is a contiguous run of rows
-      for (int64_t k = 0; k < kc; ++k) {
-        for (int64_t i = 0; i < mr; ++i) dst[k * MR + i] = A(i0 + ir + i, p0 + k);
-        for (int64_t i = mr; i < MR; ++i) dst[k * MR + i] = 0.0f;
-      }
+    } else {  // any other strides: element by element
+      for (int64_t k = 0; k < kc; ++k)
+        for (int64_t i = 0; i < MR; ++i) dst[k * MR + i] = i < mr ? A(i0 + ir + i, p0 + k) : 0.0f;
     }
   }
 }
 
-// Packs B[p0 : p0 + kc, j0 : j0 + nc] as panels of NR columns: for each k, NR consecutive values.
+// Packs B[p0 : p0 + kc, j0 : j0 + nc] as panels of NR columns: for each k, NR consecutive values
+// (columns past nc are zeros).
 inline void pack_b(float* dst, Mat B, int64_t p0, int64_t kc, int64_t j0, int64_t nc) {
   for (int64_t jr = 0; jr < nc; jr += NR) {
     int64_t nr = std::min(NR, nc - jr);
     float* panel = dst + jr * kc;
-    if (B.rs == 1 && B.cs != 1) {  // column-major B (a transposed view): read each column contiguously
-      for (int64_t j = 0; j < nr; ++j) {
-        const float* col = &B(p0, j0 + jr + j);
-        for (int64_t k = 0; k < kc; ++k) panel[k * NR + j] = col[k];
-      }
-      for (int64_t j = nr; j < NR; ++j)
-        for (int64_t k = 0; k < kc; ++k) panel[k * NR + j] = 0.0f;
+    if (B.rs == 1 && B.cs != 1) {  // column-major B (a transposed view): 16 x 16 blocks transposed in registers
+      for (int64_t h = 0; h < NR; h += 16)
+        for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+          int64_t kn = std::min<int64_t>(16, kc - k0);
+          __m512 r[16];
+          for (int64_t j = 0; j < 16; ++j)
+            r[j] = h + j < nr ? _mm512_maskz_loadu_ps(lanes(kn), &B(p0 + k0, j0 + jr + h + j)) : _mm512_setzero_ps();
+          transpose16(r);
+          for (int64_t k = 0; k < kn; ++k) _mm512_store_ps(panel + (k0 + k) * NR + h, r[k]);
+        }
       continue;
     }
     for (int64_t k = 0; k < kc; ++k) {
@@ -85,39 +127,45 @@ inline void pack_b(float* dst, Mat B, int64_t p0, int64_t kc, int64_t j0, int64_
   }
 }
 
-// C[0:MR, 0:NR] (+)= a (kc x MR packed) . b (kc x NR packed); c row stride ldc.
-inline void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, bool accumulate) {
-  __m512 acc[MR][2];
+// C[0:MR, 0:16 NV] (+)= a (kc x MR) . b (kc x 16 NV); c row stride ldc. For each k, the MR
+// values of a are consecutive and the next k's are as floats further on (MR when packed, the
+// column stride of a column-major A read in place); likewise b's rows, bs apart (NR packed, the
+// row stride of a row-major B read in place). NV = 2 is the full tile; NV = 1 serves a last
+// panel of at most 16 columns.
+template <int NV = 2>
+inline void micro_kernel(int64_t kc, const float* a, int64_t as, const float* b, int64_t bs, float* c, int64_t ldc,
+                         bool accumulate) {
+  __m512 acc[MR][NV];
 #pragma GCC unroll 14
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < kc; ++k) {
-    __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    __m512 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
 #pragma GCC unroll 14
     for (int i = 0; i < MR; ++i) {
       __m512 ai = _mm512_set1_ps(a[i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
     }
-    a += MR;
-    b += NR;
+    a += as;
+    b += bs;
   }
 #pragma GCC unroll 14
   for (int i = 0; i < MR; ++i) {
     float* ci = c + i * ldc;
-    if (accumulate) {
-      acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_loadu_ps(ci));
-      acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_loadu_ps(ci + 16));
+    for (int v = 0; v < NV; ++v) {
+      if (accumulate) acc[i][v] = _mm512_add_ps(acc[i][v], _mm512_loadu_ps(ci + 16 * v));
+      _mm512_storeu_ps(ci + 16 * v, acc[i][v]);
     }
-    _mm512_storeu_ps(ci, acc[i][0]);
-    _mm512_storeu_ps(ci + 16, acc[i][1]);
   }
 }
 
 // A partial tile (mr < MR or nr < NR): computed into a scratch tile, then copied.
-inline void edge_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int64_t mr, int64_t nr,
-                        bool accumulate) {
+inline void edge_kernel(int64_t kc, const float* a, int64_t as, const float* b, int64_t bs, float* c, int64_t ldc,
+                        int64_t mr, int64_t nr, bool accumulate) {
   alignas(64) float tile[MR * NR];
-  micro_kernel(kc, a, b, tile, NR, false);
+  if (nr <= 16) micro_kernel<1>(kc, a, as, b, bs, tile, NR, false);
+  else micro_kernel<2>(kc, a, as, b, bs, tile, NR, false);
   for (int64_t i = 0; i < mr; ++i)
     for (int64_t j = 0; j < nr; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + tile[i * NR + j] : tile[i * NR + j];
 }
@@ -140,6 +188,10 @@ inline Scratch& scratch_a() {
   thread_local Scratch s;
   return s;
 }
+inline Scratch& scratch_a_shared() {
+  thread_local Scratch s;  // the calling thread's; A packed once for the whole team (few rows)
+  return s;
+}
 inline Scratch& scratch_b() {
   thread_local Scratch s;  // the calling thread's; its team of threads shares it during one GEMM
   return s;
@@ -151,56 +203,80 @@ namespace loom::cpu {
 
 /// C (M, N, row stride ldc) = A (M, K) @ B (K, N) [+ C when accumulate], for A and B with any
 /// strides (a_rs/a_cs, b_rs/b_cs in elements). Threads split the rows of C; not re-entrant from
-/// several threads at once (the packed B buffer is shared), which loom never does.
+/// several threads at once (the packed buffers are shared), which loom never does.
 inline void sgemm(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a_cs, const float* b, int64_t b_rs,
                   int64_t b_cs, int64_t M, int64_t N, int64_t K, bool accumulate) {
   using namespace sgemm_detail;
   Mat A{a, a_rs, a_cs}, B{b, b_rs, b_cs};
+  const int nt = get_num_threads();
+  // Operands already in the micro-kernel's order are read where they lie, unpacked: a
+  // column-major A (each k's rows are contiguous: the dY^T of a weight gradient), of which only
+  // a partial last sliver is packed, and a row-major B of whole panels (each k's NR columns are
+  // contiguous).
+  const bool a_direct = A.rs == 1 && A.cs != 1, b_direct = B.cs == 1 && N % NR == 0;
+  // Rows of C go in blocks of whole slivers (MR rows), at most MC rows each and, when there are
+  // enough, a multiple of the thread count, so that every thread gets the same number of rows.
+  // Fewer rows than threads x MC (a skinny product such as a weight gradient, C 128 x 128): the
+  // threads split the columns instead, over one packed copy of A shared by the team.
+  const int64_t slivers = (M + MR - 1) / MR;
+  int64_t nblocks = (slivers + MC / MR - 1) / (MC / MR);
+  const bool few_rows = nblocks < nt, shared_a = few_rows && !a_direct;
+  if (!few_rows) nblocks = (nblocks + nt - 1) / nt * nt;
   for (int64_t jc = 0; jc < N; jc += NC) {
-    int64_t nc = std::min(NC, N - jc);
-    int64_t nc_pad = (nc + NR - 1) / NR * NR;
+    const int64_t nc = std::min(NC, N - jc), nc_pad = (nc + NR - 1) / NR * NR, npanels = nc_pad / NR;
     for (int64_t pc = 0; pc < K; pc += KC) {
-      int64_t kc = std::min(KC, K - pc);
-      bool acc = accumulate || pc > 0;
-      float* bp = scratch_b().get(size_t(nc_pad * kc));
-      int64_t npanels = nc_pad / NR, nblocks = (M + MC - 1) / MC;
-      // Work items: (block of rows of C) x (group of B panels), so that skinny products still
-      // use every thread.
-      int nt = get_num_threads();
-      int64_t groups = nblocks >= nt ? 1 : std::min<int64_t>(npanels, (nt + nblocks - 1) / nblocks);
-      int64_t items = nblocks * groups;
+      const int64_t kc = std::min(KC, K - pc);
+      const bool acc = accumulate || pc > 0;
+      float* bp = b_direct ? nullptr : scratch_b().get(size_t(nc_pad * kc));
+      float* ap_shared = shared_a ? scratch_a_shared().get(size_t(slivers * MR * kc)) : nullptr;
+      const int64_t bs = b_direct ? B.rs : NR;
+      // Work items: (block of rows of C) x (group of B panels).
+      const int64_t groups = few_rows ? std::min<int64_t>(npanels, nt) : 1, items = nblocks * groups;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(int(std::min<int64_t>(nt, std::max<int64_t>(items, npanels)))) if (M * N * kc > (1 << 18))
 #endif
       {
 #ifdef _OPENMP
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
 #else
-        int t = 0, T = 1;
+        const int t = 0, T = 1;
 #endif
-        // Pack B cooperatively: each thread packs a share of the panels.
-        for (int64_t p = t; p < npanels; p += T) {
-          int64_t nr = std::min(NR, nc - p * NR);
-          pack_b(bp + p * NR * kc, B, pc, kc, jc + p * NR, nr);
-        }
+        // Pack B (and a shared A) cooperatively: each thread packs a share of the panels.
+        if (bp)
+          for (int64_t p = t; p < npanels; p += T) pack_b(bp + p * NR * kc, B, pc, kc, jc + p * NR, std::min(NR, nc - p * NR));
+        if (shared_a)
+          for (int64_t s = t; s < slivers; s += T) pack_a(ap_shared + s * MR * kc, A, s * MR, std::min(MR, M - s * MR), pc, kc);
 #ifdef _OPENMP
+        if (bp || shared_a) {
 #pragma omp barrier
+        }
 #endif
         for (int64_t item = t; item < items; item += T) {
-          int64_t ib = item / groups, g = item % groups;
-          int64_t ic = ib * MC, mc = std::min(MC, M - ic);
-          int64_t p0 = npanels * g / groups, p1 = npanels * (g + 1) / groups;
-          float* ap = scratch_a().get(size_t((mc + MR - 1) / MR * MR * kc));
-          pack_a(ap, A, ic, mc, pc, kc);
+          const int64_t ib = item / groups, g = item % groups;
+          const int64_t ic = slivers * ib / nblocks * MR, mc = std::min(M, slivers * (ib + 1) / nblocks * MR) - ic;
+          const int64_t p0 = npanels * g / groups, p1 = npanels * (g + 1) / groups;
+          // Where each sliver of A is read: packed (privately or shared), or in place.
+          float* ap = nullptr;
+          if (shared_a) {
+            ap = ap_shared + ic * kc;
+          } else if (!a_direct) {
+            ap = scratch_a().get(size_t((mc + MR - 1) / MR * MR * kc));
+            pack_a(ap, A, ic, mc, pc, kc);
+          } else if (mc % MR) {  // in place, but the partial last sliver is packed
+            ap = scratch_a().get(size_t(MR * kc));
+            pack_a(ap, A, ic + mc / MR * MR, mc % MR, pc, kc);
+          }
           for (int64_t p = p0; p < p1; ++p) {
-            int64_t jr = p * NR, nr = std::min(NR, nc - jr);
-            const float* bpanel = bp + jr * kc;
+            const int64_t jr = p * NR, nr = std::min(NR, nc - jr);
+            const float* bpanel = bp ? bp + jr * kc : &B(pc, jc + jr);
             for (int64_t ir = 0; ir < mc; ir += MR) {
-              int64_t mr = std::min(MR, mc - ir);
+              const int64_t mr = std::min(MR, mc - ir);
+              const bool packed = !a_direct || mr < MR;
+              const float* apanel = !a_direct ? ap + ir * kc : mr < MR ? ap : &A(ic + ir, pc);
+              const int64_t as = packed ? MR : A.cs;
               float* cij = c + (ic + ir) * ldc + jc + jr;
-              const float* apanel = ap + ir * kc;
-              if (mr == MR && nr == NR) micro_kernel(kc, apanel, bpanel, cij, ldc, acc);
-              else edge_kernel(kc, apanel, bpanel, cij, ldc, mr, nr, acc);
+              if (mr == MR && nr == NR) micro_kernel(kc, apanel, as, bpanel, bs, cij, ldc, acc);
+              else edge_kernel(kc, apanel, as, bpanel, bs, cij, ldc, mr, nr, acc);
             }
           }
         }
