@@ -78,6 +78,55 @@ TEST_CASE("causal_attention: gradcheck across tiles, and against the composition
   CHECK(max_abs_diff(gv, vf.grad()) < 1e-5);
 }
 
+TEST_CASE("causal_attention in float with head sizes a multiple of 16 (the tile kernel) against double") {
+  // The float tile kernel serves head sizes 16, 32, 48, 64...: one tile and several, odd lengths,
+  // fewer queries than keys (a KV cache), grouped key/value heads, and strided head views of one
+  // (B, T, 3C) buffer. Reference: the unfused composition in double, key/value heads repeated.
+  // Tolerance: 1e-5 of the largest magnitude (float sums over up to 200 keys).
+  struct Case { int64_t B, NH, NKV, Tq, Tk, HS; };
+  std::vector<Case> cases = {{1, 1, 1, 1, 1, 16},    {2, 2, 2, 7, 7, 16},   {2, 4, 2, 65, 65, 32},
+                             {1, 2, 1, 130, 130, 48}, {1, 2, 2, 64, 64, 64}, {1, 2, 2, 3, 70, 32},
+                             {1, 4, 4, 200, 200, 16}, {2, 2, 1, 9, 140, 64}};
+  Generator g(9);
+  auto close = [](const Tensor<float>& got, const Tensor<double>& want) {
+    double scale = std::max(1.0, max(abs(want)).item());
+    return max(abs(got.to<double>() - want)).item() <= 1e-5 * scale;
+  };
+  auto repeat = [](const Tensor<double>& t, int64_t G) {
+    const int64_t B = t.size(0), NKV = t.size(1), T = t.size(2), HS = t.size(3);
+    return t.unsqueeze(2).expand({B, NKV, G, T, HS}).contiguous().reshape({B, NKV * G, T, HS});
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.B, c.NH, c.NKV, c.Tq, c.Tk, c.HS);
+    auto q = randn<float>({c.B, c.NH, c.Tq, c.HS}, g).requires_grad_();
+    auto k = randn<float>({c.B, c.NKV, c.Tk, c.HS}, g).requires_grad_();
+    auto v = randn<float>({c.B, c.NKV, c.Tk, c.HS}, g).requires_grad_();
+    auto w = randn<float>({c.B, c.NH, c.Tq, c.HS}, g);
+    auto y = causal_attention(q, k, v);
+    sum(y * w).backward();
+    auto qd = q.detach().to<double>().requires_grad_(), kd = k.detach().to<double>().requires_grad_(),
+         vd = v.detach().to<double>().requires_grad_();
+    auto yd = attention_reference(qd, repeat(kd, c.NH / c.NKV), repeat(vd, c.NH / c.NKV));
+    sum(yd * w.to<double>()).backward();
+    CHECK(close(y, yd));
+    CHECK(close(q.grad(), qd.grad()));
+    CHECK(close(k.grad(), kd.grad()));
+    CHECK(close(v.grad(), vd.grad()));
+  }
+  // Strided heads: views into one (B, T, 3C) projection, HS 32.
+  const int64_t B = 2, T = 77, NH = 2, HS = 32, C = NH * HS;
+  auto qkv = randn<float>({B, T, 3 * C}, g).requires_grad_();
+  auto view = [&](const auto& x, int64_t i) { return x.slice(-1, i * C, (i + 1) * C).reshape({B, T, NH, HS}).transpose(1, 2); };
+  auto w = randn<float>({B, NH, T, HS}, g);
+  auto y = causal_attention(view(qkv, 0), view(qkv, 1), view(qkv, 2));
+  sum(y * w).backward();
+  auto qkvd = qkv.detach().to<double>().requires_grad_();
+  auto yd = attention_reference(view(qkvd, 0).contiguous(), view(qkvd, 1).contiguous(), view(qkvd, 2).contiguous());
+  sum(yd * w.to<double>()).backward();
+  CHECK(close(y, yd));
+  CHECK(close(qkv.grad(), qkvd.grad()));
+}
+
 TEST_CASE("causal_attention over a cache equals the last rows of full attention") {
   Generator g(4);
   auto q = randn<float>({2, 2, 20, 8}, g), k = randn<float>({2, 2, 20, 8}, g), v = randn<float>({2, 2, 20, 8}, g);

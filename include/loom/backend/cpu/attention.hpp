@@ -22,6 +22,13 @@
 /// accumulating dk and dv over them tile by tile (each dq is written by its group's task only).
 /// NKV == NH is ordinary multi-head attention.
 ///
+/// The tile products (S = Q K^T, O += P V, dV += P^T dO, dP = dO V^T, dQ += dS K, dK += dS^T Q)
+/// all go through one helper, tile_product, which on AVX-512 machines runs a register-blocked
+/// float kernel (8 rows x 32 columns of accumulators; K and V are transposed once per head so
+/// that every product streams contiguous rows) and elsewhere Eigen's small products. Causal tiles
+/// skip the half that the mask hides: the columns, or the terms of the sum, that no query of a
+/// block of rows can see.
+///
 /// Contract (shared with backend/cuda/attention.cuh; the seam, backend/kernels.hpp, stages
 /// strided operands for the CUDA backward, which reads contiguous ones): every (B, NH, T, HS)
 /// operand has its own strides along B, NH and T and a unit stride along HS; kv_start, when not
@@ -33,11 +40,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "loom/eigen.hpp"
 
+#include "loom/backend/cpu/sgemm.hpp"
 #include "loom/core/parallel.hpp"
 
 namespace loom::cpu {
@@ -54,14 +63,127 @@ template <class T>
 using ConstRows = Eigen::Map<const RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 template <class T>
 using Rows = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class T>
+using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 inline constexpr int64_t attn_block = 64;  // query rows and key columns per tile
 
-// Sets S(r, c) = -inf where key j0 + c is in the future of query i0 + r (j > i + off).
+// What one block of rows [r0, r1] of a tile product needs: the sum runs over k in [k0, k1), and
+// only the first n columns are wanted (the others are masked or unused).
+struct TileRange {
+  int64_t k0, k1, n;
+};
+
+#if defined(LOOM_HAVE_SGEMM)
+// One register block: C[0:RB, 0:16 NV] = (or +=) alpha * sum_{k0 <= k < k1} A(i, k) B(k, :),
+// A(i, k) at a[i * ars + k * acs], row k of B at b + k * ldb (16 NV contiguous floats).
+template <int NV, int RB>
+inline void tile_block(int64_t k0, int64_t k1, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
+                       float* c, int64_t ldc, float alpha, bool accumulate) {
+  __m512 acc[RB][NV];
+  for (int i = 0; i < RB; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = k0; k < k1; ++k) {
+    __m512 bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
+#pragma GCC unroll 8
+    for (int i = 0; i < RB; ++i) {
+      __m512 ai = _mm512_set1_ps(a[i * ars + k * acs]);
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+    }
+  }
+  const __m512 al = _mm512_set1_ps(alpha);
+  for (int i = 0; i < RB; ++i)
+    for (int v = 0; v < NV; ++v) {
+      float* ci = c + i * ldc + 16 * v;
+      _mm512_storeu_ps(ci, accumulate ? _mm512_fmadd_ps(al, acc[i][v], _mm512_loadu_ps(ci)) : _mm512_mul_ps(al, acc[i][v]));
+    }
+}
+
+// Rows [i, i + RB) of a float tile product, in column chunks of 32 (and a last one of 16).
+template <int RB>
+inline void tile_rows(int64_t i, const TileRange& r, const float* a, int64_t ars, int64_t acs, const float* b,
+                      int64_t ldb, float* c, int64_t ldc, float alpha, bool accumulate) {
+  const float* ai = a + i * ars;
+  float* ci = c + i * ldc;
+  int64_t j = 0;
+  for (; j + 16 < r.n; j += 32) tile_block<2, RB>(r.k0, r.k1, ai, ars, acs, b + j, ldb, ci + j, ldc, alpha, accumulate);
+  if (j < r.n) tile_block<1, RB>(r.k0, r.k1, ai, ars, acs, b + j, ldb, ci + j, ldc, alpha, accumulate);
+}
+#endif
+
+// C (m x n) = (or +=) alpha A B for one tile: A(i, k) at a[i * ars + k * acs] (row-major,
+// column-major or strided), row k of B at b + k * ldb, C row-major with row stride ldc.
+// range(r0, r1) says which terms and columns rows r0..r1 need (the causal staircase); entries
+// outside it are left as they are, so the caller masks or ignores them. With fast (see
+// fast_tiles) float products run the AVX-512 kernel, which rounds the columns up to a multiple
+// of 16: the rows of b and c must have room for that. Otherwise Eigen computes the whole tile.
+template <class T, class Range>
+void tile_product(bool fast, T* c, int64_t ldc, const T* a, int64_t ars, int64_t acs, const T* b, int64_t ldb,
+                  int64_t m, int64_t n, int64_t K, T alpha, bool accumulate, Range range) {
+#if defined(LOOM_HAVE_SGEMM)
+  if constexpr (std::is_same_v<T, float>) {
+    if (fast) {
+      constexpr int RB = 8;
+      int64_t i = 0;
+      for (; i + RB <= m; i += RB) tile_rows<RB>(i, range(i, i + RB - 1), a, ars, acs, b, ldb, c, ldc, alpha, accumulate);
+      for (; i < m; ++i) tile_rows<1>(i, range(i, i), a, ars, acs, b, ldb, c, ldc, alpha, accumulate);
+      return;
+    }
+  }
+#endif
+  (void)fast, (void)range;
+  using Strided = Eigen::Map<const RowMat<T>, Eigen::Unaligned, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+  Strided A(a, m, K, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>(ars, acs));
+  ConstRows<T> Bm(b, K, n, Eigen::OuterStride<>(ldb));
+  Rows<T> C(c, m, n, Eigen::OuterStride<>(ldc));
+  if (accumulate) C.noalias() += alpha * (A * Bm);
+  else C.noalias() = alpha * (A * Bm);
+}
+
+// Whether tile products of this type and head size run the AVX-512 kernel: float, and head sizes
+// a multiple of 16 (the (T, T) tiles and transposed heads are padded to multiples of 64).
 template <class T>
-void mask_future(RowMat<T>& S, int64_t i0, int64_t j0, int64_t off) {
-  for (int64_t r = 0; r < S.rows(); ++r) {
+constexpr bool fast_tiles(int64_t HS) {
+#if defined(LOOM_HAVE_SGEMM)
+  return std::is_same_v<T, float> && HS % 16 == 0;
+#else
+  (void)HS;
+  return false;
+#endif
+}
+
+// x (T, HS, row stride ld) transposed into xt (HS, ldt), the columns from T to ldt zeroed: the
+// keys (or values) of one head, so that products with them stream contiguous rows.
+template <class T>
+void transpose_head(T* xt, int64_t ldt, const T* x, int64_t ld, int64_t Tn, int64_t HS) {
+  for (int64_t d = 0; d < HS; ++d) std::fill(xt + d * ldt + Tn, xt + (d + 1) * ldt, T(0));
+#if defined(LOOM_HAVE_SGEMM)
+  if constexpr (std::is_same_v<T, float>) {
+    if (HS % 16 == 0) {
+      for (int64_t j0 = 0; j0 < Tn; j0 += 16)
+        for (int64_t d0 = 0; d0 < HS; d0 += 16) {
+          const int64_t nj = std::min<int64_t>(16, Tn - j0);
+          __m512 r[16];
+          for (int64_t j = 0; j < 16; ++j) r[j] = j < nj ? _mm512_loadu_ps(x + (j0 + j) * ld + d0) : _mm512_setzero_ps();
+          sgemm_detail::transpose16(r);
+          for (int64_t d = 0; d < 16; ++d)
+            _mm512_mask_storeu_ps(xt + (d0 + d) * ldt + j0, sgemm_detail::lanes(nj), r[d]);
+        }
+      return;
+    }
+  }
+#endif
+  for (int64_t j = 0; j < Tn; ++j)
+    for (int64_t d = 0; d < HS; ++d) xt[d * ldt + j] = x[j * ld + d];
+}
+
+// Sets S(r, c) = -inf where key j0 + c is in the future of query i0 + r (j > i + off), for
+// c < nc; S has row stride lds.
+template <class T>
+void mask_future(T* S, int64_t lds, int64_t nr, int64_t nc, int64_t i0, int64_t j0, int64_t off) {
+  for (int64_t r = 0; r < nr; ++r) {
     int64_t first_hidden = std::max<int64_t>(0, i0 + r + off + 1 - j0);
-    for (int64_t c = first_hidden; c < S.cols(); ++c) S(r, c) = -std::numeric_limits<T>::infinity();
+    for (int64_t c = first_hidden; c < nc; ++c) S[r * lds + c] = -std::numeric_limits<T>::infinity();
   }
 }
 
@@ -72,10 +194,10 @@ inline int64_t first_key(const int32_t* ks, int64_t i, int64_t off) {
 
 // Sets S(r, c) = -inf where key j0 + c is before the first key of query i0 + r (packed rows).
 template <class T>
-void mask_past(RowMat<T>& S, const int32_t* ks, int64_t i0, int64_t j0, int64_t off) {
-  for (int64_t r = 0; r < S.rows(); ++r) {
-    int64_t hidden = std::min<int64_t>(S.cols(), first_key(ks, i0 + r, off) - j0);
-    for (int64_t c = 0; c < hidden; ++c) S(r, c) = -std::numeric_limits<T>::infinity();
+void mask_past(T* S, int64_t lds, int64_t nr, int64_t nc, const int32_t* ks, int64_t i0, int64_t j0, int64_t off) {
+  for (int64_t r = 0; r < nr; ++r) {
+    int64_t hidden = std::min<int64_t>(nc, first_key(ks, i0 + r, off) - j0);
+    for (int64_t c = 0; c < hidden; ++c) S[r * lds + c] = -std::numeric_limits<T>::infinity();
   }
 }
 
@@ -89,6 +211,30 @@ inline std::pair<int64_t, int64_t> first_key_range(const int32_t* ks, int64_t i0
   }
   return {lo, hi};
 }
+
+// The causal staircase of a (query tile i0, key tile j0) pair: query row r sees key column c
+// when c < r + d + 1 (d = i0 + off - j0); nc key columns in all.
+struct Stair {
+  int64_t d, nc;
+  // keys seen by query rows up to r1: columns [0, min(nc, r1 + d + 1))
+  int64_t keys_upto(int64_t r1) const { return std::clamp<int64_t>(r1 + d + 1, 0, nc); }
+  // the first query row that sees key column c0
+  int64_t first_query(int64_t c0) const { return std::max<int64_t>(0, c0 - d); }
+};
+
+// Per-thread tile buffers: zero-initialised, so columns a product does not compute hold finite
+// values, and 64-byte aligned, so that Eigen's vectorised row operations (whose scalar head
+// depends on the address) give the same bits in every thread and every run.
+template <class T>
+struct TileBuffers {
+  using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
+  Buffer kt, vt, S, P, acc, dk, dv;
+  void resize(int64_t ldt, int64_t HS) {
+    kt.resize(size_t(HS * ldt)), vt.resize(size_t(HS * ldt));
+    for (auto* t : {&S, &P}) t->assign(size_t(attn_block * attn_block), T(0));
+    for (auto* t : {&acc, &dk, &dv}) t->assign(size_t(attn_block * HS), T(0));
+  }
+};
 }  // namespace detail
 
 /// Forward. q (B, NH, Tq, HS); k, v (B, NKV, Tk, HS) with Tk >= Tq: query i sits at position
@@ -100,11 +246,16 @@ void attention_forward(T* out, AttnLayout lo, T* lse, const T* q, AttnLayout lq,
                        const T* v, AttnLayout lv, int64_t B, int64_t NH, int64_t NKV, int64_t Tq, int64_t Tk,
                        int64_t HS, const int32_t* kv_start = nullptr) {
   using namespace detail;
-  const T scale = T(1) / std::sqrt(T(HS));
+  const T scale = T(1) / std::sqrt(T(HS)), inf = std::numeric_limits<T>::infinity();
   const int64_t off = Tk - Tq, G = NH / NKV;  // G query heads share each key/value head
+  const int64_t ldt = (Tk + attn_block - 1) / attn_block * attn_block, lds = attn_block;
+  const bool fast = fast_tiles<T>(HS);
   parallel_for(0, B * NH, 1, [&](int64_t lo_bh, int64_t hi_bh) {
-    RowMat<T> S, acc;
-    Eigen::Array<T, Eigen::Dynamic, 1> m, l, m_new, m_sub, corr;
+    TileBuffers<T> buf;
+    buf.resize(ldt, HS);
+    T* S = buf.S.data();
+    T* acc = buf.acc.data();
+    T m[attn_block], l[attn_block];
     for (int64_t bh = lo_bh; bh < hi_bh; ++bh) {
       int64_t b = bh / NH, h = bh % NH, hk = h / G;
       const T* qb = q + b * lq.b + h * lq.h;
@@ -112,37 +263,42 @@ void attention_forward(T* out, AttnLayout lo, T* lse, const T* q, AttnLayout lq,
       const T* vb = v + b * lv.b + hk * lv.h;
       T* ob = out + b * lo.b + h * lo.h;
       const int32_t* ks = kv_start ? kv_start + b * Tq : nullptr;  // (Tq) first keys of this row
+      transpose_head(buf.kt.data(), ldt, kb, lk.t, Tk, HS);           // K^T (HS, ldt)
       for (int64_t i0 = 0; i0 < Tq; i0 += attn_block) {
         int64_t nr = std::min(attn_block, Tq - i0);
-        ConstRows<T> Qi(qb + i0 * lq.t, nr, HS, Eigen::OuterStride<>(lq.t));
-        acc.setZero(nr, HS);
-        m.setConstant(nr, -std::numeric_limits<T>::infinity());
-        l.setZero(nr);
+        std::fill(acc, acc + nr * HS, T(0));
+        std::fill(m, m + nr, -inf), std::fill(l, l + nr, T(0));
         int64_t j_end = std::min(Tk, i0 + nr + off);  // the last query row's horizon
         // packed rows: keys before the smallest first key of these queries are skipped whole
         auto [j_begin, j_masked] = first_key_range(ks, i0, nr, off);
         for (int64_t j0 = j_begin; j0 < j_end; j0 += attn_block) {
-          int64_t nc = std::min(attn_block, j_end - j0);
-          ConstRows<T> Kj(kb + j0 * lk.t, nc, HS, Eigen::OuterStride<>(lk.t));
-          ConstRows<T> Vj(vb + j0 * lv.t, nc, HS, Eigen::OuterStride<>(lv.t));
-          S.noalias() = (Qi * Kj.transpose()) * scale;                 // (nr, nc) scores
-          if (j0 + nc - 1 > i0 + off) mask_future(S, i0, j0, off);
-          if (j0 < j_masked) mask_past(S, ks, i0, j0, off);
-          m_new = m.max(S.rowwise().maxCoeff().array());               // running row max
-          // packed rows: a row whose keys all lie in later tiles still has m_new = -inf; subtract
-          // 0 for it instead, so its P row and correction are exp(-inf) = 0, not exp(-inf + inf)
-          if (j0 < j_masked) m_sub = (m_new == -std::numeric_limits<T>::infinity()).select(T(0), m_new);
-          const auto& mref = j0 < j_masked ? m_sub : m_new;
-          corr = (m - mref).exp();                                     // rescales the old sum
-          S = (S.array().colwise() - mref).exp().matrix();             // P tile (masked: 0)
-          l = l * corr + S.rowwise().sum().array();
-          acc = corr.matrix().asDiagonal() * acc;
-          acc.noalias() += S * Vj;
-          m = m_new;
+          const int64_t nc = std::min(attn_block, j_end - j0);
+          const Stair st{i0 + off - j0, nc};
+          // S (nr, nc) = scale Q_i K_j^T: for each block of rows, only the keys it can see
+          tile_product(fast, S, lds, qb + i0 * lq.t, lq.t, int64_t(1), buf.kt.data() + j0, ldt, nr, nc, HS, scale, false,
+                       [&](int64_t, int64_t r1) { return TileRange{0, HS, st.keys_upto(r1)}; });
+          if (j0 + nc - 1 > i0 + off) mask_future(S, lds, nr, nc, i0, j0, off);
+          if (j0 < j_masked) mask_past(S, lds, nr, nc, ks, i0, j0, off);
+          for (int64_t r = 0; r < nr; ++r) {  // online softmax, one row at a time
+            ArrayMap<T> s(S + r * lds, nc);
+            const T m_new = std::max(m[r], s.maxCoeff());               // running row max
+            // packed rows: a row whose keys all lie in later tiles still has m_new = -inf; subtract
+            // 0 for it instead, so its P row and correction are exp(-inf) = 0, not exp(-inf + inf)
+            const T m_sub = m_new == -inf ? T(0) : m_new;
+            const T corr = std::exp(m[r] - m_sub);                      // rescales the old sum
+            s = (s - m_sub).exp();                                      // P row (masked: 0)
+            l[r] = l[r] * corr + s.sum();
+            if (corr != T(1)) ArrayMap<T>(acc + r * HS, HS) *= corr;
+            m[r] = m_new;
+          }
+          // acc (nr, HS) += P V_j: each block of rows sums over the keys it can see
+          tile_product(fast, acc, HS, S, lds, int64_t(1), vb + j0 * lv.t, lv.t, nr, HS, nc, T(1), true,
+                       [&](int64_t, int64_t r1) { return TileRange{0, st.keys_upto(r1), HS}; });
         }
-        Rows<T> Oi(ob + i0 * lo.t, nr, HS, Eigen::OuterStride<>(lo.t));
-        Oi = l.inverse().matrix().asDiagonal() * acc;
-        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(lse + bh * Tq + i0, nr) = m + l.log();
+        for (int64_t r = 0; r < nr; ++r) {
+          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(ob + (i0 + r) * lo.t, HS) = ArrayMap<T>(acc + r * HS, HS) / l[r];
+          lse[bh * Tq + i0 + r] = m[r] + std::log(l[r]);
+        }
       }
     }
   });
@@ -162,10 +318,14 @@ void attention_backward(T* dq, AttnLayout ldq, T* dk, AttnLayout ldk, T* dv, Att
   using namespace detail;
   const T scale = T(1) / std::sqrt(T(HS));
   const int64_t off = Tk - Tq, G = NH / NKV;  // G query heads share each key/value head
+  const int64_t ldt = (Tk + attn_block - 1) / attn_block * attn_block, lds = attn_block;
+  const bool fast = fast_tiles<T>(HS);
   // one task per (b, key/value head): it alone writes that head's dk, dv and its group's dq
   parallel_for(0, B * NKV, 1, [&](int64_t lo_bh, int64_t hi_bh) {
-    RowMat<T> S, dP, dKj, dVj;
-    Eigen::Array<T, Eigen::Dynamic, 1> D;                // (G * Tq): D of each query head of the group
+    TileBuffers<T> buf;
+    buf.resize(ldt, HS);
+    T *S = buf.S.data(), *dS = buf.P.data(), *dKj = buf.dk.data(), *dVj = buf.dv.data();
+    typename TileBuffers<T>::Buffer D(size_t(G * Tq));   // D of each query head of the group
     std::vector<std::pair<int64_t, int64_t>> tile_keys;  // (smallest, largest) first key of each query tile
     for (int64_t bk = lo_bh; bk < hi_bh; ++bk) {
       int64_t b = bk / NKV, hk = bk % NKV;
@@ -177,22 +337,22 @@ void attention_backward(T* dq, AttnLayout ldq, T* dk, AttnLayout ldk, T* dv, Att
       tile_keys.clear();
       for (int64_t i0 = 0; i0 < Tq; i0 += attn_block)
         tile_keys.push_back(first_key_range(ks, i0, std::min(attn_block, Tq - i0), off));
+      transpose_head(buf.kt.data(), ldt, kb, lk.t, Tk, HS);  // K^T, V^T (HS, ldt)
+      transpose_head(buf.vt.data(), ldt, vb, lv.t, Tk, HS);
       // D_i = sum_d dout_id * out_id: the "diagonal" term of the softmax Jacobian, per query head.
-      D.resize(G * Tq);
       for (int64_t g = 0; g < G; ++g) {
         const int64_t h = hk * G + g;
         Rows<T>(dq + b * ldq.b + h * ldq.h, Tq, HS, Eigen::OuterStride<>(ldq.t)).setZero();
-        D.segment(g * Tq, Tq) = (ConstRows<T>(dout + b * ldo.b + h * ldo.h, Tq, HS, Eigen::OuterStride<>(ldo.t)).array() *
-                                 ConstRows<T>(out + b * lo.b + h * lo.h, Tq, HS, Eigen::OuterStride<>(lo.t)).array())
-                                    .rowwise()
-                                    .sum();
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(D.data() + g * Tq, Tq) =
+            (ConstRows<T>(dout + b * ldo.b + h * ldo.h, Tq, HS, Eigen::OuterStride<>(ldo.t)).array() *
+             ConstRows<T>(out + b * lo.b + h * lo.h, Tq, HS, Eigen::OuterStride<>(lo.t)).array())
+                .rowwise()
+                .sum();
       }
       for (int64_t j0 = 0; j0 < Tk; j0 += attn_block) {
-        int64_t nc = std::min(attn_block, Tk - j0);
-        ConstRows<T> Kj(kb + j0 * lk.t, nc, HS, Eigen::OuterStride<>(lk.t));
-        ConstRows<T> Vj(vb + j0 * lv.t, nc, HS, Eigen::OuterStride<>(lv.t));
-        dKj.setZero(nc, HS);
-        dVj.setZero(nc, HS);
+        const int64_t nc = std::min(attn_block, Tk - j0);
+        std::fill(dKj, dKj + nc * HS, T(0));
+        std::fill(dVj, dVj + nc * HS, T(0));
         int64_t i_first = std::max<int64_t>(0, j0 - off) / attn_block * attn_block;  // earlier rows see none of these keys
         for (int64_t g = 0; g < G; ++g) {  // every query head of the group adds to this key tile's dk, dv
           const int64_t h = hk * G + g;
@@ -203,24 +363,35 @@ void attention_backward(T* dq, AttnLayout ldq, T* dk, AttnLayout ldk, T* dv, Att
           for (int64_t i0 = i_first; i0 < Tq; i0 += attn_block) {
             auto [i_lo, i_hi] = tile_keys[size_t(i0 / attn_block)];
             if (i_lo >= j0 + nc) continue;  // packed rows: these queries start after this key tile
-            int64_t nr = std::min(attn_block, Tq - i0);
-            ConstRows<T> Qi(qb + i0 * lq.t, nr, HS, Eigen::OuterStride<>(lq.t));
-            ConstRows<T> dOi(gb + i0 * ldo.t, nr, HS, Eigen::OuterStride<>(ldo.t));
-            Rows<T> dQi(dqb + i0 * ldq.t, nr, HS, Eigen::OuterStride<>(ldq.t));
-            S.noalias() = (Qi * Kj.transpose()) * scale;
-            if (j0 + nc - 1 > i0 + off) mask_future(S, i0, j0, off);
-            if (j0 < i_hi) mask_past(S, ks, i0, j0, off);
-            auto lse_i = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(lseb + i0, nr);
-            S = (S.array().colwise() - lse_i).exp().matrix();            // P tile, recomputed
-            dVj.noalias() += S.transpose() * dOi;
-            dP.noalias() = dOi * Vj.transpose();
-            dP = (S.array() * (dP.array().colwise() - D.segment(g * Tq + i0, nr))).matrix();  // dS
-            dQi.noalias() += (dP * Kj) * scale;
-            dKj.noalias() += (dP.transpose() * Qi) * scale;
+            const int64_t nr = std::min(attn_block, Tq - i0);
+            const Stair st{i0 + off - j0, nc};
+            const T *Qi = qb + i0 * lq.t, *dOi = gb + i0 * ldo.t;
+            auto cols = [&](int64_t, int64_t r1) { return TileRange{0, HS, st.keys_upto(r1)}; };
+            auto keys_seen = [&](int64_t, int64_t r1) { return TileRange{0, st.keys_upto(r1), HS}; };
+            auto queries_seeing = [&](int64_t c0, int64_t) { return TileRange{st.first_query(c0), nr, HS}; };
+            // P (nr, nc) = exp(scale Q_i K_j^T - lse), recomputed
+            tile_product(fast, S, lds, Qi, lq.t, int64_t(1), buf.kt.data() + j0, ldt, nr, nc, HS, scale, false, cols);
+            if (j0 + nc - 1 > i0 + off) mask_future(S, lds, nr, nc, i0, j0, off);
+            if (j0 < i_hi) mask_past(S, lds, nr, nc, ks, i0, j0, off);
+            for (int64_t r = 0; r < nr; ++r) ArrayMap<T>(S + r * lds, nc) = (ArrayMap<T>(S + r * lds, nc) - lseb[i0 + r]).exp();
+            // dV_j (nc, HS) += P^T dO_i: key column c sums over the queries that see it
+            tile_product(fast, dVj, HS, S, int64_t(1), lds, dOi, ldo.t, nc, HS, nr, T(1), true, queries_seeing);
+            // dP (nr, nc) = dO_i V_j^T, then dS = P * (dP - D) (0 where P is masked)
+            tile_product(fast, dS, lds, dOi, ldo.t, int64_t(1), buf.vt.data() + j0, ldt, nr, nc, HS, T(1), false, cols);
+            for (int64_t r = 0; r < nr; ++r) {
+              const int64_t seen = st.keys_upto(r);
+              ArrayMap<T> ds(dS + r * lds, seen);
+              ds = ArrayMap<T>(S + r * lds, seen) * (ds - D[size_t(g * Tq + i0 + r)]);
+              std::fill(dS + r * lds + seen, dS + r * lds + nc, T(0));
+            }
+            // dQ_i (nr, HS) += scale dS K_j;  dK_j (nc, HS) += scale dS^T Q_i
+            tile_product(fast, dqb + i0 * ldq.t, ldq.t, dS, lds, int64_t(1), kb + j0 * lk.t, lk.t, nr, HS, nc, scale, true,
+                         keys_seen);
+            tile_product(fast, dKj, HS, dS, int64_t(1), lds, Qi, lq.t, nc, HS, nr, scale, true, queries_seeing);
           }
         }
-        Rows<T>(dkb + j0 * ldk.t, nc, HS, Eigen::OuterStride<>(ldk.t)) = dKj;
-        Rows<T>(dvb + j0 * ldv.t, nc, HS, Eigen::OuterStride<>(ldv.t)) = dVj;
+        Rows<T>(dkb + j0 * ldk.t, nc, HS, Eigen::OuterStride<>(ldk.t)) = ConstRows<T>(dKj, nc, HS, Eigen::OuterStride<>(HS));
+        Rows<T>(dvb + j0 * ldv.t, nc, HS, Eigen::OuterStride<>(ldv.t)) = ConstRows<T>(dVj, nc, HS, Eigen::OuterStride<>(HS));
       }
     }
   });
