@@ -227,6 +227,29 @@ TEST_CASE("Engine: fan-out, accumulation, zero_grad, detach") {
   CHECK(s.grad().item() == 1.0);
 }
 
+TEST_CASE("Engine: leaf gradients own their buffers, and a Linear's weight gradient is contiguous") {
+  // add's backward hands the same gradient to both inputs: each leaf must get its own copy, so
+  // that an in-place change of one grad() (clipping, zeroing) leaves the other alone.
+  auto a = from_vector<double>({1, 2, 3}).requires_grad_(), b = from_vector<double>({4, 5, 6}).requires_grad_();
+  auto w = from_vector<double>({1, 10, 100});
+  sum((a + b) * w).backward();
+  CHECK(a.grad().data() != b.grad().data());
+  a.grad().fill_(7.0);
+  CHECK(b.grad().to_vector() == std::vector<double>{1, 10, 100});
+  // A gradient given for a leaf root is copied, not kept.
+  auto r = from_vector<double>({1, 2}).requires_grad_();
+  auto gr = from_vector<double>({3, 4});
+  r.backward(gr);
+  gr.fill_(0.0);
+  CHECK(r.grad().to_vector() == std::vector<double>{3, 4});
+  // x @ W^T (a Linear): dW = g^T x arrives contiguous, with the right values.
+  Generator g(12);
+  auto x = randn<double>({5, 3}, g), W = randn<double>({4, 3}, g).requires_grad_(), gy = randn<double>({5, 4}, g);
+  sum(matmul(x, W.t()) * gy).backward();
+  CHECK(W.grad().is_contiguous());
+  CHECK(max(abs(W.grad() - matmul(gy.t(), x))).item() < 1e-12);
+}
+
 TEST_CASE("Engine: NoGradGuard records nothing") {
   auto w = ones<float>({3}).requires_grad_();
   {

@@ -62,8 +62,17 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
              " given for a tensor on ", root.device());
   NoGradGuard no_grad;  // backward computations are not themselves recorded
 
-  auto accumulate_leaf = [](AutogradMeta<T>& meta, const Tensor<T>& g) {
-    meta.grad = meta.grad.defined() ? detail::add_grads(meta.grad, g) : g.clone();
+  // A leaf's first gradient is kept as it is when nothing else holds its buffer (contiguous, the
+  // whole of a storage no other tensor shares); any other is copied, so that in-place updates of
+  // grad() (clipping, zeroing) never reach another tensor.
+  auto accumulate_leaf = [](AutogradMeta<T>& meta, Tensor<T>& g) {
+    if (meta.grad.defined()) {
+      meta.grad = detail::add_grads(meta.grad, g);
+      return;
+    }
+    const bool sole = g.is_contiguous() && g.offset() == 0 && g.storage().use_count() == 1 &&
+                      g.storage()->nbytes() == size_t(g.numel()) * sizeof(T);
+    meta.grad = sole ? std::move(g) : g.clone();
   };
   if (root.is_leaf()) {
     accumulate_leaf(*root.autograd_meta(), root_grad);
@@ -121,6 +130,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
     if (prof.enabled && prof.sync) prof.sync();
     auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     std::vector<Tensor<T>> dx = node->backward(g);
+    g = Tensor<T>();  // a gradient passed through (a view's backward) is then held by dx alone
     if (prof.enabled) {
       if (prof.sync) prof.sync();
       auto& entry = prof.by_op[node->name];

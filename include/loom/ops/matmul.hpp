@@ -208,8 +208,12 @@ Tensor<T> matmul_2d(const Tensor<T>& a2, const Tensor<T>& b2, const Shape& a_ori
   Tensor<T> out = product(a2, b2);
   record<T>("matmul", out, {&a2, &b2}, [sa = SavedTensor<T>(a2), sb = SavedTensor<T>(b2)](const Tensor<T>& g) {
     const Tensor<T>&x = sa.get("matmul"), &y = sb.get("matmul");
-    return std::vector<Tensor<T>>{sum_to_shape(product(g, y.transpose(-1, -2)), x.shape()),
-                                  sum_to_shape(product(x.transpose(-1, -2), g), y.shape())};
+    Tensor<T> dx = sum_to_shape(product(g, y.transpose(-1, -2)), x.shape());
+    // db in b's own layout: for b = W^T, a view of a Linear's weight W (N, K), db^T = g^T x is
+    // computed (N, K) contiguous, so that W's gradient is contiguous rather than a transposed view
+    if (x.dim() == 2 && g.dim() == 2 && !y.is_contiguous() && y.transpose(0, 1).is_contiguous())
+      return std::vector<Tensor<T>>{dx, product(g.transpose(0, 1), x).transpose(0, 1)};
+    return std::vector<Tensor<T>>{dx, sum_to_shape(product(x.transpose(-1, -2), g), y.shape())};
   });
   return out;
 }
