@@ -332,6 +332,14 @@ TEST_CASE("The CPU allocator reuses large blocks and keeps statistics") {
   CHECK(again.storage()->data() == p1);  // the same block, no new page faults
   CHECK(reinterpret_cast<uintptr_t>(again.data()) % 64 == 0);
   again = Tensor<float>();
+  void* p2 = nullptr;
+  {
+    auto mid = empty<float>({1 << 16});  // 256 KiB, a small model's activation: cached too
+    p2 = mid.storage()->data();
+  }
+  auto mid_again = empty<float>({1 << 16});
+  CHECK(mid_again.storage()->data() == p2);
+  mid_again = Tensor<float>();
   a.empty_cache();
   CHECK(a.stats().cached == 0);
 }

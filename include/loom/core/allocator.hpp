@@ -2,11 +2,13 @@
 /// @file allocator.hpp
 /// The CPU caching allocator: 64-byte aligned blocks, with large freed blocks kept for reuse.
 ///
-/// Why: glibc serves blocks over 32 MiB straight from mmap and returns them on free, so every
-/// new large tensor pays a page fault per 4 KiB on first touch, which costs more than the op
-/// that fills it (measured: an add of two 64 MiB tensors ran at 6 GB/s instead of 20+). Freed
-/// blocks of at least `cache_min_bytes` are kept in a per-size free list and handed back for
-/// the next request of the same size, as PyTorch's CUDA allocator does on the GPU.
+/// Why: glibc serves large blocks straight from mmap and returns them on free, or trims the top
+/// of its heap, so a new tensor pays a page fault per 4 KiB on first touch, which costs more
+/// than the op that fills it (measured: an add of two 64 MiB tensors ran at 6 GB/s instead of
+/// 20+; a small GPT's training step, whose activations are 100-400 KiB, took ~500 faults per
+/// step, ~5% of its time). Freed blocks of at least `cache_min_bytes` are kept in a per-size
+/// free list and handed back for the next request of the same size, as PyTorch's CUDA allocator
+/// does on the GPU.
 
 #include <cstddef>
 #include <cstdlib>
@@ -29,8 +31,8 @@ struct AllocatorStats {
 /// The process-wide CPU allocator (see the file comment). Thread-safe.
 class CpuAllocator {
  public:
-  /// Blocks smaller than this go straight to aligned_alloc/free (fast enough, no page faults).
-  static constexpr std::size_t cache_min_bytes = std::size_t(1) << 20;
+  /// Blocks smaller than this go straight to aligned_alloc/free (glibc keeps them in its heap).
+  static constexpr std::size_t cache_min_bytes = std::size_t(64) << 10;
   /// Alignment of every block.
   static constexpr std::size_t alignment = 64;
 
@@ -111,8 +113,9 @@ class CpuAllocator {
     if (const char* env = std::getenv("LOOM_CPU_CACHE_MB")) limit_ = std::size_t(std::strtoull(env, nullptr, 10)) << 20;
   }
   static std::size_t round_up(std::size_t bytes) {
-    // Large blocks round to 64 KiB so nearby sizes share a free list; small ones to 64 bytes.
-    std::size_t q = bytes >= cache_min_bytes ? (std::size_t(1) << 16) : alignment;
+    // Blocks of 1 MiB or more round to 64 KiB and cached smaller ones to 4 KiB, so that nearby
+    // sizes share a free list; the others to 64 bytes.
+    std::size_t q = bytes >= (std::size_t(1) << 20) ? (std::size_t(1) << 16) : bytes >= cache_min_bytes ? 4096 : alignment;
     return (bytes + q - 1) / q * q;
   }
 

@@ -20,6 +20,10 @@
 namespace loom::cpu {
 
 namespace detail {
+// Array forms run over runs of this many elements: their temporaries (.eval()) then stay small,
+// in cache and in malloc's heap (a temporary the size of a thread's whole share, ~1 MiB, was
+// mapped and unmapped by glibc on every call: a page fault per 4 KiB).
+inline constexpr int64_t array_run = 4096;
 template <class F, class = void> struct has_array_form : std::false_type {};
 template <class F> struct has_array_form<F, std::void_t<decltype(F::vectorized)>> : std::true_type {};
 }  // namespace detail
@@ -33,9 +37,10 @@ void map_unary(TO* out, const TA* a, const StridedLayout<2>& L, F f) {
     if (L.ndim == 1 && L.stride[0][0] == 1 && L.stride[1][0] == 1) {
       using Arr = Eigen::Array<TA, Eigen::Dynamic, 1>;
       parallel_for(0, L.size[0], parallel_grain, [&](int64_t lo, int64_t hi) {
-        Eigen::Map<const Arr> x(a + lo, hi - lo);
-        Eigen::Map<Arr> y(out + lo, hi - lo);
-        y = f.array(x);
+        for (int64_t i = lo; i < hi; i += detail::array_run) {  // see array_run
+          const int64_t n = std::min(detail::array_run, hi - i);
+          Eigen::Map<Arr>(out + i, n) = f.array(Eigen::Map<const Arr>(a + i, n));
+        }
       });
       return;
     }
@@ -172,8 +177,10 @@ void grad_map(T* dx, const T* g, const T* s, const StridedLayout<3>& L, D d) {
     if (L.ndim == 1 && L.stride[0][0] == 1 && L.stride[1][0] == 1 && L.stride[2][0] == 1) {
       using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
       parallel_for(0, L.size[0], parallel_grain, [&](int64_t lo, int64_t hi) {
-        Eigen::Map<const Arr> gv(g + lo, hi - lo), sv(s + lo, hi - lo);
-        Eigen::Map<Arr>(dx + lo, hi - lo) = gv * d.array(sv);
+        for (int64_t i = lo; i < hi; i += array_run) {  // see array_run
+          const int64_t n = std::min(array_run, hi - i);
+          Eigen::Map<Arr>(dx + i, n) = Eigen::Map<const Arr>(g + i, n) * d.array(Eigen::Map<const Arr>(s + i, n));
+        }
       });
       return;
     }
