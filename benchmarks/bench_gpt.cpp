@@ -1,7 +1,7 @@
 // One GPT training step (forward + backward + clipping + AdamW), timed: the loom side of
 // benchmarks/run_gpt.sh, which runs benchmarks/torch_gpt.py on the same configurations.
 //   bench_gpt --config A|B|C [--steps N] [--arch gpt2|llama]
-// prints: config=A arch=gpt2 ms_per_step=... peak_rss_mb=... params=... threads=... gflops=...
+// prints: config=A arch=gpt2 ms_per_step=... peak_rss_mb=... params=... threads=... gflop_per_step=... gflops=...
 // --arch llama times the Llama-style model of the same shape and parameter count
 // (train::ModelSpec: n_head / 2 key/value heads, SwiGLU 3 C, tied embeddings).
 #include <sys/resource.h>
@@ -68,8 +68,8 @@ int main(int argc, char** argv) {
   double flops = (6 * N + 12.0 * double(c.n_layer * c.n_embd * T)) * double(B * T);
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  std::printf("config=%s arch=%s ms_per_step=%.2f peak_rss_mb=%.0f params=%lld threads=%d gflops=%.1f\n", config.c_str(),
-              arch.c_str(), median,
-              double(ru.ru_maxrss) / 1024.0, (long long)model.num_parameters(), get_num_threads(), flops / median / 1e6);
+  std::printf("config=%s arch=%s ms_per_step=%.2f peak_rss_mb=%.0f params=%lld threads=%d gflop_per_step=%.3f gflops=%.1f\n",
+              config.c_str(), arch.c_str(), median, double(ru.ru_maxrss) / 1024.0, (long long)model.num_parameters(),
+              get_num_threads(), flops / 1e9, flops / median / 1e6);
   return 0;
 }

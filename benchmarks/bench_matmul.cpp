@@ -86,4 +86,46 @@ void BM_matmul_batched_attention(benchmark::State& state) {
 }
 BENCHMARK(BM_matmul_batched_attention)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// The small model's products (config A of bench_gpt: B*T = 768 rows, C = 128, 4C = 512), in the
+// layouts a training step uses for its MLP's first Linear, W (512, 128) stored (out, in):
+//   0 forward   y  = x @ W^T    (768, 128) @ (128, 512)   W^T a transposed view
+//   1 grad x    dx = dy @ W     (768, 512) @ (512, 128)
+//   2 grad W    dW = dy^T @ x   (512, 768) @ (768, 128)   dy^T a transposed view
+void BM_matmul_small(benchmark::State& state) {
+  const int which = int(state.range(0));
+  loom::Generator g(5);
+  auto x = loom::randn<float>({768, 128}, g), W = loom::randn<float>({512, 128}, g), dy = loom::randn<float>({768, 512}, g);
+  loom::Tensor<float> a = which == 0 ? x : which == 1 ? dy : dy.t(), b = which == 0 ? W.t() : which == 1 ? W : x;
+  auto out = loom::empty<float>({a.size(0), b.size(1)});
+  loom::matmul_out(out, a, b);
+  auto ref = loom::matmul(a.to<double>(), b.to<double>());
+  if (loom::max(loom::abs(out.to<double>() - ref)).item() > 1e-3) state.SkipWithError("wrong product");
+  for (auto _ : state) loom::matmul_out(out, a, b);
+  double flops = 2.0 * double(a.size(0)) * double(a.size(1)) * double(b.size(1));
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_matmul_small)->ArgName("fwd0_dx1_dW2")->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+// Fused causal attention, forward and backward (autograd), q k v (B, NH, T, HS):
+//   0 config A of bench_gpt: B 12, NH 4, T 64, HS 32 (one 64 x 64 tile per head)
+//   1 GPT-2 124M's heads at T 1024: B 1, NH 12, T 1024, HS 64
+// GFLOP/s counts the causal half of the 7 products (2 forward, 5 backward): 7 B NH T^2 HS.
+void BM_attention(benchmark::State& state) {
+  const bool big = state.range(0) == 1;
+  const int64_t B = big ? 1 : 12, NH = big ? 12 : 4, T = big ? 1024 : 64, HS = big ? 64 : 32;
+  loom::Generator g(6);
+  auto q = loom::randn<float>({B, NH, T, HS}, g).requires_grad_(), k = loom::randn<float>({B, NH, T, HS}, g).requires_grad_(),
+       v = loom::randn<float>({B, NH, T, HS}, g).requires_grad_();
+  auto gy = loom::randn<float>({B, NH, T, HS}, g);
+  for (auto _ : state) {
+    auto y = loom::causal_attention(q, k, v);
+    y.backward(gy);
+    benchmark::DoNotOptimize(q.grad().data());
+    q.zero_grad(), k.zero_grad(), v.zero_grad();
+  }
+  double flops = 7.0 * double(B * NH) * double(T * T) * double(HS);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * double(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_attention)->ArgName("configA0_gpt2T1024_1")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 }  // namespace

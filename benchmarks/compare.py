@@ -47,6 +47,19 @@ def main():
     print(f"| batched 96 × (256×64 @ 64×256) | | {b:.0f} | | {tb:.0f} | | | {b / tb:.2f} |")
     print(f"\nGFLOP/s; FMA peak on all threads = {fma:.0f}.\n")
 
+    print("| small model's products (config A) | loom GFLOP/s | PyTorch GFLOP/s | loom / PyTorch |")
+    print("|---|---|---|---|")
+    for i, nm in enumerate(["forward (768×128) @ (512×128)ᵀ", "grad x (768×512) @ (512×128)", "grad W (768×512)ᵀ @ (768×128)"]):
+        lo, to = L[f"BM_matmul_small/fwd0_dx1_dW2:{i}"]["GFLOP/s"], T[f"matmul_small/{i}"]["GFLOP/s"]
+        print(f"| {nm} | {lo:.0f} | {to:.0f} | {lo / to:.2f} |")
+    print("\n| causal attention, forward + backward | loom ms | loom GFLOP/s | PyTorch ms | PyTorch GFLOP/s | loom / PyTorch |")
+    print("|---|---|---|---|---|---|")
+    for i, nm in enumerate(["B 12, NH 4, T 64, HS 32 (config A)", "B 1, NH 12, T 1024, HS 64 (GPT-2)"]):
+        lb, tb_ = L[f"BM_attention/configA0_gpt2T1024_1:{i}"], T[f"attention/{i}"]
+        lms = lb["real_time"] * {"ms": 1.0, "us": 1e-3, "ns": 1e-6}[lb["time_unit"]]
+        print(f"| {nm} | {lms:.2f} | {lb['GFLOP/s']:.0f} | {tb_['ms']:.2f} | {tb_['GFLOP/s']:.0f} | {tb_['ms'] / lms:.2f} |")
+    print()
+
     print("| op (16384×1024 fp32) | loom GB/s | % of triad bandwidth | PyTorch GB/s | loom / PyTorch |")
     print("|---|---|---|---|---|")
     for op in ["add", "add_bias_broadcast", "gelu_tanh", "softmax", "layer_norm", "sum_rows"]:

@@ -57,6 +57,29 @@ def main():
     s = timeit(lambda: torch.bmm(q, kt, out=out))
     res["matmul_batched_attention"] = {"ms": s * 1e3, "GFLOP/s": 2.0 * 96 * 256 * 256 * 64 / s / 1e9}
 
+    # The small model's products (config A): x (768, 128), W (512, 128) as (out, in).
+    x, W, dy = torch.randn(768, 128), torch.randn(512, 128), torch.randn(768, 512)
+    for which, (a, b) in enumerate([(x, W.t()), (dy, W), (dy.t(), x)]):
+        out = torch.empty(a.shape[0], b.shape[1])
+        s = timeit(lambda: torch.mm(a, b, out=out))
+        res[f"matmul_small/{which}"] = {"ms": s * 1e3, "GFLOP/s": 2.0 * a.shape[0] * a.shape[1] * b.shape[1] / s / 1e9}
+
+    # Causal attention forward + backward as nanoGPT writes it without a fused kernel (PyTorch
+    # 1.13 has no scaled_dot_product_attention): q k^T, masked_fill, softmax, @ v.
+    for which, (B, NH, T, HS) in enumerate([(12, 4, 64, 32), (1, 12, 1024, 64)]):
+        q, k, v = (torch.randn(B, NH, T, HS, requires_grad=True) for _ in range(3))
+        gy = torch.randn(B, NH, T, HS)
+        mask = torch.ones(T, T, dtype=torch.bool).triu(1)
+
+        def step():
+            att = (q @ k.transpose(-2, -1)) * (1.0 / HS ** 0.5)
+            y = torch.softmax(att.masked_fill(mask, float("-inf")), dim=-1) @ v
+            y.backward(gy)
+            q.grad = k.grad = v.grad = None
+
+        s = timeit(step)
+        res[f"attention/{which}"] = {"ms": s * 1e3, "GFLOP/s": 7.0 * B * NH * T * T * HS / s / 1e9}
+
     rows, cols = 16384, 1024
     a, b = torch.randn(rows, cols), torch.randn(rows, cols)
     bias = torch.randn(cols)
