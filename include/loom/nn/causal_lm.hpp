@@ -106,8 +106,18 @@ class CausalLM : public Module {
   virtual int64_t block_size() const = 0;
   /// C, the width of the hidden states.
   virtual int64_t n_embd() const = 0;
-  /// Empty KV caches (one per layer) for batch B and up to `capacity` positions.
-  virtual std::vector<KVCache> make_kv_cache(int64_t B, int64_t capacity) const = 0;
+  /// Empty KV caches (one per layer) for batch B and up to `capacity` positions: k and v
+  /// (B, key/value heads, capacity, head size) each, on the model's device.
+  std::vector<KVCache> make_kv_cache(int64_t B, int64_t capacity) const {
+    const CacheShape s = cache_shape();
+    const Device d = token_embedding().weight.device();
+    std::vector<KVCache> caches(size_t(s.layers));
+    for (auto& c : caches) {
+      c.k = zeros<float>({B, s.kv_heads, capacity, s.head_size}, d);
+      c.v = zeros<float>({B, s.kv_heads, capacity, s.head_size}, d);
+    }
+    return caches;
+  }
   /// The token embedding table (V, C).
   virtual const Embedding& token_embedding() const = 0;
   /// The token embedding table (V, C), mutable (to train some of its rows).
@@ -175,6 +185,12 @@ class CausalLM : public Module {
   }
 
  protected:
+  /// What make_kv_cache allocates per layer: the number of layers, key/value heads, head size.
+  struct CacheShape {
+    int64_t layers, kv_heads, head_size;
+  };
+  /// The architecture's cache shape.
+  virtual CacheShape cache_shape() const = 0;
   /// idx (B, T) on the model's device at `pos` -> the final hidden states (B, T, C); with caches,
   /// each layer appends its keys and values to its cache and attends over all of it.
   virtual Tensor<float> features(const Tensor<int64_t>& idx, const Positions& pos,

@@ -157,17 +157,6 @@ class GPT : public CausalLM {
     return std::make_unique<GPT>(c);
   }
 
-  /// Empty KV caches (one per layer) for batch B and up to `capacity` positions.
-  std::vector<KVCache> make_kv_cache(int64_t B, int64_t capacity) const override {
-    std::vector<KVCache> caches(h.size());
-    int64_t NH = config.n_head, HS = config.n_embd / config.n_head;
-    for (auto& c : caches) {
-      c.k = zeros<float>({B, NH, capacity, HS}, wte.weight.device());
-      c.v = zeros<float>({B, NH, capacity, HS}, wte.weight.device());
-    }
-    return caches;
-  }
-
   /// True for parameters stored as Hugging Face Conv1D weights, (in, out) instead of (out, in).
   static bool hf_conv1d_weight(const std::string& name) {
     auto ends = [&](const char* s) {
@@ -179,6 +168,10 @@ class GPT : public CausalLM {
   }
 
  protected:
+  // one cache per block, n_head heads of n_embd / n_head
+  CacheShape cache_shape() const override {
+    return {int64_t(h.size()), config.n_head, config.n_embd / config.n_head};
+  }
   // idx (B, T) -> the final hidden states (B, T, C): token + position embeddings, the blocks, ln_f
   Tensor<float> features(const Tensor<int64_t>& idx, const Positions& p, std::vector<KVCache>* caches) const override {
     Tensor<float> x = drop(wte(idx) + wpe(p.pos));                                  // (B, T, C)

@@ -171,18 +171,11 @@ class Llama : public CausalLM {
     return std::make_unique<Llama>(c);
   }
 
-  /// Empty KV caches (one per layer) for batch B and up to `capacity` positions: n_kv_head heads.
-  std::vector<KVCache> make_kv_cache(int64_t B, int64_t capacity) const override {
-    std::vector<KVCache> caches(layers.size());
-    const int64_t NKV = config.n_kv_head, HS = config.n_embd / config.n_head;
-    for (auto& c : caches) {
-      c.k = zeros<float>({B, NKV, capacity, HS}, embed_tokens.weight.device());
-      c.v = zeros<float>({B, NKV, capacity, HS}, embed_tokens.weight.device());
-    }
-    return caches;
-  }
-
  protected:
+  // one cache per layer, n_kv_head heads (grouped-query attention) of n_embd / n_head
+  CacheShape cache_shape() const override {
+    return {int64_t(layers.size()), config.n_kv_head, config.n_embd / config.n_head};
+  }
   // idx (B, T) -> the final hidden states (B, T, C): embeddings, the layers (RoPE at p.pos), norm
   Tensor<float> features(const Tensor<int64_t>& idx, const Positions& p, std::vector<KVCache>* caches) const override {
     const int64_t B = idx.size(0), T = idx.size(1);
