@@ -7,6 +7,7 @@
 #include <loom/loom.hpp>
 #include <loom/nn/gpt.hpp>
 
+#include "../attention_helpers.hpp"
 #include "catch.hpp"
 
 using namespace loom;
@@ -92,10 +93,6 @@ TEST_CASE("causal_attention in float with head sizes a multiple of 16 (the tile 
     double scale = std::max(1.0, max(abs(want)).item());
     return max(abs(got.to<double>() - want)).item() <= 1e-5 * scale;
   };
-  auto repeat = [](const Tensor<double>& t, int64_t G) {
-    const int64_t B = t.size(0), NKV = t.size(1), T = t.size(2), HS = t.size(3);
-    return t.unsqueeze(2).expand({B, NKV, G, T, HS}).contiguous().reshape({B, NKV * G, T, HS});
-  };
   for (const Case& c : cases) {
     CAPTURE(c.B, c.NH, c.NKV, c.Tq, c.Tk, c.HS);
     auto q = randn<float>({c.B, c.NH, c.Tq, c.HS}, g).requires_grad_();
@@ -106,7 +103,7 @@ TEST_CASE("causal_attention in float with head sizes a multiple of 16 (the tile 
     sum(y * w).backward();
     auto qd = q.detach().to<double>().requires_grad_(), kd = k.detach().to<double>().requires_grad_(),
          vd = v.detach().to<double>().requires_grad_();
-    auto yd = attention_reference(qd, repeat(kd, c.NH / c.NKV), repeat(vd, c.NH / c.NKV));
+    auto yd = attention_reference(qd, loom_test::repeat_heads(kd, c.NH / c.NKV), loom_test::repeat_heads(vd, c.NH / c.NKV));
     sum(yd * w.to<double>()).backward();
     CHECK(close(y, yd));
     CHECK(close(q.grad(), qd.grad()));

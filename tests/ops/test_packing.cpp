@@ -17,26 +17,14 @@
 #include <loom/loom.hpp>
 #include <loom/nn/gpt.hpp>
 
+#include "../attention_helpers.hpp"
 #include "catch.hpp"
 
 using namespace loom;
+using loom_test::starts_of;
 
 namespace {
 
-// kv_start (B, T) of rows cut into runs of the given lengths (each row's lengths sum to T).
-Tensor<int32_t> starts_of(const std::vector<std::vector<int64_t>>& rows) {
-  std::vector<int32_t> out;
-  for (const auto& lens : rows) {
-    int64_t start = 0;
-    for (int64_t n : lens) {
-      for (int64_t t = 0; t < n; ++t) out.push_back(int32_t(start));
-      start += n;
-    }
-  }
-  int64_t T = 0;
-  for (int64_t n : rows[0]) T += n;
-  return from_vector<int32_t>(out, {int64_t(rows.size()), T});
-}
 
 // The unfused reference in double: softmax(q k^T / sqrt(HS) + mask) v, where query i of row b
 // sees keys kv_start[b, i] <= j <= i + Tk - Tq (an additive 0 / -inf mask, (B, 1, Tq, Tk)).

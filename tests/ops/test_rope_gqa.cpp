@@ -21,9 +21,12 @@
 
 #include <loom/loom.hpp>
 
+#include "../attention_helpers.hpp"
 #include "catch.hpp"
 
 using namespace loom;
+using loom_test::starts_of;
+using loom_test::repeat_heads;
 
 namespace {
 
@@ -83,24 +86,7 @@ std::vector<RopeLayout> both_layouts() {
 }
 
 // (B, NKV, T, HS) -> (B, NKV * G, T, HS): each head repeated G times, materialised.
-template <class T>
-Tensor<T> repeat_heads(const Tensor<T>& t, int64_t G) {
-  const int64_t B = t.size(0), NKV = t.size(1), T_ = t.size(2), HS = t.size(3);
-  return t.unsqueeze(2).expand({B, NKV, G, T_, HS}).contiguous().reshape({B, NKV * G, T_, HS});
-}
 
-// kv_start (B, T) of rows cut into runs of the given lengths (each row's lengths sum to T).
-Tensor<int32_t> starts_of(const std::vector<std::vector<int64_t>>& rows) {
-  std::vector<int32_t> out;
-  for (const auto& lens : rows) {
-    int64_t start = 0;
-    for (int64_t n : lens) {
-      for (int64_t t = 0; t < n; ++t) out.push_back(int32_t(start));
-      start += n;
-    }
-  }
-  return from_vector<int32_t>(out, {int64_t(rows.size()), int64_t(out.size() / rows.size())});
-}
 
 }  // namespace
 
