@@ -23,9 +23,10 @@
 /// NKV == NH is ordinary multi-head attention.
 ///
 /// The tile products (S = Q K^T, O += P V, dV += P^T dO, dP = dO V^T, dQ += dS K, dK += dS^T Q)
-/// all go through one helper, tile_product, which on AVX-512 machines runs a register-blocked
-/// float kernel (8 rows x 32 columns of accumulators; K and V are transposed once per head so
-/// that every product streams contiguous rows) and elsewhere Eigen's small products. Causal tiles
+/// all go through one helper, tile_product, which on AVX-512 machines runs the GEMM's
+/// register-blocked float kernel (avx512.hpp's fma_block, with 8 rows x 32 columns of
+/// accumulators; K and V are transposed once per head so that every product streams contiguous
+/// rows) and elsewhere Eigen's small products. Causal tiles
 /// skip the half that the mask hides: the columns, or the terms of the sum, that no query of a
 /// block of rows can see.
 ///
@@ -46,7 +47,7 @@
 
 #include "loom/eigen.hpp"
 
-#include "loom/backend/cpu/sgemm.hpp"
+#include "loom/backend/cpu/avx512.hpp"
 #include "loom/core/parallel.hpp"
 
 namespace loom::cpu {
@@ -73,32 +74,7 @@ struct TileRange {
   int64_t k0, k1, n;
 };
 
-#if defined(LOOM_HAVE_SGEMM)
-// One register block: C[0:RB, 0:16 NV] = (or +=) alpha * sum_{k0 <= k < k1} A(i, k) B(k, :),
-// A(i, k) at a[i * ars + k * acs], row k of B at b + k * ldb (16 NV contiguous floats).
-template <int NV, int RB>
-inline void tile_block(int64_t k0, int64_t k1, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
-                       float* c, int64_t ldc, float alpha, bool accumulate) {
-  __m512 acc[RB][NV];
-  for (int i = 0; i < RB; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
-  for (int64_t k = k0; k < k1; ++k) {
-    __m512 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + k * ldb + 16 * v);
-#pragma GCC unroll 8
-    for (int i = 0; i < RB; ++i) {
-      __m512 ai = _mm512_set1_ps(a[i * ars + k * acs]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
-    }
-  }
-  const __m512 al = _mm512_set1_ps(alpha);
-  for (int i = 0; i < RB; ++i)
-    for (int v = 0; v < NV; ++v) {
-      float* ci = c + i * ldc + 16 * v;
-      _mm512_storeu_ps(ci, accumulate ? _mm512_fmadd_ps(al, acc[i][v], _mm512_loadu_ps(ci)) : _mm512_mul_ps(al, acc[i][v]));
-    }
-}
-
+#if defined(__AVX512F__)
 // Rows [i, i + RB) of a float tile product, in column chunks of 32 (and a last one of 16).
 template <int RB>
 inline void tile_rows(int64_t i, const TileRange& r, const float* a, int64_t ars, int64_t acs, const float* b,
@@ -106,8 +82,8 @@ inline void tile_rows(int64_t i, const TileRange& r, const float* a, int64_t ars
   const float* ai = a + i * ars;
   float* ci = c + i * ldc;
   int64_t j = 0;
-  for (; j + 16 < r.n; j += 32) tile_block<2, RB>(r.k0, r.k1, ai, ars, acs, b + j, ldb, ci + j, ldc, alpha, accumulate);
-  if (j < r.n) tile_block<1, RB>(r.k0, r.k1, ai, ars, acs, b + j, ldb, ci + j, ldc, alpha, accumulate);
+  for (; j + 16 < r.n; j += 32) avx512::fma_block<RB, 2>(r.k0, r.k1, ai, ars, acs, b + j, ldb, ci + j, ldc, alpha, accumulate);
+  if (j < r.n) avx512::fma_block<RB, 1>(r.k0, r.k1, ai, ars, acs, b + j, ldb, ci + j, ldc, alpha, accumulate);
 }
 #endif
 
@@ -120,7 +96,7 @@ inline void tile_rows(int64_t i, const TileRange& r, const float* a, int64_t ars
 template <class T, class Range>
 void tile_product(bool fast, T* c, int64_t ldc, const T* a, int64_t ars, int64_t acs, const T* b, int64_t ldb,
                   int64_t m, int64_t n, int64_t K, T alpha, bool accumulate, Range range) {
-#if defined(LOOM_HAVE_SGEMM)
+#if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     if (fast) {
       constexpr int RB = 8;
@@ -144,7 +120,7 @@ void tile_product(bool fast, T* c, int64_t ldc, const T* a, int64_t ars, int64_t
 // a multiple of 16 (the (T, T) tiles and transposed heads are padded to multiples of 64).
 template <class T>
 constexpr bool fast_tiles(int64_t HS) {
-#if defined(LOOM_HAVE_SGEMM)
+#if defined(__AVX512F__)
   return std::is_same_v<T, float> && HS % 16 == 0;
 #else
   (void)HS;
@@ -157,7 +133,7 @@ constexpr bool fast_tiles(int64_t HS) {
 template <class T>
 void transpose_head(T* xt, int64_t ldt, const T* x, int64_t ld, int64_t Tn, int64_t HS) {
   for (int64_t d = 0; d < HS; ++d) std::fill(xt + d * ldt + Tn, xt + (d + 1) * ldt, T(0));
-#if defined(LOOM_HAVE_SGEMM)
+#if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     if (HS % 16 == 0) {
       for (int64_t j0 = 0; j0 < Tn; j0 += 16)
@@ -165,9 +141,9 @@ void transpose_head(T* xt, int64_t ldt, const T* x, int64_t ld, int64_t Tn, int6
           const int64_t nj = std::min<int64_t>(16, Tn - j0);
           __m512 r[16];
           for (int64_t j = 0; j < 16; ++j) r[j] = j < nj ? _mm512_loadu_ps(x + (j0 + j) * ld + d0) : _mm512_setzero_ps();
-          sgemm_detail::transpose16(r);
+          avx512::transpose16(r);
           for (int64_t d = 0; d < 16; ++d)
-            _mm512_mask_storeu_ps(xt + (d0 + d) * ldt + j0, sgemm_detail::lanes(nj), r[d]);
+            _mm512_mask_storeu_ps(xt + (d0 + d) * ldt + j0, avx512::lanes(nj), r[d]);
         }
       return;
     }
@@ -224,15 +200,26 @@ struct Stair {
 
 // Per-thread tile buffers: zero-initialised, so columns a product does not compute hold finite
 // values, and 64-byte aligned, so that Eigen's vectorised row operations (whose scalar head
-// depends on the address) give the same bits in every thread and every run.
+// depends on the address) give the same bits in every thread and every run. Each pass allocates
+// only the ones it uses.
 template <class T>
 struct TileBuffers {
   using Buffer = std::vector<T, Eigen::aligned_allocator<T>>;
   Buffer kt, vt, S, P, acc, dk, dv;
-  void resize(int64_t ldt, int64_t HS) {
-    kt.resize(size_t(HS * ldt)), vt.resize(size_t(HS * ldt));
-    for (auto* t : {&S, &P}) t->assign(size_t(attn_block * attn_block), T(0));
-    for (auto* t : {&acc, &dk, &dv}) t->assign(size_t(attn_block * HS), T(0));
+  static Buffer zeros(int64_t n) { return Buffer(size_t(n), T(0)); }
+  // The forward's: K^T (HS, ldt), S (64, 64) and the output accumulator (64, HS).
+  static TileBuffers forward(int64_t ldt, int64_t HS) {
+    TileBuffers t;
+    t.kt = zeros(HS * ldt), t.S = zeros(attn_block * attn_block), t.acc = zeros(attn_block * HS);
+    return t;
+  }
+  // The backward's: K^T and V^T (HS, ldt), P and dS (64, 64), dK_j and dV_j (64, HS).
+  static TileBuffers backward(int64_t ldt, int64_t HS) {
+    TileBuffers t;
+    t.kt = zeros(HS * ldt), t.vt = zeros(HS * ldt);
+    t.S = zeros(attn_block * attn_block), t.P = zeros(attn_block * attn_block);
+    t.dk = zeros(attn_block * HS), t.dv = zeros(attn_block * HS);
+    return t;
   }
 };
 }  // namespace detail
@@ -251,11 +238,11 @@ void attention_forward(T* out, AttnLayout lo, T* lse, const T* q, AttnLayout lq,
   const int64_t ldt = (Tk + attn_block - 1) / attn_block * attn_block, lds = attn_block;
   const bool fast = fast_tiles<T>(HS);
   parallel_for(0, B * NH, 1, [&](int64_t lo_bh, int64_t hi_bh) {
-    TileBuffers<T> buf;
-    buf.resize(ldt, HS);
+    TileBuffers<T> buf = TileBuffers<T>::forward(ldt, HS);
     T* S = buf.S.data();
     T* acc = buf.acc.data();
     T m[attn_block], l[attn_block];
+    int64_t kt_head = -1;  // the (b, key/value head) whose K^T buf.kt holds
     for (int64_t bh = lo_bh; bh < hi_bh; ++bh) {
       int64_t b = bh / NH, h = bh % NH, hk = h / G;
       const T* qb = q + b * lq.b + h * lq.h;
@@ -263,7 +250,10 @@ void attention_forward(T* out, AttnLayout lo, T* lse, const T* q, AttnLayout lq,
       const T* vb = v + b * lv.b + hk * lv.h;
       T* ob = out + b * lo.b + h * lo.h;
       const int32_t* ks = kv_start ? kv_start + b * Tq : nullptr;  // (Tq) first keys of this row
-      transpose_head(buf.kt.data(), ldt, kb, lk.t, Tk, HS);           // K^T (HS, ldt)
+      if (b * NKV + hk != kt_head) {  // K^T (HS, ldt), once for the G query heads of a group
+        transpose_head(buf.kt.data(), ldt, kb, lk.t, Tk, HS);
+        kt_head = b * NKV + hk;
+      }
       for (int64_t i0 = 0; i0 < Tq; i0 += attn_block) {
         int64_t nr = std::min(attn_block, Tq - i0);
         std::fill(acc, acc + nr * HS, T(0));
@@ -296,7 +286,7 @@ void attention_forward(T* out, AttnLayout lo, T* lse, const T* q, AttnLayout lq,
                        [&](int64_t, int64_t r1) { return TileRange{0, st.keys_upto(r1), HS}; });
         }
         for (int64_t r = 0; r < nr; ++r) {
-          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(ob + (i0 + r) * lo.t, HS) = ArrayMap<T>(acc + r * HS, HS) / l[r];
+          ArrayMap<T>(ob + (i0 + r) * lo.t, HS) = ArrayMap<T>(acc + r * HS, HS) / l[r];
           lse[bh * Tq + i0 + r] = m[r] + std::log(l[r]);
         }
       }
@@ -322,8 +312,7 @@ void attention_backward(T* dq, AttnLayout ldq, T* dk, AttnLayout ldk, T* dv, Att
   const bool fast = fast_tiles<T>(HS);
   // one task per (b, key/value head): it alone writes that head's dk, dv and its group's dq
   parallel_for(0, B * NKV, 1, [&](int64_t lo_bh, int64_t hi_bh) {
-    TileBuffers<T> buf;
-    buf.resize(ldt, HS);
+    TileBuffers<T> buf = TileBuffers<T>::backward(ldt, HS);
     T *S = buf.S.data(), *dS = buf.P.data(), *dKj = buf.dk.data(), *dVj = buf.dv.data();
     typename TileBuffers<T>::Buffer D(size_t(G * Tq));   // D of each query head of the group
     std::vector<std::pair<int64_t, int64_t>> tile_keys;  // (smallest, largest) first key of each query tile
@@ -343,7 +332,7 @@ void attention_backward(T* dq, AttnLayout ldq, T* dk, AttnLayout ldk, T* dv, Att
       for (int64_t g = 0; g < G; ++g) {
         const int64_t h = hk * G + g;
         Rows<T>(dq + b * ldq.b + h * ldq.h, Tq, HS, Eigen::OuterStride<>(ldq.t)).setZero();
-        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(D.data() + g * Tq, Tq) =
+        ArrayMap<T>(D.data() + g * Tq, Tq) =
             (ConstRows<T>(dout + b * ldo.b + h * ldo.h, Tq, HS, Eigen::OuterStride<>(ldo.t)).array() *
              ConstRows<T>(out + b * lo.b + h * lo.h, Tq, HS, Eigen::OuterStride<>(lo.t)).array())
                 .rowwise()

@@ -4,7 +4,8 @@
 /// fit the caches, both operands are packed into contiguous panels (which also absorbs any
 /// layout: row-major, column-major/transposed), and a 14x32 register-blocked micro-kernel does
 /// the multiply-adds: 28 zmm accumulators, each k step one broadcast of A per row and two
-/// 16-float loads of B. Without AVX-512 it is not compiled and cpu::gemm uses Eigen.
+/// 16-float loads of B (avx512.hpp's fma_block, which the fused attention runs too). Without
+/// AVX-512 it is not compiled and cpu::gemm uses Eigen.
 ///
 ///   for jc in N step NC:                      (B block, shared by the threads, in L3)
 ///     for pc in K step KC:                    (pack B[pc, jc] into KC x 32 panels)
@@ -13,14 +14,13 @@
 
 #if defined(__AVX512F__)
 #define LOOM_HAVE_SGEMM 1
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "loom/backend/cpu/avx512.hpp"
 #include "loom/config.hpp"
 
 namespace loom::cpu::sgemm_detail {
@@ -39,34 +39,8 @@ struct Mat {
   const float& operator()(int64_t i, int64_t j) const { return p[i * rs + j * cs]; }
 };
 
-// Transposes the 16 x 16 block r[0..15] (rows) in place, so that r[j] holds column j: three
-// rounds of in-lane unpacks and two of 128-bit lane shuffles (64 shuffles for 256 floats).
-inline void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 16; i += 2) {  // pairs of rows interleaved: (r0[0], r1[0], r0[1], r1[1]) per lane
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int g = 0; g < 16; g += 4) {  // u[g + j]: rows g..g+3 of columns j, 4 + j, 8 + j, 12 + j (one per lane)
-    __m512d a = _mm512_castps_pd(t[g]), b = _mm512_castps_pd(t[g + 1]);
-    __m512d c = _mm512_castps_pd(t[g + 2]), d = _mm512_castps_pd(t[g + 3]);
-    u[g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-    u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-    u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-    u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-  }
-  for (int j = 0; j < 4; ++j) {  // gather the four row groups of columns j, 4 + j, 8 + j, 12 + j
-    __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88), w0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xdd);
-    __m512 v1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88), w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xdd);
-    r[j] = _mm512_shuffle_f32x4(v0, v1, 0x88);
-    r[8 + j] = _mm512_shuffle_f32x4(v0, v1, 0xdd);
-    r[4 + j] = _mm512_shuffle_f32x4(w0, w1, 0x88);
-    r[12 + j] = _mm512_shuffle_f32x4(w0, w1, 0xdd);
-  }
-}
-
-// The low n lanes (0 <= n <= 16).
-inline __mmask16 lanes(int64_t n) { return __mmask16((1u << n) - 1u); }
+using avx512::lanes;
+using avx512::transpose16;
 
 // Packs the rows [i0, i0 + mc) of A[:, p0 : p0 + kc] as slivers of MR rows: for each k, MR
 // consecutive values (rows past mc are zeros).
@@ -135,29 +109,7 @@ inline void pack_b(float* dst, Mat B, int64_t p0, int64_t kc, int64_t j0, int64_
 template <int NV = 2>
 inline void micro_kernel(int64_t kc, const float* a, int64_t as, const float* b, int64_t bs, float* c, int64_t ldc,
                          bool accumulate) {
-  __m512 acc[MR][NV];
-#pragma GCC unroll 14
-  for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    __m512 bv[NV];
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + 16 * v);
-#pragma GCC unroll 14
-    for (int i = 0; i < MR; ++i) {
-      __m512 ai = _mm512_set1_ps(a[i]);
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
-    }
-    a += as;
-    b += bs;
-  }
-#pragma GCC unroll 14
-  for (int i = 0; i < MR; ++i) {
-    float* ci = c + i * ldc;
-    for (int v = 0; v < NV; ++v) {
-      if (accumulate) acc[i][v] = _mm512_add_ps(acc[i][v], _mm512_loadu_ps(ci + 16 * v));
-      _mm512_storeu_ps(ci + 16 * v, acc[i][v]);
-    }
-  }
+  avx512::fma_block<MR, NV>(0, kc, a, 1, as, b, bs, c, ldc, 1.0f, accumulate);
 }
 
 // A partial tile (mr < MR or nr < NR): computed into a scratch tile, then copied.
