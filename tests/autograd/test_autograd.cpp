@@ -8,176 +8,155 @@
 #include <loom/loom.hpp>
 
 #include "catch.hpp"
+#include "op_helpers.hpp"
 
 using namespace loom;
-using TD = Tensor<double>;
-using Fn = std::function<TD(const std::vector<TD>&)>;
-
-namespace {
-
-TD leaf(const Shape& s, uint64_t seed, double lo = -2, double hi = 2) {
-  Generator g(seed);
-  return rand<double>(s, g, lo, hi).requires_grad_();
-}
-
-// Values bounded away from 0 (for kinks and poles): |x| in [0.3, 2].
-TD leaf_away_from_zero(const Shape& s, uint64_t seed) {
-  NoGradGuard no_grad;
-  Generator g(seed);
-  auto m = rand<double>(s, g, 0.3, 2.0);
-  auto sign = rand<double>(s, g, -1, 1);
-  auto x = where(gt(sign, zeros<double>({})), m, -m);
-  return x.requires_grad_();
-}
-
-void check(const char* what, const Fn& f, const std::vector<TD>& inputs) {
-  auto r = gradcheck(f, inputs);
-  INFO(what << ": " << r.report);
-  CHECK(r.ok);
-}
-
-}  // namespace
+using loom_test::check_grad;
+using loom_test::Fn;
+using loom_test::leaf;
+using loom_test::leaf_away_from_zero;
+using loom_test::TD;
 
 TEST_CASE("gradcheck: binary ops with broadcasting and strided inputs") {
   std::vector<std::pair<Shape, Shape>> shapes = {{{3, 4}, {3, 4}}, {{3, 4}, {4}}, {{2, 1, 3}, {4, 1}}, {{}, {2, 3}}, {{5}, {}}};
   for (auto& [sa, sb] : shapes) {
     CAPTURE(sa, sb);
     auto a = leaf(sa, 1), b = leaf(sb, 2, 0.5, 2.0);
-    check("add", [](auto& in) { return in[0] + in[1]; }, {a, b});
-    check("sub", [](auto& in) { return in[0] - in[1]; }, {a, b});
-    check("mul", [](auto& in) { return in[0] * in[1]; }, {a, b});
-    check("div", [](auto& in) { return in[0] / in[1]; }, {a, b});
-    check("pow", [](auto& in) { return pow(in[1], in[0]); }, {a, b});
-    check("maximum", [](auto& in) { return maximum(in[0], in[1]); }, {a, b});
-    check("minimum", [](auto& in) { return minimum(in[0], in[1]); }, {a, b});
+    check_grad("add", [](auto& in) { return in[0] + in[1]; }, {a, b});
+    check_grad("sub", [](auto& in) { return in[0] - in[1]; }, {a, b});
+    check_grad("mul", [](auto& in) { return in[0] * in[1]; }, {a, b});
+    check_grad("div", [](auto& in) { return in[0] / in[1]; }, {a, b});
+    check_grad("pow", [](auto& in) { return pow(in[1], in[0]); }, {a, b});
+    check_grad("maximum", [](auto& in) { return maximum(in[0], in[1]); }, {a, b});
+    check_grad("minimum", [](auto& in) { return minimum(in[0], in[1]); }, {a, b});
   }
   // Non-contiguous operands: a transposed view and a strided slice, built inside f.
   auto a = leaf({4, 3}, 3), b = leaf({3, 8}, 4);
-  check("mul of views", [](auto& in) { return in[0].t() * in[1].slice(1, 0, 8, 2); }, {a, b});
-  check("add of views of views", [](auto& in) { return in[0].t().slice(0, 1, 3).select(1, 2) + in[1].select(1, 5).slice(0, 0, 2); },
+  check_grad("mul of views", [](auto& in) { return in[0].t() * in[1].slice(1, 0, 8, 2); }, {a, b});
+  check_grad("add of views of views", [](auto& in) { return in[0].t().slice(0, 1, 3).select(1, 2) + in[1].select(1, 5).slice(0, 0, 2); },
         {a, b});
   // The same tensor on both sides (fan-out inside one op).
-  check("x * x", [](auto& in) { return in[0] * in[0]; }, {a});
+  check_grad("x * x", [](auto& in) { return in[0] * in[0]; }, {a});
 }
 
 TEST_CASE("gradcheck: unary math, activations and scalar operators") {
   auto x = leaf_away_from_zero({3, 5}, 5), pos = leaf({3, 5}, 6, 0.2, 3.0), wide = leaf({4, 6}, 7, -4, 4);
-  check("neg", [](auto& in) { return -in[0]; }, {x});
-  check("abs", [](auto& in) { return abs(in[0]); }, {x});
-  check("exp", [](auto& in) { return exp(in[0]); }, {x});
-  check("log", [](auto& in) { return log(in[0]); }, {pos});
-  check("sqrt", [](auto& in) { return sqrt(in[0]); }, {pos});
-  check("rsqrt", [](auto& in) { return rsqrt(in[0]); }, {pos});
-  check("tanh", [](auto& in) { return tanh(in[0]); }, {wide});
-  check("relu", [](auto& in) { return relu(in[0]); }, {x});
-  check("sigmoid", [](auto& in) { return sigmoid(in[0]); }, {wide});
-  check("gelu", [](auto& in) { return gelu(in[0]); }, {wide});
-  check("gelu tanh", [](auto& in) { return gelu(in[0], GeluApprox::tanh); }, {wide});
-  check("pow 3", [](auto& in) { return pow(in[0], 3.0); }, {x});
-  check("pow 2", [](auto& in) { return pow(in[0], 2.0); }, {x});
-  check("pow 0.5", [](auto& in) { return pow(in[0], 0.5); }, {pos});
-  check("x + c", [](auto& in) { return in[0] + 2.0; }, {x});
-  check("c - x", [](auto& in) { return 2.0 - in[0]; }, {x});
-  check("x * c", [](auto& in) { return in[0] * 3.0; }, {x});
-  check("c / x", [](auto& in) { return 3.0 / in[0]; }, {x});
-  check("x / c", [](auto& in) { return in[0] / 4.0; }, {x});
-  check("strided tanh", [](auto& in) { return tanh(in[0].t().slice(0, 0, 6, 2)); }, {wide});
+  check_grad("neg", [](auto& in) { return -in[0]; }, {x});
+  check_grad("abs", [](auto& in) { return abs(in[0]); }, {x});
+  check_grad("exp", [](auto& in) { return exp(in[0]); }, {x});
+  check_grad("log", [](auto& in) { return log(in[0]); }, {pos});
+  check_grad("sqrt", [](auto& in) { return sqrt(in[0]); }, {pos});
+  check_grad("rsqrt", [](auto& in) { return rsqrt(in[0]); }, {pos});
+  check_grad("tanh", [](auto& in) { return tanh(in[0]); }, {wide});
+  check_grad("relu", [](auto& in) { return relu(in[0]); }, {x});
+  check_grad("sigmoid", [](auto& in) { return sigmoid(in[0]); }, {wide});
+  check_grad("gelu", [](auto& in) { return gelu(in[0]); }, {wide});
+  check_grad("gelu tanh", [](auto& in) { return gelu(in[0], GeluApprox::tanh); }, {wide});
+  check_grad("pow 3", [](auto& in) { return pow(in[0], 3.0); }, {x});
+  check_grad("pow 2", [](auto& in) { return pow(in[0], 2.0); }, {x});
+  check_grad("pow 0.5", [](auto& in) { return pow(in[0], 0.5); }, {pos});
+  check_grad("x + c", [](auto& in) { return in[0] + 2.0; }, {x});
+  check_grad("c - x", [](auto& in) { return 2.0 - in[0]; }, {x});
+  check_grad("x * c", [](auto& in) { return in[0] * 3.0; }, {x});
+  check_grad("c / x", [](auto& in) { return 3.0 / in[0]; }, {x});
+  check_grad("x / c", [](auto& in) { return in[0] / 4.0; }, {x});
+  check_grad("strided tanh", [](auto& in) { return tanh(in[0].t().slice(0, 0, 6, 2)); }, {wide});
 }
 
 TEST_CASE("gradcheck: where and masked_fill") {
   auto a = leaf({3, 4}, 8), b = leaf({4}, 9);
   auto cond = gt(arange<double>(0, 12).reshape({3, 4}), full<double>({}, 5.5));
-  check("where", [cond](auto& in) { return where(cond, in[0], in[1]); }, {a, b});
+  check_grad("where", [cond](auto& in) { return where(cond, in[0], in[1]); }, {a, b});
   auto future = lt(arange<int64_t>(0, 4).reshape({4, 1}), arange<int64_t>(0, 4));
   auto s = leaf({2, 4, 4}, 10);
-  check("masked_fill", [future](auto& in) { return masked_fill(in[0], future, -3.0); }, {s});
+  check_grad("masked_fill", [future](auto& in) { return masked_fill(in[0], future, -3.0); }, {s});
 }
 
 TEST_CASE("gradcheck: reductions") {
   auto x = leaf({3, 4, 5}, 11);
-  check("sum", [](auto& in) { return sum(in[0]); }, {x});
+  check_grad("sum", [](auto& in) { return sum(in[0]); }, {x});
   for (int axis : {0, 1, -1})
     for (bool keep : {false, true}) {
       CAPTURE(axis, keep);
-      check("sum axis", [axis, keep](auto& in) { return sum(in[0], axis, keep); }, {x});
-      check("mean axis", [axis, keep](auto& in) { return mean(in[0], axis, keep); }, {x});
-      check("max axis", [axis, keep](auto& in) { return max(in[0], axis, keep); }, {x});
-      check("min axis", [axis, keep](auto& in) { return min(in[0], axis, keep); }, {x});
-      check("var axis", [axis, keep](auto& in) { return var(in[0], axis, keep); }, {x});
-      check("var biased", [axis, keep](auto& in) { return var(in[0], axis, keep, 0); }, {x});
+      check_grad("sum axis", [axis, keep](auto& in) { return sum(in[0], axis, keep); }, {x});
+      check_grad("mean axis", [axis, keep](auto& in) { return mean(in[0], axis, keep); }, {x});
+      check_grad("max axis", [axis, keep](auto& in) { return max(in[0], axis, keep); }, {x});
+      check_grad("min axis", [axis, keep](auto& in) { return min(in[0], axis, keep); }, {x});
+      check_grad("var axis", [axis, keep](auto& in) { return var(in[0], axis, keep); }, {x});
+      check_grad("var biased", [axis, keep](auto& in) { return var(in[0], axis, keep, 0); }, {x});
     }
-  check("mean", [](auto& in) { return mean(in[0]); }, {x});
-  check("max", [](auto& in) { return max(in[0]); }, {x});
-  check("min", [](auto& in) { return min(in[0]); }, {x});
-  check("var", [](auto& in) { return var(in[0]); }, {x});
-  check("sum of a transposed view", [](auto& in) { return sum(in[0].transpose(0, 2), 1); }, {x});
+  check_grad("mean", [](auto& in) { return mean(in[0]); }, {x});
+  check_grad("max", [](auto& in) { return max(in[0]); }, {x});
+  check_grad("min", [](auto& in) { return min(in[0]); }, {x});
+  check_grad("var", [](auto& in) { return var(in[0]); }, {x});
+  check_grad("sum of a transposed view", [](auto& in) { return sum(in[0].transpose(0, 2), 1); }, {x});
 }
 
 TEST_CASE("gradcheck: views") {
   auto x = leaf({2, 3, 4}, 12);
-  check("reshape", [](auto& in) { return in[0].reshape({4, -1}) * 2.0; }, {x});
-  check("view", [](auto& in) { return in[0].view({6, 4}); }, {x});
-  check("flatten", [](auto& in) { return in[0].flatten(1); }, {x});
-  check("permute", [](auto& in) { return in[0].permute({2, 0, 1}); }, {x});
-  check("transpose", [](auto& in) { return in[0].transpose(0, 2); }, {x});
-  check("slice", [](auto& in) { return in[0].slice(2, 1, 4, 2); }, {x});
-  check("narrow", [](auto& in) { return in[0].narrow(1, 1, 2); }, {x});
-  check("select", [](auto& in) { return in[0].select(1, -1); }, {x});
-  check("unsqueeze", [](auto& in) { return in[0].unsqueeze(1); }, {x});
-  check("squeeze", [](auto& in) { return in[0].slice(0, 0, 1).squeeze(); }, {x});
-  check("squeeze dim", [](auto& in) { return in[0].slice(1, 2, 3).squeeze(1); }, {x});
-  check("expand", [](auto& in) { return in[0].slice(1, 0, 1).expand({5, 2, 3, 4}); }, {x});
-  check("contiguous", [](auto& in) { return in[0].transpose(1, 2).contiguous(); }, {x});
-  check("clone", [](auto& in) { return in[0].clone(); }, {x});
-  check("reshape of a transposed view (copy)", [](auto& in) { return in[0].transpose(0, 1).reshape({-1}); }, {x});
-  check("views of views", [](auto& in) { return in[0].permute({1, 2, 0}).slice(1, 0, 4, 3).select(0, 1).unsqueeze(0); }, {x});
+  check_grad("reshape", [](auto& in) { return in[0].reshape({4, -1}) * 2.0; }, {x});
+  check_grad("view", [](auto& in) { return in[0].view({6, 4}); }, {x});
+  check_grad("flatten", [](auto& in) { return in[0].flatten(1); }, {x});
+  check_grad("permute", [](auto& in) { return in[0].permute({2, 0, 1}); }, {x});
+  check_grad("transpose", [](auto& in) { return in[0].transpose(0, 2); }, {x});
+  check_grad("slice", [](auto& in) { return in[0].slice(2, 1, 4, 2); }, {x});
+  check_grad("narrow", [](auto& in) { return in[0].narrow(1, 1, 2); }, {x});
+  check_grad("select", [](auto& in) { return in[0].select(1, -1); }, {x});
+  check_grad("unsqueeze", [](auto& in) { return in[0].unsqueeze(1); }, {x});
+  check_grad("squeeze", [](auto& in) { return in[0].slice(0, 0, 1).squeeze(); }, {x});
+  check_grad("squeeze dim", [](auto& in) { return in[0].slice(1, 2, 3).squeeze(1); }, {x});
+  check_grad("expand", [](auto& in) { return in[0].slice(1, 0, 1).expand({5, 2, 3, 4}); }, {x});
+  check_grad("contiguous", [](auto& in) { return in[0].transpose(1, 2).contiguous(); }, {x});
+  check_grad("clone", [](auto& in) { return in[0].clone(); }, {x});
+  check_grad("reshape of a transposed view (copy)", [](auto& in) { return in[0].transpose(0, 1).reshape({-1}); }, {x});
+  check_grad("views of views", [](auto& in) { return in[0].permute({1, 2, 0}).slice(1, 0, 4, 3).select(0, 1).unsqueeze(0); }, {x});
   auto idx = from_vector<int64_t>({2, 0, 2, 1});
-  check("index_select", [idx](auto& in) { return index_select(in[0], 1, idx); }, {x});
-  check("index_select dim 0", [idx](auto& in) { return index_select(in[0].reshape({6, 4}), 0, idx); }, {x});
+  check_grad("index_select", [idx](auto& in) { return index_select(in[0], 1, idx); }, {x});
+  check_grad("index_select dim 0", [idx](auto& in) { return index_select(in[0].reshape({6, 4}), 0, idx); }, {x});
 }
 
 TEST_CASE("gradcheck: matmul, softmax, layer_norm, embedding, cross_entropy, dropout") {
   auto a = leaf({3, 4}, 13), b = leaf({4, 5}, 14);
-  check("matmul", [](auto& in) { return matmul(in[0], in[1]); }, {a, b});
-  check("matmul transposed operand", [](auto& in) { return matmul(in[1].t(), in[0].t()); }, {a, b});
+  check_grad("matmul", [](auto& in) { return matmul(in[0], in[1]); }, {a, b});
+  check_grad("matmul transposed operand", [](auto& in) { return matmul(in[1].t(), in[0].t()); }, {a, b});
   auto ba = leaf({2, 1, 3, 4}, 15), bb = leaf({5, 4, 2}, 16);
-  check("batched matmul with broadcasting", [](auto& in) { return matmul(in[0], in[1]); }, {ba, bb});
+  check_grad("batched matmul with broadcasting", [](auto& in) { return matmul(in[0], in[1]); }, {ba, bb});
   auto v = leaf({4}, 17);
-  check("vector @ matrix", [](auto& in) { return matmul(in[0], in[1]); }, {v, b});
-  check("matrix @ vector", [](auto& in) { return matmul(in[1], in[0]); }, {v, a});
+  check_grad("vector @ matrix", [](auto& in) { return matmul(in[0], in[1]); }, {v, b});
+  check_grad("matrix @ vector", [](auto& in) { return matmul(in[1], in[0]); }, {v, a});
 
   auto x = leaf({3, 6}, 18, -3, 3);
   for (int axis : {0, -1}) {
-    check("softmax", [axis](auto& in) { return softmax(in[0], axis); }, {x});
-    check("log_softmax", [axis](auto& in) { return log_softmax(in[0], axis); }, {x});
+    check_grad("softmax", [axis](auto& in) { return softmax(in[0], axis); }, {x});
+    check_grad("log_softmax", [axis](auto& in) { return log_softmax(in[0], axis); }, {x});
   }
-  check("softmax of a view", [](auto& in) { return softmax(in[0].t(), -1); }, {x});
+  check_grad("softmax of a view", [](auto& in) { return softmax(in[0].t(), -1); }, {x});
 
   auto h = leaf({2, 3, 7}, 19), w = leaf({7}, 20), bias = leaf({7}, 21);
-  check("layer_norm", [](auto& in) { return layer_norm(in[0], in[1], in[2]); }, {h, w, bias});
-  check("layer_norm without affine", [](auto& in) { return layer_norm(in[0], TD(), TD()); }, {h});
-  check("layer_norm of a view", [](auto& in) { return layer_norm(in[0].transpose(0, 1), in[1], TD()); }, {h, w});
+  check_grad("layer_norm", [](auto& in) { return layer_norm(in[0], in[1], in[2]); }, {h, w, bias});
+  check_grad("layer_norm without affine", [](auto& in) { return layer_norm(in[0], TD(), TD()); }, {h});
+  check_grad("layer_norm of a view", [](auto& in) { return layer_norm(in[0].transpose(0, 1), in[1], TD()); }, {h, w});
 
   auto table = leaf({6, 4}, 22);
   auto ids = from_vector<int64_t>({5, 0, 5, 2, 5, 1}, {2, 3});  // repeats accumulate
-  check("embedding", [ids](auto& in) { return embedding(in[0], ids); }, {table});
+  check_grad("embedding", [ids](auto& in) { return embedding(in[0], ids); }, {table});
 
   auto logits = leaf({2, 4, 5}, 23, -3, 3);
   auto targets = from_vector<int64_t>({1, 4, -100, 0, 2, 2, 3, -100}, {2, 4});
-  check("cross_entropy mean", [targets](auto& in) { return cross_entropy(in[0], targets); }, {logits});
-  check("cross_entropy sum", [targets](auto& in) { return cross_entropy(in[0], targets, -100, Reduction::sum); }, {logits});
-  check("cross_entropy none", [targets](auto& in) { return cross_entropy(in[0], targets, -100, Reduction::none); }, {logits});
-  check("cross_entropy of a view", [targets](auto& in) { return cross_entropy(in[0].transpose(0, 1), targets.t()); }, {logits});
+  check_grad("cross_entropy mean", [targets](auto& in) { return cross_entropy(in[0], targets); }, {logits});
+  check_grad("cross_entropy sum", [targets](auto& in) { return cross_entropy(in[0], targets, -100, Reduction::sum); }, {logits});
+  check_grad("cross_entropy none", [targets](auto& in) { return cross_entropy(in[0], targets, -100, Reduction::none); }, {logits});
+  check_grad("cross_entropy of a view", [targets](auto& in) { return cross_entropy(in[0].transpose(0, 1), targets.t()); }, {logits});
 
   auto d = leaf({4, 8}, 24);
-  check("dropout", [](auto& in) { Generator g(7); return dropout(in[0], 0.3, g); }, {d});
+  check_grad("dropout", [](auto& in) { Generator g(7); return dropout(in[0], 0.3, g); }, {d});
 }
 
 TEST_CASE("A small network end to end") {
   // Linear -> GELU -> Linear -> cross-entropy, all parameters at once.
   auto x = leaf({5, 3}, 30), w1 = leaf({3, 6}, 31), b1 = leaf({6}, 32), w2 = leaf({6, 4}, 33), b2 = leaf({4}, 34);
   auto y = from_vector<int64_t>({0, 3, 1, -100, 2});
-  check("mlp", [y](auto& in) {
+  check_grad("mlp", [y](auto& in) {
     auto h = gelu(matmul(in[0], in[1]) + in[2], GeluApprox::tanh);
     return cross_entropy(matmul(h, in[3]) + in[4], y);
   }, {x, w1, b1, w2, b2});

@@ -17,65 +17,20 @@
 #include <loom/loom.hpp>
 
 #include "catch.hpp"
+#include "op_helpers.hpp"
 
 using namespace loom;
-using TD = Tensor<double>;
-using Fn = std::function<TD(const std::vector<TD>&)>;
+using loom_test::check_grad;
+using loom_test::close;
+using loom_test::Fn;
+using loom_test::for_each_index;
+using loom_test::get;
+using loom_test::leaf;
+using loom_test::leaf_away_from_zero;
+using loom_test::make;
+using loom_test::TD;
 
 namespace {
-
-// Visits every multi-index of `shape` in row-major order.
-void for_each_index(const Shape& shape, const std::function<void(const std::vector<int64_t>&)>& f) {
-  int64_t n = numel_of(shape);
-  std::vector<int64_t> idx(size_t(shape.size()), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    f(idx);
-    for (int d = shape.size() - 1; d >= 0; --d) {
-      if (++idx[size_t(d)] < shape[d]) break;
-      idx[size_t(d)] = 0;
-    }
-  }
-}
-
-// Element of t read at an index of a (broadcast) output shape: right-aligned, size-1 dims pinned to 0.
-template <class T>
-double get(const Tensor<T>& t, const std::vector<int64_t>& out_idx) {
-  int64_t off = 0;
-  int extra = int(out_idx.size()) - t.dim();
-  for (int d = 0; d < t.dim(); ++d) {
-    int64_t i = t.shape()[d] == 1 ? 0 : out_idx[size_t(d + extra)];
-    off += i * t.strides()[d];
-  }
-  return double(static_cast<compute_t<T>>(t.data()[off]));
-}
-
-// Random input of `shape`, laid out 0 = contiguous, 1 = transposed view, 2 = sliced view.
-template <class T = float>
-Tensor<T> make(const Shape& shape, int layout, Generator& g, double lo = -2, double hi = 2) {
-  if (layout == 1 && shape.size() >= 2) {
-    Shape rev = shape;
-    std::reverse(rev.begin(), rev.end());
-    Shape perm;
-    for (int d = shape.size() - 1; d >= 0; --d) perm.push_back(d);
-    auto t = rand<T>(rev, g, lo, hi).permute(perm);
-    REQUIRE(t.shape() == shape);
-    return t;
-  }
-  if (layout == 2 && shape.size() >= 1) {
-    Shape wide = shape;
-    wide[wide.size() - 1] = 2 * std::max<int64_t>(shape.back(), 1);
-    auto t = rand<T>(wide, g, lo, hi).slice(-1, 1, 2 * shape.back() + 1, 2);
-    REQUIRE(t.shape() == shape);
-    return t;
-  }
-  return rand<T>(shape, g, lo, hi);
-}
-
-bool close(double got, double want, double rel = 1e-5, double abs_tol = 1e-6) {
-  if (std::isnan(want)) return std::isnan(got);
-  if (std::isinf(want)) return got == want;
-  return std::fabs(got - want) <= abs_tol + rel * std::fabs(want);
-}
 
 double silu_ref(double v) { return v / (1 + std::exp(-v)); }
 
@@ -107,26 +62,6 @@ void check_against(const Tensor<T>& y, const std::vector<double>& want, double r
                             << " at flat index " << bad);
 }
 
-TD leaf(const Shape& s, uint64_t seed, double lo = -2, double hi = 2) {
-  Generator g(seed);
-  return rand<double>(s, g, lo, hi).requires_grad_();
-}
-
-// Values bounded away from 0: |x| in [0.3, 2] (C == 1 rows, whose rstd is 1 / sqrt(x^2 + eps)).
-TD leaf_away_from_zero(const Shape& s, uint64_t seed) {
-  NoGradGuard no_grad;
-  Generator g(seed);
-  auto m = rand<double>(s, g, 0.3, 2.0);
-  auto sign = rand<double>(s, g, -1, 1);
-  auto x = where(gt(sign, zeros<double>({})), m, -m);
-  return x.requires_grad_();
-}
-
-void check_grad(const char* what, const Fn& f, const std::vector<TD>& inputs) {
-  auto r = gradcheck(f, inputs);
-  INFO(what << ": " << r.report);
-  CHECK(r.ok);
-}
 
 std::map<std::string, Tensor<float>> params_by_name(const nn::Module& m) {
   std::map<std::string, Tensor<float>> out;

@@ -13,62 +13,15 @@
 #include <loom/loom.hpp>
 
 #include "catch.hpp"
+#include "op_helpers.hpp"
 
 using namespace loom;
+using loom_test::close;
+using loom_test::for_each_index;
+using loom_test::get;
+using loom_test::make;
 
 namespace {
-
-// Visits every multi-index of `shape` in row-major order.
-void for_each_index(const Shape& shape, const std::function<void(const std::vector<int64_t>&)>& f) {
-  int64_t n = numel_of(shape);
-  std::vector<int64_t> idx(size_t(shape.size()), 0);
-  for (int64_t i = 0; i < n; ++i) {
-    f(idx);
-    for (int d = shape.size() - 1; d >= 0; --d) {
-      if (++idx[size_t(d)] < shape[d]) break;
-      idx[size_t(d)] = 0;
-    }
-  }
-}
-
-// Element of t read at an index of a (broadcast) output shape: right-aligned, size-1 dims pinned to 0.
-template <class T>
-double get(const Tensor<T>& t, const std::vector<int64_t>& out_idx) {
-  int64_t off = 0;
-  int extra = int(out_idx.size()) - t.dim();
-  for (int d = 0; d < t.dim(); ++d) {
-    int64_t i = t.shape()[d] == 1 ? 0 : out_idx[size_t(d + extra)];
-    off += i * t.strides()[d];
-  }
-  return double(static_cast<compute_t<T>>(t.data()[off]));
-}
-
-// Random input of `shape`, laid out 0 = contiguous, 1 = transposed view, 2 = sliced view.
-Tensor<float> make(const Shape& shape, int layout, Generator& g, double lo = -2, double hi = 2) {
-  if (layout == 1 && shape.size() >= 2) {
-    Shape rev = shape;
-    std::reverse(rev.begin(), rev.end());
-    Shape perm;
-    for (int d = shape.size() - 1; d >= 0; --d) perm.push_back(d);
-    auto t = rand<float>(rev, g, lo, hi).permute(perm);
-    REQUIRE(t.shape() == shape);
-    return t;
-  }
-  if (layout == 2 && shape.size() >= 1) {
-    Shape wide = shape;
-    wide[wide.size() - 1] = 2 * std::max<int64_t>(shape.back(), 1);
-    auto t = rand<float>(wide, g, lo, hi).slice(-1, 1, 2 * shape.back() + 1, 2);
-    REQUIRE(t.shape() == shape);
-    return t;
-  }
-  return rand<float>(shape, g, lo, hi);
-}
-
-bool close(double got, double want, double rel = 1e-5, double abs_tol = 1e-6) {
-  if (std::isnan(want)) return std::isnan(got);
-  if (std::isinf(want)) return got == want;
-  return std::fabs(got - want) <= abs_tol + rel * std::fabs(want);
-}
 
 // Checks out == f(a, b) elementwise against the double reference.
 template <class F>
