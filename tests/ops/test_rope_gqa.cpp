@@ -85,9 +85,6 @@ std::vector<RopeLayout> both_layouts() {
   return v;
 }
 
-// (B, NKV, T, HS) -> (B, NKV * G, T, HS): each head repeated G times, materialised.
-
-
 }  // namespace
 
 // --- rope ----------------------------------------------------------------------------------------
@@ -125,6 +122,30 @@ TEST_CASE("rope against a double reference: both layouts, positions per row, str
   REQUIRE(p.shape() == Shape({2, 4}));
   CHECK(p.at({0, 0}) == 5);
   CHECK(p.at({1, 3}) == 8);
+}
+
+TEST_CASE("rope reuses its last table of angles only where it holds the positions, theta and head size asked for") {
+  // The CPU kernel keeps the cosines and sines of its last call. A sequence of calls that reuse
+  // it (same positions), read inside it (fewer positions), move past it, change the head size
+  // or theta, and rotate backward (the gradient), each checked against the double reference.
+  Generator g(4);
+  const int64_t B = 2, H = 3;
+  struct Call { int64_t T, start, HS; double theta; };
+  std::vector<Call> calls = {{6, 0, 16, 10000.0}, {6, 0, 16, 10000.0}, {3, 2, 16, 10000.0}, {4, 40, 16, 10000.0},
+                             {4, 40, 8, 10000.0}, {4, 40, 8, 500.0},    {6, 0, 16, 10000.0}};
+  for (const Call& c : calls) {
+    CAPTURE(c.T, c.start, c.HS, c.theta);
+    auto pos = rope_positions(B, c.T, c.start);
+    auto x = rand<float>({B, c.T, H, c.HS}, g, -2, 2).requires_grad_();
+    auto y = rope(x, pos, c.theta);
+    CHECK(max_rel(y, rope_reference(x.detach().to<double>(), pos, c.theta, RopeLayout::half)) <= 1e-6);
+    // the gradient of sum(y * w) is w rotated backward: the reference at the negated positions
+    auto w = rand<float>({B, c.T, H, c.HS}, g, -2, 2);
+    sum(y * w).backward();
+    auto neg = Tensor<int64_t>::empty({B, c.T});
+    for (int64_t i = 0; i < B * c.T; ++i) neg.data()[i] = -pos.data()[i];
+    CHECK(max_rel(x.grad(), rope_reference(w.to<double>(), neg, c.theta, RopeLayout::half)) <= 1e-6);
+  }
 }
 
 TEST_CASE("rope: rotated dot products depend only on the distance") {

@@ -11,7 +11,9 @@
 /// with a negated when `inverse` (the backward: a rotation's inverse is the opposite rotation).
 /// The angle and its cosine and sine are computed in double, once per distinct position and pair
 /// (a table, when the positions span no more than B * T values) and shared by the H heads; the
-/// rotation itself is done in T.
+/// rotation itself is done in T. The calling thread keeps its last table: the queries and keys
+/// of every layer, forward and backward, share their positions, so a training step computes it
+/// once (and a run whose positions never change, once in all).
 
 #include <algorithm>
 #include <cmath>
@@ -38,37 +40,46 @@ void rope(T* out, const T* x, RopeStrides sx, const int64_t* pos, int64_t B, int
   for (int64_t p = 0; p < half; ++p) inv_freq[size_t(p)] = std::pow(theta, -2.0 * double(p) / double(HS));
   const bool interleaved = layout == RopeLayout::interleaved;
   const int64_t first_step = interleaved ? 2 : 1, second_off = interleaved ? 1 : half;
-  const double sign = inverse ? -1.0 : 1.0;
-  // The cosines and sines of every position from the smallest to the largest, once per call:
-  // rows usually share their positions (0 .. T-1), so this is T rows of sincos instead of B * T.
+  const T sign = inverse ? T(-1) : T(1);
+  auto angles = [&](int64_t n, T* c, T* s) {  // pair p at position n: cos and sin of n * inv_freq[p]
+    for (int64_t p = 0; p < half; ++p) {
+      const double a = double(n) * inv_freq[size_t(p)];
+      c[p] = T(std::cos(a)), s[p] = T(std::sin(a));
+    }
+  };
+  // The cosines and sines of every position from the smallest to the largest: rows usually
+  // share their positions (0 .. T-1), so this is T rows of sincos instead of B * T.
   int64_t first = 0, last = -1;
   if (B * T_ > 0) first = *std::min_element(pos, pos + B * T_), last = *std::max_element(pos, pos + B * T_);
   const int64_t span = last - first + 1;
   const bool table = span <= B * T_;  // else (scattered positions) each row computes its own
-  std::vector<T> cos_t(static_cast<size_t>(table ? span * half : 0)), sin_t(cos_t.size());
-  auto angles = [&](int64_t n, T* c, T* s) {  // pair p at position n: cos and (signed) sin of n * inv_freq[p]
-    for (int64_t p = 0; p < half; ++p) {
-      const double a = double(n) * inv_freq[size_t(p)];
-      c[p] = T(std::cos(a)), s[p] = T(sign * std::sin(a));
-    }
+  struct Table {
+    double theta = 0;
+    int64_t HS = 0, first = 0, span = 0;
+    std::vector<T> cos, sin;  // (span, half)
   };
-  if (table)
+  thread_local Table last_table;  // this thread's last table, reused while theta, HS and the span match
+  Table& tab = last_table;
+  if (table && !(tab.theta == theta && tab.HS == HS && tab.first <= first && last < tab.first + tab.span)) {
+    tab.theta = theta, tab.HS = HS, tab.first = first, tab.span = span;
+    tab.cos.assign(size_t(span * half), T(0)), tab.sin.assign(size_t(span * half), T(0));
     parallel_for(0, span, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(8 * half, 1)), [&](int64_t lo, int64_t hi) {
-      for (int64_t r = lo; r < hi; ++r) angles(first + r, &cos_t[size_t(r * half)], &sin_t[size_t(r * half)]);
+      for (int64_t r = lo; r < hi; ++r) angles(first + r, &tab.cos[size_t(r * half)], &tab.sin[size_t(r * half)]);
     });
+  }
   parallel_for(0, B * T_, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(H * HS, 1)), [&](int64_t lo, int64_t hi) {
     std::vector<T> own_c(static_cast<size_t>(table ? 0 : half)), own_s(own_c.size());
     for (int64_t bt = lo; bt < hi; ++bt) {
       const int64_t b = bt / T_, t = bt % T_;
-      const T *c = table ? &cos_t[size_t((pos[bt] - first) * half)] : own_c.data(),
-              *s = table ? &sin_t[size_t((pos[bt] - first) * half)] : own_s.data();
+      const T *c = table ? &tab.cos[size_t((pos[bt] - tab.first) * half)] : own_c.data(),
+              *s = table ? &tab.sin[size_t((pos[bt] - tab.first) * half)] : own_s.data();
       if (!table) angles(pos[bt], own_c.data(), own_s.data());
       for (int64_t h = 0; h < H; ++h) {
         const T* xr = x + b * sx.b + t * sx.t + h * sx.h;
         T* o = out + (bt * H + h) * HS;
         for (int64_t p = 0; p < half; ++p) {
           const int64_t i = p * first_step, j = i + second_off;
-          const T xi = xr[i], xj = xr[j], cp = c[p], sp = s[p];
+          const T xi = xr[i], xj = xr[j], cp = c[p], sp = sign * s[p];
           o[i] = xi * cp - xj * sp;
           o[j] = xj * cp + xi * sp;
         }
