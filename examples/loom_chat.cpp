@@ -47,6 +47,7 @@
 #include <vector>
 
 #include <loom/align/finetune.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/loom.hpp>
 
 using namespace loom;
@@ -156,34 +157,21 @@ int main(int argc, char** argv) {
     train::SamplingOptions opt{0.7, 0, 1.0};
     int64_t max_tokens = 0;  // 0: 200, or half the model's context when that is shorter
     uint64_t seed = 1337;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "--help" || a == "-h") {
-        std::cout << "usage: loom-chat --ckpt FILE [--system TEXT] [--temperature X] [--top-k N] [--top-p X]\n"
-                     "                 [--max-tokens N] [--seed N] [--feedback FILE]\n"
-                     "  --max-tokens N   longest answer (default 200, or half the model's context if shorter)\n"
-                     "  --feedback FILE  append preference pairs from /good, /bad and /better to FILE (JSONL,\n"
-                     "                   {\"prompt\": [...], \"chosen\": [...], \"rejected\": [...]}, for loom-rl)\n"
-                     "One message per line on stdin; an empty line ends the chat. Lines starting with '/' are\n"
-                  << help_text;
-        return 0;
-      }
-      LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
-      const std::string v = argv[++i];
-      try {
-        if (a == "--ckpt") ckpt = v;
-        else if (a == "--system") system = v;
-        else if (a == "--temperature") opt.temperature = std::stod(v);
-        else if (a == "--top-k") opt.top_k = std::stoll(v);
-        else if (a == "--top-p") opt.top_p = std::stod(v);
-        else if (a == "--max-tokens") max_tokens = std::stoll(v);
-        else if (a == "--seed") seed = std::stoull(v);
-        else if (a == "--feedback") feedback_path = v;
-        else throw value_error("unknown option '" + a + "' (see --help)");
-      } catch (const std::logic_error& e) {
-        if (dynamic_cast<const value_error*>(&e)) throw;
-        throw value_error("option " + a + ": '" + v + "' is not a number");
-      }
+    io::OptionTable table;
+    using io::store;
+    table.values = {
+        {"--ckpt", store(ckpt)},       {"--system", store(system)},         {"--temperature", store(opt.temperature)},
+        {"--top-k", store(opt.top_k)}, {"--top-p", store(opt.top_p)},       {"--max-tokens", store(max_tokens)},
+        {"--seed", store(seed)},       {"--feedback", store(feedback_path)}};
+    if (!io::parse_options(argc, argv, 1, table)) {
+      std::cout << "usage: loom-chat --ckpt FILE [--system TEXT] [--temperature X] [--top-k N] [--top-p X]\n"
+                   "                 [--max-tokens N] [--seed N] [--feedback FILE]\n"
+                   "  --max-tokens N   longest answer (default 200, or half the model's context if shorter)\n"
+                   "  --feedback FILE  append preference pairs from /good, /bad and /better to FILE (JSONL,\n"
+                   "                   {\"prompt\": [...], \"chosen\": [...], \"rejected\": [...]}, for loom-rl)\n"
+                   "One message per line on stdin; an empty line ends the chat. Lines starting with '/' are\n"
+                << help_text;
+      return 0;
     }
     LOOM_CHECK(!ckpt.empty(), value_error, "--ckpt FILE is required (see --help)");
     LOOM_CHECK(max_tokens >= 0, value_error, "--max-tokens must be positive");

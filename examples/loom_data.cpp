@@ -23,6 +23,7 @@
 #include <loom/data/pipeline.hpp>
 #include <loom/dist/dist.hpp>
 #include <loom/dist/pipeline.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/tokenizer.hpp>
 
 #include <unistd.h>
@@ -99,9 +100,9 @@ int run(int argc, char** argv, dist::Communicator& comm) {
   data::PipelineOptions o;
   StageBar bar;
   bar.quiet = !root;
-  std::map<std::string, std::function<void(const std::string&)>> flags;
-  auto i64 = [](int64_t& dst) { return [&dst](const std::string& v) { dst = std::stoll(v); }; };
-  auto i32 = [](int& dst) { return [&dst](const std::string& v) { dst = std::stoi(v); }; };
+  io::OptionTable table;
+  auto& flags = table.values;  // --name VALUE
+  using io::store;
   flags["--out"] = [&](const std::string& v) { o.out = v; };
   flags["--text-field"] = [&](const std::string& v) { o.read.text_field = v; };
   flags["--tokenizer"] = [&](const std::string& v) { o.tokenizer = v; };
@@ -109,42 +110,25 @@ int run(int argc, char** argv, dist::Communicator& comm) {
   flags["--quality"] = [&](const std::string& v) { o.quality = v; };
   flags["--pii"] = [&](const std::string& v) { o.pii = data::parse_pii_mode(v); };
   flags["--dedup"] = [&](const std::string& v) { o.dedup = v; };
-  flags["--minhash-bands"] = i32(o.minhash.bands);
-  flags["--minhash-rows"] = i32(o.minhash.rows);
-  flags["--ngram"] = i32(o.minhash.ngram);
-  flags["--minhash-threshold"] = [&](const std::string& v) { o.minhash.threshold = std::stod(v); };
-  flags["--decontaminate"] = i32(o.decontamination_ngram);
-  flags["--shard-tokens"] = i64(o.shard_tokens);
-  flags["--threads"] = i32(o.threads);
-  flags["--seed"] = [&](const std::string& v) { o.seed = std::stoull(v); };
+  flags["--minhash-bands"] = store(o.minhash.bands);
+  flags["--minhash-rows"] = store(o.minhash.rows);
+  flags["--ngram"] = store(o.minhash.ngram);
+  flags["--minhash-threshold"] = store(o.minhash.threshold);
+  flags["--decontaminate"] = store(o.decontamination_ngram);
+  flags["--shard-tokens"] = store(o.shard_tokens);
+  flags["--threads"] = store(o.threads);
+  flags["--seed"] = store(o.seed);
   flags["--on-error"] = [&](const std::string& v) {
     LOOM_CHECK(v == "skip" || v == "fail", value_error, "--on-error must be skip or fail, got '", v, "'");
     o.read.skip_errors = v == "skip";
   };
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      if (root) std::cout << usage;
-      return 0;
-    }
-    if (a == "--no-nfc" || a == "--fresh" || a == "--quiet") {  // switches without a value
-      if (a == "--no-nfc") o.nfc = false;
-      if (a == "--fresh") o.fresh = true;
-      if (a == "--quiet") bar.quiet = true;
-      continue;
-    }
-    if (a == "--input") {  // one or more paths, up to the next option
-      while (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) o.inputs.push_back(argv[++i]);
-      continue;
-    }
-    auto it = flags.find(a);
-    LOOM_CHECK(it != flags.end(), value_error, "unknown option '", a, "' (see --help)");
-    LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
-    try {
-      it->second(argv[++i]);
-    } catch (const std::logic_error&) {  // stoll / stod
-      throw value_error("option " + a + ": '" + argv[i] + "' is not a number");
-    }
+  table.switches["--no-nfc"] = [&] { o.nfc = false; };
+  table.switches["--fresh"] = [&] { o.fresh = true; };
+  table.switches["--quiet"] = [&] { bar.quiet = true; };
+  table.lists["--input"] = [&](const std::string& v) { o.inputs.push_back(v); };  // one or more paths
+  if (!io::parse_options(argc, argv, 2, table, "loom-data run")) {
+    if (root) std::cout << usage;
+    return 0;
   }
   LOOM_CHECK(!o.inputs.empty(), value_error, "--input PATH... is required (see --help)");
   LOOM_CHECK(!o.out.empty(), value_error, "--out DIR is required (see --help)");
@@ -193,11 +177,12 @@ int show(int argc, char** argv) {
   const std::string dir = argv[2];
   std::string split = "train";
   int64_t n = 3;
-  for (int i = 3; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    if (a == "--split") split = argv[i + 1];
-    else if (a == "--n") n = std::stoll(argv[i + 1]);
-    else throw value_error("unknown option '" + a + "'");
+  io::OptionTable table;
+  table.values["--split"] = io::store(split);
+  table.values["--n"] = io::store(n);
+  if (!io::parse_options(argc, argv, 3, table, "loom-data show")) {
+    std::cout << "usage: loom-data show DIR [--split train|val|test] [--n N]\n";
+    return 0;
   }
   const BpeTokenizer tok = tokenizer::load(dir + "/tokenizer.loom");
   const data::TokenShards shards(dir, split);

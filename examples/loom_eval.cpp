@@ -51,6 +51,7 @@
 
 #include <loom/align/grpo.hpp>
 #include <loom/align/scoring.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/loom.hpp>
 
 using namespace loom;
@@ -312,47 +313,38 @@ int main(int argc, char** argv) {
     int64_t max_answer = 32, limit = 0, show = 0, batch = 16, threads = 0, samples = 0;
     double temperature = 1.0;
     uint64_t seed = 1337;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "--help" || a == "-h") {
-        std::cout << "usage: loom-eval --ckpt FILE --data FILE.jsonl [--max-answer N] [--limit N] [--show N]\n"
-                     "                 [--batch-size N] [--threads N] [--tokenizer SPEC]\n"
-                     "                 [--samples K] [--temperature X] [--seed N]   pass@1 and pass@K of K sampled answers\n"
-                     "       loom-eval --ckpt FILE --task mc|pairs|bias --data FILE.jsonl [--limit N] [--batch-size N]\n"
-                     "                 likelihood scores: multiple choice, minimal pairs, bias pairs\n"
-                     "       loom-eval --ckpt FILE --text FILE | --shards DIR [--batch-size N]\n"
-                     "                 loss, perplexity and bits per byte of a text or a loom-data test split\n"
-                     "       loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--chat FILE.jsonl]\n"
-                     "                 [--prompt TEXT ...]\n"
-                     "                 a report card (DIR/report.json, DIR/report.md), side by side for several\n";
-        return 0;
-      }
-      LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
-      const std::string v = argv[++i];
-      try {
-        if (a == "--ckpt") ckpt = v, ckpts.push_back(v);
-        else if (a == "--card") card = v;
-        else if (a == "--prompt") prompts.push_back(v);
-        else if (a == "--chat") chat = v;
-        else if (a == "--sets") sets = v;
-        else if (a == "--data") data = v;
-        else if (a == "--task") task = v;
-        else if (a == "--text") text = v;
-        else if (a == "--shards") shards = v;
-        else if (a == "--tokenizer") tokenizer_spec = v;
-        else if (a == "--max-answer") max_answer = std::stoll(v);
-        else if (a == "--limit") limit = std::stoll(v);
-        else if (a == "--show") show = std::stoll(v);
-        else if (a == "--batch-size") batch = std::stoll(v);
-        else if (a == "--threads") threads = std::stoll(v);
-        else if (a == "--samples") samples = std::stoll(v);
-        else if (a == "--temperature") temperature = std::stod(v);
-        else if (a == "--seed") seed = std::stoull(v);
-        else throw value_error("unknown option '" + a + "' (see --help)");
-      } catch (const std::logic_error& e) {
-        if (dynamic_cast<const value_error*>(&e)) throw;
-        throw value_error("option " + a + ": '" + v + "' is not a number");
-      }
+    io::OptionTable table;
+    using io::store;
+    table.values = {{"--card", store(card)},
+                    {"--chat", store(chat)},
+                    {"--sets", store(sets)},
+                    {"--data", store(data)},
+                    {"--task", store(task)},
+                    {"--text", store(text)},
+                    {"--shards", store(shards)},
+                    {"--tokenizer", store(tokenizer_spec)},
+                    {"--max-answer", store(max_answer)},
+                    {"--limit", store(limit)},
+                    {"--show", store(show)},
+                    {"--batch-size", store(batch)},
+                    {"--threads", store(threads)},
+                    {"--samples", store(samples)},
+                    {"--temperature", store(temperature)},
+                    {"--seed", store(seed)}};
+    table.values["--ckpt"] = [&](const std::string& v) { ckpt = v, ckpts.push_back(v); };  // repeatable (--card)
+    table.values["--prompt"] = [&](const std::string& v) { prompts.push_back(v); };        // repeatable
+    if (!io::parse_options(argc, argv, 1, table)) {
+      std::cout << "usage: loom-eval --ckpt FILE --data FILE.jsonl [--max-answer N] [--limit N] [--show N]\n"
+                   "                 [--batch-size N] [--threads N] [--tokenizer SPEC]\n"
+                   "                 [--samples K] [--temperature X] [--seed N]   pass@1 and pass@K of K sampled answers\n"
+                   "       loom-eval --ckpt FILE --task mc|pairs|bias --data FILE.jsonl [--limit N] [--batch-size N]\n"
+                   "                 likelihood scores: multiple choice, minimal pairs, bias pairs\n"
+                   "       loom-eval --ckpt FILE --text FILE | --shards DIR [--batch-size N]\n"
+                   "                 loss, perplexity and bits per byte of a text or a loom-data test split\n"
+                   "       loom-eval --ckpt A [--ckpt B ...] --card DIR --sets DIR [--text FILE] [--chat FILE.jsonl]\n"
+                   "                 [--prompt TEXT ...]\n"
+                   "                 a report card (DIR/report.json, DIR/report.md), side by side for several\n";
+      return 0;
     }
     LOOM_CHECK(batch > 0, value_error, "--batch-size must be positive");
     if (!card.empty()) return run_card(ckpts, card, sets, text, chat, prompts, tokenizer_spec, batch);

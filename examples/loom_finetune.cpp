@@ -31,6 +31,7 @@
 
 #include <loom/align/finetune.hpp>
 #include <loom/align/lora.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/io/file.hpp>
 #include <loom/dist/dist.hpp>
 #include <loom/loom.hpp>
@@ -83,40 +84,28 @@ Options parse(int argc, char** argv) {
   t.weight_decay = 0.0, t.grad_clip = 1.0, t.eval_interval = 250;
   int64_t block_size = 0;
   double dropout = 0;
-  std::map<std::string, std::function<void(const std::string&)>> flags;
-  auto i64 = [](int64_t& dst) { return [&dst](const std::string& v) { dst = std::stoll(v); }; };
-  auto f64 = [](double& dst) { return [&dst](const std::string& v) { dst = std::stod(v); }; };
-  auto str = [](std::string& dst) { return [&dst](const std::string& v) { dst = v; }; };
-  flags["--data"] = str(o.data), flags["--val"] = str(o.val), flags["--out"] = str(o.out);
-  flags["--init"] = str(o.init), flags["--init-hf-gpt2"] = str(o.init_hf), flags["--preset"] = str(o.preset);
-  flags["--init-hf-llama"] = str(o.init_hf_llama);
+  io::OptionTable table;
+  auto& flags = table.values;  // --name VALUE
+  using io::store;
+  flags["--data"] = store(o.data), flags["--val"] = store(o.val), flags["--out"] = store(o.out);
+  flags["--init"] = store(o.init), flags["--init-hf-gpt2"] = store(o.init_hf), flags["--preset"] = store(o.preset);
+  flags["--init-hf-llama"] = store(o.init_hf_llama);
   flags["--arch"] = [&](const std::string& v) {
     LOOM_CHECK(v == "gpt2" || v == "llama", value_error, "--arch must be gpt2 or llama, got '", v, "'");
     o.model.arch = v;
   };
-  flags["--tokenizer"] = str(o.tokenizer), flags["--device"] = str(o.device);
-  flags["--lora"] = i64(o.lora_rank), flags["--lora-alpha"] = f64(o.lora_alpha), flags["--lora-targets"] = str(o.lora_targets);
-  flags["--pack"] = i64(o.pack), flags["--log-interval"] = i64(o.log_interval), flags["--threads"] = i64(o.threads);
-  flags["--eval-examples"] = i64(o.eval_examples), flags["--max-answer"] = i64(o.max_answer);
-  flags["--seed"] = [&](const std::string& v) { o.seed = t.seed = std::stoull(v); };
-  flags["--steps"] = i64(t.steps), flags["--batch-size"] = i64(t.batch_size), flags["--grad-accum"] = i64(t.grad_accum);
-  flags["--lr"] = f64(t.lr), flags["--min-lr"] = f64(t.min_lr), flags["--warmup"] = i64(t.warmup_steps);
-  flags["--weight-decay"] = f64(t.weight_decay), flags["--grad-clip"] = f64(t.grad_clip);
-  flags["--eval-interval"] = i64(t.eval_interval), flags["--block-size"] = i64(block_size), flags["--dropout"] = f64(dropout);
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::cout << usage;
-      std::exit(0);
-    }
-    auto it = flags.find(a);
-    LOOM_CHECK(it != flags.end(), value_error, "unknown option '", a, "' (see --help)");
-    LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
-    try {
-      it->second(argv[++i]);
-    } catch (const std::logic_error&) {
-      throw value_error("option " + a + ": '" + argv[i] + "' is not a number");
-    }
+  flags["--tokenizer"] = store(o.tokenizer), flags["--device"] = store(o.device);
+  flags["--lora"] = store(o.lora_rank), flags["--lora-alpha"] = store(o.lora_alpha), flags["--lora-targets"] = store(o.lora_targets);
+  flags["--pack"] = store(o.pack), flags["--log-interval"] = store(o.log_interval), flags["--threads"] = store(o.threads);
+  flags["--eval-examples"] = store(o.eval_examples), flags["--max-answer"] = store(o.max_answer);
+  flags["--seed"] = [&](const std::string& v) { o.seed = t.seed = io::to_unsigned(v); };
+  flags["--steps"] = store(t.steps), flags["--batch-size"] = store(t.batch_size), flags["--grad-accum"] = store(t.grad_accum);
+  flags["--lr"] = store(t.lr), flags["--min-lr"] = store(t.min_lr), flags["--warmup"] = store(t.warmup_steps);
+  flags["--weight-decay"] = store(t.weight_decay), flags["--grad-clip"] = store(t.grad_clip);
+  flags["--eval-interval"] = store(t.eval_interval), flags["--block-size"] = store(block_size), flags["--dropout"] = store(dropout);
+  if (!io::parse_options(argc, argv, 1, table)) {
+    std::cout << usage;
+    std::exit(0);
   }
   LOOM_CHECK(!o.data.empty(), value_error, "--data FILE is required (see --help)");
   const int starts = !o.init.empty() + !o.init_hf.empty() + !o.init_hf_llama.empty() + !o.preset.empty();

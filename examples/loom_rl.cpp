@@ -35,6 +35,7 @@
 #include <loom/align/dpo.hpp>
 #include <loom/align/grpo.hpp>
 #include <loom/align/reward.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/io/file.hpp>
 #include <loom/loom.hpp>
 #include <loom/train/report.hpp>
@@ -87,43 +88,31 @@ Options parse(int argc, char** argv) {
   if (o.command == "rm") t.steps = 300, t.lr = 1e-4, t.min_lr = 1e-5;
   if (o.command == "dpo") t.steps = 200, t.lr = 1e-5, t.min_lr = 1e-6;
   if (o.command == "grpo") t.steps = 200, t.lr = 1e-5, t.min_lr = 1e-5, t.warmup_steps = 0;
-  std::map<std::string, std::function<void(const std::string&)>> flags;
-  auto i64 = [](int64_t& dst) { return [&dst](const std::string& v) { dst = std::stoll(v); }; };
-  auto f64 = [](double& dst) { return [&dst](const std::string& v) { dst = std::stod(v); }; };
-  auto str = [](std::string& dst) { return [&dst](const std::string& v) { dst = v; }; };
-  flags["--init"] = str(o.init), flags["--out"] = str(o.out), flags["--device"] = str(o.device);
-  flags["--threads"] = i64(o.threads), flags["--log-interval"] = i64(o.log_interval), flags["--eval-limit"] = i64(o.eval_limit);
-  flags["--seed"] = [&](const std::string& v) { o.seed = t.seed = std::stoull(v); };
-  flags["--steps"] = i64(t.steps), flags["--batch-size"] = i64(t.batch_size), flags["--lr"] = f64(t.lr);
-  flags["--min-lr"] = f64(t.min_lr), flags["--warmup"] = i64(t.warmup_steps), flags["--weight-decay"] = f64(t.weight_decay);
-  flags["--grad-clip"] = f64(t.grad_clip), flags["--eval-interval"] = i64(t.eval_interval);
-  if (o.command == "rm" || o.command == "dpo") flags["--data"] = str(o.data), flags["--val"] = str(o.val);
-  if (o.command == "rm") flags["--center"] = f64(o.center);
+  io::OptionTable table;
+  auto& flags = table.values;  // --name VALUE
+  using io::store;
+  flags["--init"] = store(o.init), flags["--out"] = store(o.out), flags["--device"] = store(o.device);
+  flags["--threads"] = store(o.threads), flags["--log-interval"] = store(o.log_interval), flags["--eval-limit"] = store(o.eval_limit);
+  flags["--seed"] = [&](const std::string& v) { o.seed = t.seed = io::to_unsigned(v); };
+  flags["--steps"] = store(t.steps), flags["--batch-size"] = store(t.batch_size), flags["--lr"] = store(t.lr);
+  flags["--min-lr"] = store(t.min_lr), flags["--warmup"] = store(t.warmup_steps), flags["--weight-decay"] = store(t.weight_decay);
+  flags["--grad-clip"] = store(t.grad_clip), flags["--eval-interval"] = store(t.eval_interval);
+  if (o.command == "rm" || o.command == "dpo") flags["--data"] = store(o.data), flags["--val"] = store(o.val);
+  if (o.command == "rm") flags["--center"] = store(o.center);
   if (o.command == "dpo") {
-    flags["--beta"] = f64(o.beta), flags["--loss"] = str(o.loss), flags["--label-smoothing"] = f64(o.label_smoothing);
-    flags["--sft-weight"] = f64(o.sft_weight);
+    flags["--beta"] = store(o.beta), flags["--loss"] = store(o.loss), flags["--label-smoothing"] = store(o.label_smoothing);
+    flags["--sft-weight"] = store(o.sft_weight);
   }
-  if (o.command == "dpo" || o.command == "grpo") flags["--eval-prompts"] = str(o.eval_prompts), flags["--max-answer"] = i64(o.max_answer);
+  if (o.command == "dpo" || o.command == "grpo") flags["--eval-prompts"] = store(o.eval_prompts), flags["--max-answer"] = store(o.max_answer);
   if (o.command == "grpo") {
-    flags["--prompts"] = str(o.prompts), flags["--reward"] = str(o.reward), flags["--group"] = i64(o.group);
-    flags["--prompts-per-step"] = i64(o.prompts_per_step), flags["--kl"] = f64(o.kl), flags["--clip"] = f64(o.clip);
-    flags["--epochs"] = i64(o.epochs), flags["--temperature"] = f64(o.temperature), flags["--samples"] = i64(o.samples);
-    flags["--reward-timeout"] = f64(o.reward_timeout), flags["--scale-std"] = i64(o.scale_std);
+    flags["--prompts"] = store(o.prompts), flags["--reward"] = store(o.reward), flags["--group"] = store(o.group);
+    flags["--prompts-per-step"] = store(o.prompts_per_step), flags["--kl"] = store(o.kl), flags["--clip"] = store(o.clip);
+    flags["--epochs"] = store(o.epochs), flags["--temperature"] = store(o.temperature), flags["--samples"] = store(o.samples);
+    flags["--reward-timeout"] = store(o.reward_timeout), flags["--scale-std"] = store(o.scale_std);
   }
-  for (int i = 2; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::cout << usage;
-      std::exit(0);
-    }
-    auto it = flags.find(a);
-    LOOM_CHECK(it != flags.end(), value_error, "unknown option '", a, "' for loom-rl ", o.command, " (see --help)");
-    LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
-    try {
-      it->second(argv[++i]);
-    } catch (const std::logic_error&) {
-      throw value_error("option " + a + ": '" + argv[i] + "' is not a number");
-    }
+  if (!io::parse_options(argc, argv, 2, table, "loom-rl " + o.command)) {
+    std::cout << usage;
+    std::exit(0);
   }
   LOOM_CHECK(!o.init.empty(), value_error, "--init CKPT is required: the fine-tuned model to start from");
   LOOM_CHECK(o.command == "grpo" || !o.data.empty(), value_error, "--data pairs.jsonl is required");

@@ -12,6 +12,7 @@
 #include <string>
 
 #include <loom/io/checkpoint.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/loom.hpp>
 #include <loom/tokenizer.hpp>
 #include <loom/train/sample.hpp>
@@ -34,28 +35,19 @@ int main(int argc, char** argv) {
     int64_t tokens = 200;
     train::SamplingOptions opt{0.8, 0, 1.0};
     uint64_t seed = 1337;
-    for (int i = 1; i < argc; ++i) {
-      std::string a = argv[i];
-      if (a == "--help" || a == "-h") {
-        std::cout << usage;
-        return 0;
-      }
-      LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
-      std::string v = argv[++i];
-      try {
-        if (a == "--ckpt") ckpt = v;
-        else if (a == "--prompt") prompt = v;
-        else if (a == "--tokenizer") tokenizer_file = v;
-        else if (a == "--tokens") tokens = std::stoll(v);
-        else if (a == "--temperature") opt.temperature = std::stod(v);
-        else if (a == "--top-k") opt.top_k = std::stoll(v);
-        else if (a == "--top-p") opt.top_p = std::stod(v);
-        else if (a == "--seed") seed = std::stoull(v);
-        else throw value_error("unknown option '" + a + "' (see --help)");
-      } catch (const std::logic_error& e) {
-        if (dynamic_cast<const value_error*>(&e)) throw;
-        throw value_error("option " + a + ": '" + v + "' is not a number");
-      }
+    io::OptionTable table;
+    using io::store;
+    table.values = {{"--ckpt", store(ckpt)},
+                    {"--prompt", store(prompt)},
+                    {"--tokenizer", store(tokenizer_file)},
+                    {"--tokens", store(tokens)},
+                    {"--temperature", store(opt.temperature)},
+                    {"--top-k", store(opt.top_k)},
+                    {"--top-p", store(opt.top_p)},
+                    {"--seed", store(seed)}};
+    if (!io::parse_options(argc, argv, 1, table)) {
+      std::cout << usage;
+      return 0;
     }
     LOOM_CHECK(!ckpt.empty(), value_error, "--ckpt FILE is required (see --help)");
     io::Checkpoint c = io::load_checkpoint(ckpt);

@@ -44,6 +44,7 @@
 #include <loom/data/shards.hpp>
 #include <loom/dist/dist.hpp>
 #include <loom/io/checkpoint.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/io/file.hpp>
 #include <loom/loom.hpp>
 #include <loom/tokenizer.hpp>
@@ -115,9 +116,9 @@ Options parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)  // the preset first, so that other flags override it
     if (std::string(argv[i]) == "--preset" && i + 1 < argc) o.preset = argv[i + 1];
   apply_preset(o);
-  std::map<std::string, std::function<void(const std::string&)>> flags;
-  auto i64 = [](int64_t& dst) { return [&dst](const std::string& v) { dst = std::stoll(v); }; };
-  auto f64 = [](double& dst) { return [&dst](const std::string& v) { dst = std::stod(v); }; };
+  io::OptionTable table;
+  auto& flags = table.values;  // --name VALUE
+  using io::store;
   flags["--data"] = [&](const std::string& v) { o.data = v; };
   flags["--preset"] = [&](const std::string&) {};
   flags["--tokenizer"] = [&](const std::string& v) { o.tokenizer = v; };
@@ -127,66 +128,52 @@ Options parse(int argc, char** argv) {
     LOOM_CHECK(v == "fp32" || v == "bf16", value_error, "--dtype must be fp32 or bf16, got '", v, "'");
     o.train.bf16 = v == "bf16";
   };
-  flags["--seed"] = [&](const std::string& v) { o.train.seed = std::stoull(v), o.model_seed = std::stoull(v); };
-  flags["--steps"] = i64(o.train.steps);
-  flags["--batch-size"] = i64(o.train.batch_size);
-  flags["--grad-accum"] = i64(o.train.grad_accum);
-  flags["--block-size"] = i64(o.model.shape.block_size);
-  flags["--n-layer"] = i64(o.model.shape.n_layer);
-  flags["--n-head"] = i64(o.model.shape.n_head);
-  flags["--n-embd"] = i64(o.model.shape.n_embd);
-  flags["--dropout"] = f64(o.model.shape.dropout);
+  flags["--seed"] = [&](const std::string& v) { o.train.seed = o.model_seed = io::to_unsigned(v); };
+  flags["--steps"] = store(o.train.steps);
+  flags["--batch-size"] = store(o.train.batch_size);
+  flags["--grad-accum"] = store(o.train.grad_accum);
+  flags["--block-size"] = store(o.model.shape.block_size);
+  flags["--n-layer"] = store(o.model.shape.n_layer);
+  flags["--n-head"] = store(o.model.shape.n_head);
+  flags["--n-embd"] = store(o.model.shape.n_embd);
+  flags["--dropout"] = store(o.model.shape.dropout);
   flags["--bias"] = [&](const std::string& v) { o.model.shape.bias = v == "1" || v == "true"; };
   flags["--arch"] = [&](const std::string& v) {
     LOOM_CHECK(v == "gpt2" || v == "llama", value_error, "--arch must be gpt2 or llama, got '", v, "'");
     o.model.arch = v;
   };
-  flags["--n-kv-head"] = i64(o.model.n_kv_head);
-  flags["--intermediate-size"] = i64(o.model.intermediate_size);
-  flags["--rope-theta"] = f64(o.model.rope_theta);
+  flags["--n-kv-head"] = store(o.model.n_kv_head);
+  flags["--intermediate-size"] = store(o.model.intermediate_size);
+  flags["--rope-theta"] = store(o.model.rope_theta);
   flags["--tie"] = [&](const std::string& v) {
     LOOM_CHECK(v == "0" || v == "1", value_error, "--tie must be 0 or 1, got '", v, "'");
     o.model.tie_embeddings = v == "1";
   };
-  flags["--lr"] = f64(o.train.lr);
-  flags["--min-lr"] = f64(o.train.min_lr);
-  flags["--warmup"] = i64(o.train.warmup_steps);
-  flags["--lr-decay-steps"] = i64(o.train.lr_decay_steps);
-  flags["--weight-decay"] = f64(o.train.weight_decay);
-  flags["--beta1"] = f64(o.train.beta1);
-  flags["--beta2"] = f64(o.train.beta2);
-  flags["--grad-clip"] = f64(o.train.grad_clip);
-  flags["--eval-interval"] = i64(o.train.eval_interval);
-  flags["--eval-iters"] = i64(o.train.eval_iters);
-  flags["--log-interval"] = i64(o.log_interval);
-  flags["--sample-tokens"] = i64(o.sample_tokens);
-  flags["--threads"] = i64(o.threads);
-  flags["--final-eval-iters"] = i64(o.final_eval_iters);
+  flags["--lr"] = store(o.train.lr);
+  flags["--min-lr"] = store(o.train.min_lr);
+  flags["--warmup"] = store(o.train.warmup_steps);
+  flags["--lr-decay-steps"] = store(o.train.lr_decay_steps);
+  flags["--weight-decay"] = store(o.train.weight_decay);
+  flags["--beta1"] = store(o.train.beta1);
+  flags["--beta2"] = store(o.train.beta2);
+  flags["--grad-clip"] = store(o.train.grad_clip);
+  flags["--eval-interval"] = store(o.train.eval_interval);
+  flags["--eval-iters"] = store(o.train.eval_iters);
+  flags["--log-interval"] = store(o.log_interval);
+  flags["--sample-tokens"] = store(o.sample_tokens);
+  flags["--threads"] = store(o.threads);
+  flags["--final-eval-iters"] = store(o.final_eval_iters);
   flags["--dist"] = [&](const std::string& v) { o.dist = v; };
   flags["--zero"] = [&](const std::string& v) {
     LOOM_CHECK(v == "0" || v == "1", value_error, "--zero must be 0 or 1, got '", v, "'");
     o.train.zero = std::stoi(v);
   };
-  flags["--bucket-mb"] = f64(o.bucket_mb);
-  flags["--dist-timeout"] = f64(o.dist_timeout);
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::cout << usage;
-      std::exit(0);
-    }
-    if (a == "--resume") {
-      o.resume = true;
-      continue;
-    }
-    auto it = flags.find(a);
-    LOOM_CHECK(it != flags.end(), value_error, "unknown option '", a, "' (see --help)");
-    LOOM_CHECK(i + 1 < argc, value_error, "option ", a, " needs a value");
-    try {
-      it->second(argv[++i]);
-    } catch (const std::logic_error&) {  // stoll / stod
-      throw value_error("option " + a + ": '" + argv[i] + "' is not a number");
-    }
+  flags["--bucket-mb"] = store(o.bucket_mb);
+  flags["--dist-timeout"] = store(o.dist_timeout);
+  table.switches["--resume"] = [&] { o.resume = true; };
+  if (!io::parse_options(argc, argv, 1, table)) {
+    std::cout << usage;
+    std::exit(0);
   }
   LOOM_CHECK(!o.data.empty(), value_error, "--data FILE|DIR is required (see --help)");
   LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda, got '", o.device, "'");

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <loom/io/checkpoint.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/io/json.hpp>
 #include <loom/io/safetensors.hpp>
 #include <loom/loom.hpp>
@@ -742,4 +743,89 @@ TEST_CASE("docs example") {
     s.set_meta("step", "1200");
     save_checkpoint(old_cwd.is_absolute() && !fs::path(out).is_absolute() ? (old_cwd / out).string() : out, s);
   }
+}
+
+// --- command-line options (io/cli.hpp) ---------------------------------------------------------
+
+TEST_CASE("to_integer, to_unsigned and to_number take the whole argument or throw") {
+  CHECK(to_integer("12") == 12);
+  CHECK(to_integer("-3") == -3);
+  CHECK(to_integer("+4") == 4);
+  CHECK(to_integer("9223372036854775807") == std::numeric_limits<int64_t>::max());
+  for (const char* bad : {"", "-", "12x", " 3", "3 ", "1e3", "0x10", "1.5"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(to_integer(bad), std::invalid_argument);
+  }
+  CHECK_THROWS_AS(to_integer("9223372036854775808"), std::out_of_range);
+  CHECK_THROWS_AS(to_integer("5", 0, 4), std::out_of_range);
+  CHECK(to_unsigned("18446744073709551615") == std::numeric_limits<uint64_t>::max());
+  CHECK_THROWS_AS(to_unsigned("-1"), std::invalid_argument);  // std::stoull would make it 2^64 - 1
+  CHECK_THROWS_AS(to_unsigned("18446744073709551616"), std::out_of_range);
+  CHECK(to_number("0.5") == 0.5);
+  CHECK(to_number("3e-4") == 3e-4);
+  CHECK(to_number(".5") == 0.5);
+  CHECK(to_number("-2") == -2.0);
+  for (const char* bad : {"", "1e-3x", "nan", "inf", "-inf", "0x1p3", "1e", "--1", "1,5"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(to_number(bad), std::invalid_argument);
+  }
+  CHECK_THROWS_AS(to_number("1e999"), std::out_of_range);
+}
+
+TEST_CASE("parse_options applies values, switches and lists in order and names what is wrong") {
+  struct Parsed {
+    std::string out;
+    int64_t steps = 0;
+    int threads = 0;
+    double lr = 0;
+    uint64_t seed = 0;
+    bool fresh = false;
+    std::vector<std::string> inputs;
+  };
+  auto parse = [](std::vector<std::string> args, Parsed& p, const std::string& context = "") {
+    args.insert(args.begin(), "prog");
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    OptionTable table;
+    table.values = {{"--out", store(p.out)},     {"--steps", store(p.steps)}, {"--threads", store(p.threads)},
+                    {"--lr", store(p.lr)},       {"--seed", store(p.seed)}};
+    table.switches["--fresh"] = [&p] { p.fresh = true; };
+    table.lists["--input"] = [&p](const std::string& v) { p.inputs.push_back(v); };
+    return parse_options(int(argv.size()), argv.data(), 1, table, context);
+  };
+  auto error = [&](std::vector<std::string> args, const std::string& context = "") {
+    Parsed p;
+    try {
+      parse(std::move(args), p, context);
+    } catch (const value_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Parsed p;
+  CHECK(parse({"--input", "a", "b", "--steps", "7", "--fresh", "--lr", "3e-4", "--out", "--x", "--seed", "9",
+               "--threads", "-2", "--input", "c"},
+              p));
+  CHECK(p.inputs == std::vector<std::string>{"a", "b", "c"});
+  CHECK(p.steps == 7);
+  CHECK(p.fresh);
+  CHECK(p.lr == 3e-4);
+  CHECK(p.out == "--x");  // a value option takes the next argument whatever it looks like
+  CHECK(p.seed == 9);
+  CHECK(p.threads == -2);
+  Parsed q;
+  CHECK_FALSE(parse({"--steps", "3", "--help", "--steps", "4"}, q));  // --help stops the parse
+  CHECK(q.steps == 3);
+  CHECK_FALSE(parse({"-h"}, q));
+  CHECK(parse({}, q));
+
+  CHECK_THAT(error({"--steps", "10x"}), LOOM_CONTAINS("option --steps: '10x' is not a number"));
+  CHECK_THAT(error({"--lr", "nan"}), LOOM_CONTAINS("option --lr: 'nan' is not a number"));
+  CHECK_THAT(error({"--seed", "-1"}), LOOM_CONTAINS("option --seed: '-1' is not a number"));
+  CHECK_THAT(error({"--threads", "3000000000"}), LOOM_CONTAINS("option --threads: '3000000000' is out of range"));
+  CHECK_THAT(error({"--bogus", "1"}), LOOM_CONTAINS("unknown option '--bogus' (see --help)"));
+  CHECK_THAT(error({"--bogus"}, "prog run"), LOOM_CONTAINS("unknown option '--bogus' for prog run (see --help)"));
+  CHECK_THAT(error({"--steps"}), LOOM_CONTAINS("option --steps needs a value"));
+  CHECK_THAT(error({"--input", "--fresh"}), LOOM_CONTAINS("option --input needs a value"));
+  CHECK_THAT(error({"--input"}), LOOM_CONTAINS("option --input needs a value"));
 }

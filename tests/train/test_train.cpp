@@ -520,6 +520,27 @@ TEST_CASE("loom-train names an empty data file and a folder given as data", "[pr
   CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: texts is a folder but not one that loom-data wrote"));
 }
 
+TEST_CASE("loom-train and loom-sample refuse a malformed option before doing anything", "[program]") {
+  ScratchDir dir("prog_options");
+  write_text(dir.file("text.txt"), "hello world\n");
+  struct Bad { std::string args, says; };
+  std::vector<Bad> bad = {{"--steps 10x", "option --steps: '10x' is not a number"},
+                          {"--lr 1e-3abc", "option --lr: '1e-3abc' is not a number"},
+                          {"--seed -1", "option --seed: '-1' is not a number"},
+                          {"--stpes 10", "unknown option '--stpes' (see --help)"},
+                          {"--steps", "option --steps needs a value"}};
+  for (const Bad& b : bad) {
+    CAPTURE(b.args);
+    auto run = run_program(loom_train("--data text.txt --out run " + b.args), dir.path.string());
+    CHECK(run.status == 1);
+    CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: " + b.says));
+    CHECK_FALSE(fs::exists(dir.path / "run"));
+  }
+  auto run = run_program(loom_sample("--ckpt none.safetensors --top-k 5x"), dir.path.string());
+  CHECK(run.status == 1);
+  CHECK_THAT(run.output, LOOM_CONTAINS("loom-sample: option --top-k: '5x' is not a number"));
+}
+
 TEST_CASE("loom-train with a BPE tokenizer: the checkpoint alone samples, from any folder", "[program]") {
   ScratchDir dir("prog_bpe");
   write_text(dir.file("data.txt"), corpus_text());
