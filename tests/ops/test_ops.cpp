@@ -271,11 +271,13 @@ TEST_CASE("matmul of one row (the matrix-vector path): both layouts of b, stride
 TEST_CASE("cpu::gemm's blocked paths: packed and in-place operands, partial tiles, few rows, long K, accumulate") {
   // Shapes chosen to reach each path of the AVX-512 kernel (Eigen elsewhere): rows that leave a
   // partial sliver of 14, columns that leave a partial panel of 32 or one of at most 16, whole
-  // panels read in place, fewer rows than the threads' blocks, K over one cache block (512),
-  // N over one column block (3072), padded leading dimensions, and accumulation into C.
+  // panels read in place, a row-major B of whole panels too large to be read in place (over 2^20
+  // floats), fewer rows than the threads' blocks, K over one cache block (512), N over one
+  // column block (3072), padded leading dimensions, and accumulation into C.
   struct Case { int64_t M, N, K; };
-  std::vector<Case> cases = {{5, 64, 40},   {13, 96, 600},  {65, 128, 768}, {140, 33, 17}, {300, 64, 1100},
-                             {41, 3100, 9}, {768, 65, 128}, {29, 32, 513},  {386, 160, 130}};
+  std::vector<Case> cases = {{5, 64, 40},    {13, 96, 600},   {65, 128, 768}, {140, 33, 17},
+                             {300, 64, 1100}, {41, 3100, 9},   {768, 65, 128}, {29, 32, 513},
+                             {386, 160, 130}, {20, 1056, 1000}};
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> U(-1.0f, 1.0f);
   for (const Case& s : cases)

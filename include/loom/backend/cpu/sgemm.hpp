@@ -31,6 +31,7 @@ inline constexpr int64_t MR = 14, NR = 32;            // register tile
 #define LOOM_SGEMM_MC 140
 #endif
 inline constexpr int64_t KC = LOOM_SGEMM_KC, MC = LOOM_SGEMM_MC, NC = 3072;  // cache blocks
+inline constexpr int64_t b_direct_max = int64_t(1) << 20;  // floats of a row-major B read in place (4 MB)
 
 // Element (i, j) of a strided matrix: row stride rs, column stride cs.
 struct Mat {
@@ -164,8 +165,10 @@ inline void sgemm(float* c, int64_t ldc, const float* a, int64_t a_rs, int64_t a
   // Operands already in the micro-kernel's order are read where they lie, unpacked: a
   // column-major A (each k's rows are contiguous: the dY^T of a weight gradient), of which only
   // a partial last sliver is packed, and a row-major B of whole panels (each k's NR columns are
-  // contiguous).
-  const bool a_direct = A.rs == 1 && A.cs != 1, b_direct = B.cs == 1 && N % NR == 0;
+  // contiguous) that is small enough to stay in the caches. A larger B (the dY of a big weight
+  // gradient, streamed from memory) is packed: the packing loads run with nothing waiting on
+  // them, where the micro-kernel would stall on each of its strided misses.
+  const bool a_direct = A.rs == 1 && A.cs != 1, b_direct = B.cs == 1 && N % NR == 0 && K * N <= b_direct_max;
   // Rows of C go in blocks of whole slivers (MR rows), at most MC rows each and, when there are
   // enough, a multiple of the thread count, so that every thread gets the same number of rows.
   // Fewer rows than threads x MC (a skinny product such as a weight gradient, C 128 x 128): the
