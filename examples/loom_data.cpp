@@ -103,13 +103,13 @@ int run(int argc, char** argv, dist::Communicator& comm) {
   io::OptionTable table;
   auto& flags = table.values;  // --name VALUE
   using io::store;
-  flags["--out"] = [&](const std::string& v) { o.out = v; };
-  flags["--text-field"] = [&](const std::string& v) { o.read.text_field = v; };
-  flags["--tokenizer"] = [&](const std::string& v) { o.tokenizer = v; };
-  flags["--split"] = [&](const std::string& v) { o.split = v; };
-  flags["--quality"] = [&](const std::string& v) { o.quality = v; };
+  flags["--out"] = store(o.out);
+  flags["--text-field"] = store(o.read.text_field);
+  flags["--tokenizer"] = store(o.tokenizer);
+  flags["--split"] = store(o.split);
+  flags["--quality"] = store(o.quality);
   flags["--pii"] = [&](const std::string& v) { o.pii = data::parse_pii_mode(v); };
-  flags["--dedup"] = [&](const std::string& v) { o.dedup = v; };
+  flags["--dedup"] = store(o.dedup);
   flags["--minhash-bands"] = store(o.minhash.bands);
   flags["--minhash-rows"] = store(o.minhash.rows);
   flags["--ngram"] = store(o.minhash.ngram);

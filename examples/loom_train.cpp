@@ -119,11 +119,11 @@ Options parse(int argc, char** argv) {
   io::OptionTable table;
   auto& flags = table.values;  // --name VALUE
   using io::store;
-  flags["--data"] = [&](const std::string& v) { o.data = v; };
+  flags["--data"] = store(o.data);
   flags["--preset"] = [&](const std::string&) {};
-  flags["--tokenizer"] = [&](const std::string& v) { o.tokenizer = v; };
-  flags["--out"] = [&](const std::string& v) { o.out = v; };
-  flags["--device"] = [&](const std::string& v) { o.device = v; };
+  flags["--tokenizer"] = store(o.tokenizer);
+  flags["--out"] = store(o.out);
+  flags["--device"] = store(o.device);
   flags["--dtype"] = [&](const std::string& v) {
     LOOM_CHECK(v == "fp32" || v == "bf16", value_error, "--dtype must be fp32 or bf16, got '", v, "'");
     o.train.bf16 = v == "bf16";
@@ -137,7 +137,10 @@ Options parse(int argc, char** argv) {
   flags["--n-head"] = store(o.model.shape.n_head);
   flags["--n-embd"] = store(o.model.shape.n_embd);
   flags["--dropout"] = store(o.model.shape.dropout);
-  flags["--bias"] = [&](const std::string& v) { o.model.shape.bias = v == "1" || v == "true"; };
+  flags["--bias"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "0" || v == "1" || v == "false" || v == "true", value_error, "--bias must be 0 or 1, got '", v, "'");
+    o.model.shape.bias = v == "1" || v == "true";
+  };
   flags["--arch"] = [&](const std::string& v) {
     LOOM_CHECK(v == "gpt2" || v == "llama", value_error, "--arch must be gpt2 or llama, got '", v, "'");
     o.model.arch = v;
@@ -163,7 +166,7 @@ Options parse(int argc, char** argv) {
   flags["--sample-tokens"] = store(o.sample_tokens);
   flags["--threads"] = store(o.threads);
   flags["--final-eval-iters"] = store(o.final_eval_iters);
-  flags["--dist"] = [&](const std::string& v) { o.dist = v; };
+  flags["--dist"] = store(o.dist);
   flags["--zero"] = [&](const std::string& v) {
     LOOM_CHECK(v == "0" || v == "1", value_error, "--zero must be 0 or 1, got '", v, "'");
     o.train.zero = std::stoi(v);
