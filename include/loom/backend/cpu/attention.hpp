@@ -26,9 +26,8 @@
 /// all go through one helper, tile_product, which on AVX-512 machines runs the GEMM's
 /// register-blocked float kernel (avx512.hpp's fma_block, with 8 rows x 32 columns of
 /// accumulators; K and V are transposed once per head so that every product streams contiguous
-/// rows) and elsewhere Eigen's small products. Causal tiles
-/// skip the half that the mask hides: the columns, or the terms of the sum, that no query of a
-/// block of rows can see.
+/// rows) and elsewhere Eigen's small products. Causal tiles skip the half that the mask hides:
+/// the columns, or the terms of the sum, that no query of a block of rows can see.
 ///
 /// Contract (shared with backend/cuda/attention.cuh; the seam, backend/kernels.hpp, stages
 /// strided operands for the CUDA backward, which reads contiguous ones): every (B, NH, T, HS)
