@@ -8,12 +8,7 @@
 #define LOOM_WITH_CUDA 0
 #endif
 
-#if defined(__CUDACC__)
-#define LOOM_HOST_DEVICE __host__ __device__
-#else
-/// Marks scalar math shared by the CPU and CUDA kernels.
-#define LOOM_HOST_DEVICE
-#endif
+#include "loom/core/host_device.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>

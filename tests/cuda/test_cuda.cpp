@@ -305,6 +305,24 @@ TEST_CASE("Embedding gathers rows and its backward adds repeated indices determi
   CHECK_THROWS_AS(embedding(w.to(dev_gpu), bad), index_error);
 }
 
+TEST_CASE("Dropout draws the same mask on the GPU as on the CPU") {
+  auto x = rnd({1001, 7}, 23);  // an odd count: the last Philox block serves one element
+  for (double p : {0.1, 0.5, 1.0}) {
+    Generator gc(24), gg(24);
+    auto xc = x.detach().requires_grad_(), xg = x.to(dev_gpu).requires_grad_();
+    auto yc = dropout(xc, p, gc), yg = dropout(xg, p, gg);
+    CHECK(gc.offset() == gg.offset());
+    CHECK(yg.to(Device::cpu()).to_vector() == yc.to_vector());  // the same bits
+    auto g = rnd({1001, 7}, 25);
+    yc.backward(g);
+    yg.backward(g.to(dev_gpu));
+    CHECK(xg.grad().to(Device::cpu()).to_vector() == xc.grad().to_vector());
+    int64_t kept = 0;
+    for (float v : yc.to_vector()) kept += v != 0.0f;
+    std::printf("dropout p=%.1f: %ld of 7007 kept on both devices\n", p, long(kept));
+  }
+}
+
 TEST_CASE("Cross-entropy matches the CPU for every reduction with ignore_index") {
   const int64_t N = 97, V = 1031;
   auto logits = rnd({N, V}, 20, -6, 6);

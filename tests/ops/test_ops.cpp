@@ -518,3 +518,43 @@ TEST_CASE("Ops reject undefined tensors and say so") {
   CHECK_THROWS_WITH(add(Tensor<float>(), ones<float>({1})), LOOM_CONTAINS("add: an input tensor is undefined"));
   CHECK_THROWS_WITH(zeros<float>({2, 3}) + zeros<float>({3, 2}), LOOM_CONTAINS("add: shapes [2, 3] and [3, 2] cannot be broadcast"));
 }
+
+TEST_CASE("dropout keeps the elements whose rand() draw is at least p, forward and backward") {
+  // The kernel draws the mask as it goes; it must keep element i exactly where rand() with the
+  // same generator state gives element i a value >= p (24 bits for float, 53 for double).
+  auto check = [](auto zero, double p) {
+    using T = decltype(zero);
+    Generator gx(5);
+    Tensor<T> x = rand<T>(Shape{37, 3}, gx, 0.5, 1.5).requires_grad_();  // 111: an odd count
+    Generator gd(9), gr(9);
+    Tensor<T> y = dropout(x, p, gd);
+    Tensor<T> u = rand<T>(Shape{37, 3}, gr);
+    if (p > 0.0) CHECK(gd.offset() == gr.offset());  // (p = 0 draws nothing)
+    const double scale = p < 1.0 ? 1.0 / (1.0 - p) : 0.0;
+    Tensor<T> g = rand<T>(Shape{37, 3}, gx);
+    y.backward(g);
+    int64_t kept = 0;
+    for (int64_t i = 0; i < 111; ++i) {
+      const bool keep = double(u.data()[i]) >= p;
+      kept += keep;
+      const T want = keep ? T(x.data()[i] * T(scale)) : T(0);
+      CHECK(y.data()[i] == want);
+      CHECK(x.grad().data()[i] == (keep ? T(g.data()[i] * T(scale)) : T(0)));
+    }
+    return kept;
+  };
+  for (double p : {0.0, 0.25, 0.5, 1.0}) {
+    const int64_t kf = check(0.0f, p), kd = check(0.0, p);
+    if (p == 0.0) CHECK(kf == 111);
+    if (p == 1.0) CHECK(kd == 0);
+    if (p == 0.5) CHECK((kf > 30 && kf < 81));
+  }
+  // Not training, or p = 0: x itself. A strided input is read in its logical order.
+  Generator g(1);
+  auto x = rand<float>(Shape{4, 6}, g);
+  CHECK(dropout(x, 0.5, g, /*training=*/false).data() == x.data());
+  Generator ga(3), gb(3);
+  auto xt = x.t();
+  CHECK(dropout(xt, 0.5, ga).to_vector() == dropout(xt.contiguous(), 0.5, gb).to_vector());
+  CHECK_THROWS_AS(dropout(x, 1.5, g), value_error);
+}

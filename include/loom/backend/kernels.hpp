@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "loom/backend/cpu/attention.hpp"
+#include "loom/backend/cpu/dropout.hpp"
 #include "loom/backend/cpu/elementwise.hpp"
 #include "loom/backend/cpu/embedding.hpp"
 #include "loom/backend/cpu/layer_norm.hpp"
@@ -185,6 +186,16 @@ void binary_backward(Device d, BinaryGradOp op, T* out, const T* g, const T* a, 
   if (d.is_cpu()) return cpu::binary_backward(op, out, g, a, b, StridedLayout<4>(shape, st));
   LOOM_CUDA_F32(T, "binary op backward",
                 cuda::binary_backward_f32(op, out, g, a, b, loom::detail::cuda_layout<4>(shape, st), d.index));
+}
+
+// --- Dropout ------------------------------------------------------------------------------------
+
+/// out = x * scale where element i's draw from (seed, first) is >= p, else 0, over n contiguous
+/// elements; the same elements on both backends. Contract in backend/cpu/dropout.hpp.
+template <class T>
+void dropout(Device d, T* out, const T* x, int64_t n, uint64_t seed, uint64_t first, double p, double scale) {
+  if (d.is_cpu()) return cpu::dropout(out, x, n, seed, first, p, scale);
+  LOOM_CUDA_F32(T, "dropout", cuda::dropout_f32(out, x, n, seed, first, p, scale, d.index));
 }
 
 // --- Reductions ---------------------------------------------------------------------------------

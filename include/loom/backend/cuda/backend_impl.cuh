@@ -11,6 +11,7 @@
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/runtime.cuh"
 #include "loom/backend/cuda/elementwise.cuh"
+#include "loom/backend/cuda/dropout.cuh"
 #include "loom/backend/cuda/reduce.cuh"
 #include "loom/backend/cuda/softmax.cuh"
 #include "loom/backend/cuda/layer_norm.cuh"

@@ -116,6 +116,12 @@ double sum_of_squares_f32(const float* const* arrays, const int64_t* sizes, int 
 /// x[i] *= alpha for n contiguous elements.
 void scale_f32(float* x, float alpha, int64_t n, int device);
 
+// --- Dropout: dropout.cuh ------------------------------------------------------------------------
+
+/// out = x * scale where element i's draw from (seed, first) is >= p, else 0 (backend/cpu/dropout.hpp).
+void dropout_f32(float* out, const float* x, int64_t n, uint64_t seed, uint64_t first, double p, double scale,
+                 int device);
+
 // --- Row-wise kernels: softmax.cuh, layer_norm.cuh, rms_norm.cuh, embedding.cuh, loss.cuh -------
 
 /// Softmax (or log-softmax) of each of N contiguous rows of C.
