@@ -303,6 +303,23 @@ TEST_CASE("Embedding gathers rows and its backward adds repeated indices determi
   check_op("embedding C=37", {w2}, [idx](auto& a, Device d) { return embedding(a[0], idx.to(d)); });
   auto bad = from_vector<int64_t>({1, 50}).to(dev_gpu);
   CHECK_THROWS_AS(embedding(w.to(dev_gpu), bad), index_error);
+  // GPT-2's table, with long runs of repeated tokens (a sort on the GPU, one block per run), the
+  // highest row, and the same bits on a second run.
+  Generator g(20);
+  auto big = rnd({50304, 64}, 21);
+  auto ids = randint<int64_t>({4, 1000}, 0, 300, g);
+  ids.data()[17] = 50303, ids.data()[3999] = 50303, ids.data()[0] = 0;
+  check_op("embedding V=50304", {big}, [ids](auto& a, Device d) { return embedding(a[0], ids.to(d)); }, 1e-6);
+  auto wg = big.to(dev_gpu).requires_grad_();
+  auto dy = rnd({4, 1000, 64}, 22).to(dev_gpu);
+  std::vector<float> first;
+  for (int run = 0; run < 2; ++run) {
+    wg.zero_grad();
+    embedding(wg, ids.to(dev_gpu)).backward(dy);
+    auto dw = wg.grad().to(Device::cpu()).to_vector();
+    if (run == 0) first = dw;
+    else CHECK(dw == first);
+  }
 }
 
 TEST_CASE("Dropout draws the same mask on the GPU as on the CPU") {

@@ -1,15 +1,19 @@
 #pragma once
 // Embedding lookup and its deterministic backward. The forward gathers rows (float4 when C
-// allows) and flags any index outside [0, V). The backward sorts the positions by token on the
-// host (the ids are small: B*T int64), then one block per distinct token adds that token's
-// gradient rows in position order: no atomics, the same bits on every run.
+// allows) and flags any index outside [0, V). The backward sorts the (token, position) pairs on
+// the device (CUB's stable radix sort), then the first block of each run of a token adds that
+// token's gradient rows in position order: no atomics, the same bits on every run, and no wait
+// for the host.
 //
 // Contract (the same as backend/cpu/embedding.hpp): int64 indices; the forward throws
 // index_error naming the position of an index outside [0, V); the backward writes the whole
-// (V, C) dweight (overwritten, not added to), adding repeated indices in the order of n.
+// (V, C) dweight (overwritten, not added to), adding repeated indices in the order of n. (The
+// backward trusts the indices the forward checked: here one outside [0, V) adds nothing.)
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/reduce.cuh"
+
+#include <cub/device/device_radix_sort.cuh>
 
 namespace loom::cuda {
 
@@ -57,17 +61,39 @@ __global__ void embedding_forward_kernel(E* out, const int64_t* idx, const E* w,
   }
 }
 
-// Block k handles token tokens[k]: dw[token, :] = sum of g[pos[j], :] for j in [start[k], start[k+1]).
-__global__ void embedding_backward_kernel(float* dw, const float* g, const int64_t* tokens, const int64_t* start,
-                                          const int64_t* pos, int64_t U, int64_t C) {
-  for (int64_t k = blockIdx.x; k < U; k += gridDim.x) {
-    const int64_t t = tokens[k], j0 = start[k], j1 = start[k + 1];
+// The backward's sort keys: key[n] = idx[n] for an index in [0, V), else V (sorted last, then
+// skipped); pos[n] = n.
+__global__ void embedding_sort_keys_kernel(uint32_t* key, int32_t* pos, const int64_t* idx, int64_t N, int64_t V) {
+  for (int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; n < N; n += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t = idx[n];
+    key[n] = uint32_t(t >= 0 && t < V ? t : V);
+    pos[n] = int32_t(n);
+  }
+}
+
+// Block j starts work only where a run of equal keys begins in the sorted (key, pos): it writes
+// dw[key, :] = the sum of g[pos[i], :] over that run, in the order of i, which is the order of
+// n (the radix sort is stable). Every other block returns at once.
+__global__ void embedding_backward_kernel(float* dw, const float* g, const uint32_t* key, const int32_t* pos, int64_t N,
+                                          int64_t C, int64_t V) {
+  for (int64_t j = blockIdx.x; j < N; j += gridDim.x) {
+    const uint32_t t = key[j];
+    if (t >= V || (j > 0 && key[j - 1] == t)) continue;
+    int64_t end = j + 1;
+    while (end < N && key[end] == t) ++end;
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       float s = 0.0f;
-      for (int64_t j = j0; j < j1; ++j) s += g[pos[j] * C + c];
-      dw[t * C + c] = s;
+      for (int64_t i = j; i < end; ++i) s += g[int64_t(pos[i]) * C + c];
+      dw[int64_t(t) * C + c] = s;
     }
   }
+}
+
+// The number of low bits that hold every key in [0, V].
+inline int key_bits(int64_t V) {
+  int bits = 1;
+  while ((int64_t(1) << bits) <= V) ++bits;
+  return bits;
 }
 
 }  // namespace detail
@@ -99,39 +125,31 @@ void embedding_backward_f32(float* dw, const float* g, const int64_t* idx, int64
   if (V * C == 0) return;
   LOOM_CUDA_CHECK(cudaMemsetAsync(dw, 0, size_t(V * C) * sizeof(float), s));
   if (N == 0) return;
-  std::vector<int64_t> ids(N);
-  LOOM_CUDA_CHECK(cudaMemcpyAsync(ids.data(), idx, size_t(N) * sizeof(int64_t), cudaMemcpyDeviceToHost, s));
-  LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
-  // A counting sort by token (stable: positions stay in order within a token), O(N + V).
-  std::vector<int64_t> count(size_t(V) + 1, 0);
-  for (int64_t j = 0; j < N; ++j) {
-    const int64_t t = ids[j];
-    LOOM_CHECK(t >= 0 && t < V, index_error, "embedding backward: index ", t, " is out of range for a table of ", V,
-               " rows");
-    ++count[size_t(t) + 1];
-  }
-  std::vector<int64_t> tokens, start;  // one entry per distinct token, in token order
-  for (int64_t v = 0; v < V; ++v) {
-    if (count[size_t(v) + 1] > 0) tokens.push_back(v), start.push_back(count[size_t(v)]);
-    count[size_t(v) + 1] += count[size_t(v)];  // prefix sum: count[v] = first slot of token v
-  }
-  start.push_back(N);
-  std::vector<int64_t> pos(N);
-  for (int64_t j = 0; j < N; ++j) pos[size_t(count[size_t(ids[j])]++)] = j;
-  const int64_t U = int64_t(tokens.size());
-  // one upload: pos (N), tokens (U), start (U + 1)
-  std::vector<int64_t> packed;
-  packed.reserve(size_t(N + 2 * U + 1));
-  packed.insert(packed.end(), pos.begin(), pos.end());
-  packed.insert(packed.end(), tokens.begin(), tokens.end());
-  packed.insert(packed.end(), start.begin(), start.end());
-  detail::Scratch dev(packed.size() * sizeof(int64_t), device);
-  LOOM_CUDA_CHECK(cudaMemcpyAsync(dev.p, packed.data(), packed.size() * sizeof(int64_t), cudaMemcpyHostToDevice, s));
-  const int64_t* p = dev.as<int64_t>();
-  int threads = C >= 512 ? 256 : 128;
-  detail::embedding_backward_kernel<<<int(std::min<int64_t>(U, 65535)), threads, 0, s>>>(dw, g, p + N, p + N + U, p, U, C);
+  LOOM_CHECK(N < INT32_MAX && V < INT32_MAX, value_error, "embedding backward on CUDA: ", N, " positions or ", V,
+             " rows exceed the int32 range of its sort");
+  // Sort (key, position) pairs by key on the device: a stable radix sort over the key's low bits.
+  const int n = int(N), bits = detail::key_bits(V);
+  size_t sort_bytes = 0;
+  LOOM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const uint32_t*>(nullptr),
+                                                  static_cast<uint32_t*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                                  static_cast<int32_t*>(nullptr), n, 0, bits, s));
+  const size_t arr = (size_t(N) * 4 + 255) / 256 * 256;  // one of the four arrays, 256-byte aligned
+  detail::Scratch scratch(4 * arr + sort_bytes, device);
+  char* base = scratch.as<char>();
+  auto* key_in = reinterpret_cast<uint32_t*>(base);
+  auto* key_out = reinterpret_cast<uint32_t*>(base + arr);
+  auto* pos_in = reinterpret_cast<int32_t*>(base + 2 * arr);
+  auto* pos_out = reinterpret_cast<int32_t*>(base + 3 * arr);
+  detail::embedding_sort_keys_kernel<<<detail::grid_for(N, 256, device), 256, 0, s>>>(key_in, pos_in, idx, N, V);
   LOOM_CUDA_CHECK_LAUNCH();
-  LOOM_CUDA_CHECK(cudaStreamSynchronize(s));  // `packed` (host) must outlive the copy
+  LOOM_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(base + 4 * arr, sort_bytes, key_in, key_out, pos_in, pos_out, n, 0,
+                                                  bits, s));
+  // One block per position; only the first of each run of a token works (no atomics: the same
+  // bits on every run, and no synchronization with the host).
+  const int threads = C >= 512 ? 256 : 128;
+  detail::embedding_backward_kernel<<<int(std::min<int64_t>(N, INT32_MAX)), threads, 0, s>>>(dw, g, key_out, pos_out,
+                                                                                           N, C, V);
+  LOOM_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace loom::cuda
