@@ -148,6 +148,15 @@ TEST_CASE("gradcheck: matmul, softmax, layer_norm, embedding, cross_entropy, dro
   check_grad("cross_entropy none", [targets](auto& in) { return cross_entropy(in[0], targets, -100, Reduction::none); }, {logits});
   check_grad("cross_entropy of a view", [targets](auto& in) { return cross_entropy(in[0].transpose(0, 1), targets.t()); }, {logits});
 
+  // linear: the bias added inside the GEMM; 3-D, 2-D and 1-D inputs (the last composed)
+  auto lx = leaf({2, 3, 4}, 25), lw = leaf({5, 4}, 26), lb = leaf({5}, 27);
+  check_grad("linear", [](auto& in) { return linear(in[0], in[1], in[2]); }, {lx, lw, lb});
+  check_grad("linear 2-D", [](auto& in) { return linear(in[0].reshape({6, 4}), in[1], in[2]); }, {lx, lw, lb});
+  check_grad("linear 1-D", [](auto& in) { return linear(in[0].reshape({24}).slice(0, 0, 4), in[1], in[2]); },
+             {lx, lw, lb});
+  check_grad("linear of a transposed view", [](auto& in) { return linear(in[0].transpose(0, 1), in[1], in[2]); },
+             {lx, lw, lb});
+
   auto d = leaf({4, 8}, 24);
   check_grad("dropout", [](auto& in) { Generator g(7); return dropout(in[0], 0.3, g); }, {d});
 }

@@ -376,6 +376,20 @@ TEST_CASE("matmul matches the CPU: 2-D batched with broadcasting transposed view
 
 // --- Attention ----------------------------------------------------------------------------------
 
+TEST_CASE("linear (its bias in cuBLASLt's epilogue) matches the CPU in fp32 and bf16") {
+  auto x = rnd({3, 37, 48}, 26), w = rnd({40, 48}, 27), b = rnd({40}, 28);
+  auto w2 = rnd({36, 48}, 29), b2 = rnd({36}, 30);  // an output width that is not a multiple of 8
+  auto xl = rnd({4, 128, 768}, 31, -1, 1), wl = rnd({2304, 768}, 32, -0.05, 0.05), bl = rnd({2304}, 33);
+  auto f = [](auto& a, Device) { return linear(a[0], a[1], a[2]); };
+  check_op("linear", {x, w, b}, f);
+  check_op("linear out=36", {x, w2, b2}, f);
+  check_op("linear 512x768 @ 768x2304", {xl, wl, bl}, f);
+  AutocastGuard guard(true);
+  check_op("linear bf16", {x, w, b}, f, 1e-2);
+  check_op("linear bf16 out=36", {x, w2, b2}, f, 1e-2);
+  check_op("linear bf16 512x768 @ 768x2304", {xl, wl, bl}, f, 1e-2);
+}
+
 TEST_CASE("Causal attention (fp32 flash kernels) matches the CPU forward and backward") {
   struct Case { int64_t B, NH, Tq, Tk, HS; };
   for (Case c : {Case{2, 3, 77, 77, 64}, Case{1, 2, 130, 130, 32}, Case{2, 1, 5, 69, 64}, Case{1, 1, 64, 64, 48},

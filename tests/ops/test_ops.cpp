@@ -558,3 +558,16 @@ TEST_CASE("dropout keeps the elements whose rand() draw is at least p, forward a
   CHECK(dropout(xt, 0.5, ga).to_vector() == dropout(xt.contiguous(), 0.5, gb).to_vector());
   CHECK_THROWS_AS(dropout(x, 1.5, g), value_error);
 }
+
+TEST_CASE("linear adds its bias inside the product: the same bits as matmul then add") {
+  Generator g(11);
+  auto x = randn<float>(Shape{3, 5, 16}, g), w = randn<float>(Shape{24, 16}, g), b = randn<float>(Shape{24}, g);
+  auto y = linear(x, w, b);
+  CHECK(y.shape() == Shape{3, 5, 24});
+  CHECK(y.to_vector() == (matmul(x, w.t()) + b).to_vector());
+  CHECK(linear(x, w).to_vector() == matmul(x, w.t()).to_vector());
+  CHECK(linear(empty<float>({0, 16}), w, b).shape() == Shape{0, 24});
+  CHECK_THROWS_WITH(linear(x, w, randn<float>(Shape{23}, g)),
+                    LOOM_CONTAINS("linear: x[3, 5, 16], weight[24, 16] and bias[23] do not fit"));
+  CHECK_THROWS_AS(linear(x, w.t(), b), shape_error);
+}

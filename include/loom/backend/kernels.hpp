@@ -492,17 +492,25 @@ struct MatOperand {
   int64_t ld, batch_stride;
 };
 
-/// c[i] (M, N) = a[i] (M, K) @ b[i] (K, N) for i < batch, c[i] at c + i * c_batch_stride with
-/// row stride ldc, written (not added to). The CPU multiplies T = float or double (E = T); CUDA
-/// multiplies float, or bf16 operands (E = bf16) with fp32 accumulation, into float.
+/// c[i] (M, N) = a[i] (M, K) @ b[i] (K, N) (+ bias (N) on every row, when not null) for i < batch,
+/// c[i] at c + i * c_batch_stride with row stride ldc, written (not added to). The CPU multiplies
+/// T = float or double (E = T); CUDA multiplies float, or bf16 operands (E = bf16) with fp32
+/// accumulation, into float, and adds the bias in the GEMM's epilogue. With a_row_sums, CUDA may
+/// also write the sums of a's rows (M values) from the epilogue of one product: returns true when
+/// it did (never on the CPU), false when the caller must compute them.
 template <class E, class T>
-void gemm(Device d, MatOperand<E> a, MatOperand<E> b, T* c, int64_t ldc, int64_t c_batch_stride, int64_t M,
-          int64_t N, int64_t K, int64_t batch) {
+bool gemm(Device d, MatOperand<E> a, MatOperand<E> b, T* c, int64_t ldc, int64_t c_batch_stride, int64_t M,
+          int64_t N, int64_t K, int64_t batch, const T* bias = nullptr, T* a_row_sums = nullptr) {
   if (d.is_cpu()) {
     if constexpr (std::is_same_v<E, T>) {
       auto one = [&](int64_t i) {
-        cpu::gemm(c + i * c_batch_stride, ldc, a.ptr + i * a.batch_stride, !a.transposed, a.ld,
-                  b.ptr + i * b.batch_stride, !b.transposed, b.ld, M, N, K);
+        T* ci = c + i * c_batch_stride;
+        cpu::gemm(ci, ldc, a.ptr + i * a.batch_stride, !a.transposed, a.ld, b.ptr + i * b.batch_stride,
+                  !b.transposed, b.ld, M, N, K);
+        if (bias)
+          for_each_row(M, N, [&](int64_t r) {
+            for (int64_t n = 0; n < N; ++n) ci[r * ldc + n] += bias[n];
+          });
       };
       // Several products that are each small (under 2^26 multiply-adds, e.g. attention heads): one
       // product per thread, each run serially by Eigen; Eigen's own threading does not pay at that
@@ -514,17 +522,19 @@ void gemm(Device d, MatOperand<E> a, MatOperand<E> b, T* c, int64_t ldc, int64_t
       } else {
         for (int64_t i = 0; i < batch; ++i) one(i);
       }
-      return;
+      return false;
     } else {
       throw device_error("matmul: bf16 operands are multiplied on CUDA only");
     }
   }
   if constexpr (std::is_same_v<T, float> && (std::is_same_v<E, float> || std::is_same_v<E, bf16>)) {
     cuda::GemmOperand ga{a.ptr, a.transposed, a.ld, a.batch_stride}, gb{b.ptr, b.transposed, b.ld, b.batch_stride};
-    LOOM_GPU_ONLY(cuda::gemm(std::is_same_v<E, bf16>, ga, gb, c, ldc, c_batch_stride, M, N, K, batch, 0.0f, d.index));
+    LOOM_GPU_ONLY(return cuda::gemm(std::is_same_v<E, bf16>, ga, gb, c, ldc, c_batch_stride, M, N, K, batch, 0.0f, bias,
+                                    a_row_sums, d.index));
   } else {
     detail::not_float<T>("matmul");
   }
+  return false;
 }
 
 }  // namespace kernel

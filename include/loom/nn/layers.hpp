@@ -42,8 +42,7 @@ class Linear : public Module {
   }
   /// x (..., in) -> (..., out).
   Tensor<float> operator()(const Tensor<float>& x) const {
-    Tensor<float> y = matmul(x, weight.t());  // weight.t() is a view: the GEMM reads it in place
-    if (bias.defined()) y = y + bias;
+    Tensor<float> y = linear(x, weight, bias);  // the GEMM reads weight (out, in) in place, and adds the bias
     return adapter ? y + (*adapter)(x) : y;
   }
   /// Attaches `a` (replacing any adapter; null removes it), registered as a sub-module called

@@ -47,18 +47,21 @@ inline MatmulShapes matmul_shapes(const Shape& a, const Shape& b, const Shape& a
   return s;
 }
 
-// out (batch..., M, N) = a (..., M, K) @ b (..., K, N), written into `out`, whose rows have unit
-// stride and whose batch entries lie M * out.stride(-2) apart. E is the operands' element type
-// and TO the output's (float for bf16 operands).
+// out (batch..., M, N) = a (..., M, K) @ b (..., K, N) (+ bias (N) on every row), written into
+// `out`, whose rows have unit stride and whose batch entries lie M * out.stride(-2) apart. E is
+// the operands' element type and TO the output's (float for bf16 operands). With a_row_sums, a
+// CUDA GEMM may also write the sums of a's rows (M): returns true when it did (kernel::gemm).
 template <class E, class TO>
-void gemm_into(const Tensor<TO>& out, const Tensor<E>& a_in, const Tensor<E>& b_in) {
+bool gemm_into(const Tensor<TO>& out, const Tensor<E>& a_in, const Tensor<E>& b_in, const TO* bias = nullptr,
+               TO* a_row_sums = nullptr) {
   const Device d = out.device();
   const int64_t M = a_in.size(-2), K = a_in.size(-1), N = b_in.size(-1);
   MatmulShapes sh = matmul_shapes(a_in.shape(), b_in.shape(), a_in.shape(), b_in.shape());
-  if (out.numel() == 0) return;
+  if (out.numel() == 0) return false;
   if (K == 0) {
+    LOOM_ASSERT(!bias);  // (linear() adds the bias of an empty product itself)
     out.fill_(TO(0));
-    return;
+    return false;
   }
   // A matrix whose inner strides are both != 1 is copied once, so every batch entry is GEMM-ready.
   auto ready = [](const Tensor<E>& t) {
@@ -86,10 +89,7 @@ void gemm_into(const Tensor<TO>& out, const Tensor<E>& a_in, const Tensor<E>& b_
     }
   }
   kernel::MatOperand<E> ga{a.data(), !la.rowmajor, la.ld, fa}, gb{b.data(), !lb.rowmajor, lb.ld, fb};
-  if (flat) {
-    kernel::gemm(d, ga, gb, out.data(), ldc, M * ldc, M, N, K, nbatch);
-    return;
-  }
+  if (flat) return kernel::gemm(d, ga, gb, out.data(), ldc, M * ldc, M, N, K, nbatch, bias, a_row_sums);
   for (int64_t i = 0; i < nbatch; ++i) {  // a broadcast that does not flatten: one product per entry
     int64_t oa = 0, ob = 0, rem = i;
     for (int dim = batch.size() - 1; dim >= 0; --dim) {
@@ -99,33 +99,37 @@ void gemm_into(const Tensor<TO>& out, const Tensor<E>& a_in, const Tensor<E>& b_
     }
     kernel::MatOperand<E> xa = ga, xb = gb;
     xa.ptr = a.data() + oa, xb.ptr = b.data() + ob;
-    kernel::gemm(d, xa, xb, out.data() + i * M * ldc, ldc, 0, M, N, K, 1);
+    kernel::gemm(d, xa, xb, out.data() + i * M * ldc, ldc, 0, M, N, K, 1, bias);
   }
+  return false;
 }
 
 // The output element type of a product of E operands: float for bf16, else E.
 template <class E>
 using product_t = std::conditional_t<std::is_same_v<E, bf16>, float, E>;
 
-// a (..., M, K) @ b (..., K, N) as a new tensor (no autograd). On CUDA an odd width N is padded
-// to a multiple of 8 and the result is a view of the padded buffer: cuBLAS's fast tensor-core
-// kernels need rows at 32-byte boundaries (measured: the logits GEMM ran 6x slower unpadded).
+// a (..., M, K) @ b (..., K, N) (+ bias (N) on every row) as a new tensor (no autograd). On
+// CUDA an odd width N is padded to a multiple of 8 and the result is a view of the padded buffer:
+// cuBLAS's fast tensor-core kernels need rows at 32-byte boundaries (measured: the logits GEMM
+// ran 6x slower unpadded). With a_row_sums, *summed says whether the GEMM wrote a's row sums.
 template <class E>
-Tensor<product_t<E>> product(const Tensor<E>& a, const Tensor<E>& b) {
+Tensor<product_t<E>> product(const Tensor<E>& a, const Tensor<E>& b, const product_t<E>* bias = nullptr,
+                             product_t<E>* a_row_sums = nullptr, bool* summed = nullptr) {
   using TO = product_t<E>;
   const Device d = a.device();
   MatmulShapes sh = matmul_shapes(a.shape(), b.shape(), a.shape(), b.shape());
   const int64_t M = a.size(-2), N = b.size(-1);
   const int64_t ldc = (d.is_cuda() && N % 8 != 0 && M > 1) ? (N + 7) / 8 * 8 : N;
+  Tensor<TO> out;
   if (ldc == N) {
-    Tensor<TO> out = Tensor<TO>::empty(sh.out, d);
-    gemm_into(out, a, b);
-    return out;
+    out = Tensor<TO>::empty(sh.out, d);
+  } else {
+    Shape padded = sh.out;
+    padded[padded.size() - 1] = ldc;
+    out = Tensor<TO>::empty(padded, d).slice(-1, 0, N);
   }
-  Shape padded = sh.out;
-  padded[padded.size() - 1] = ldc;
-  Tensor<TO> out = Tensor<TO>::empty(padded, d).slice(-1, 0, N);
-  gemm_into(out, a, b);
+  const bool rows = gemm_into(out, a, b, bias, a_row_sums);
+  if (summed) *summed = rows;
   return out;
 }
 
@@ -249,6 +253,64 @@ Tensor<T> matmul(const Tensor<T>& a, const Tensor<T>& b) {
     if (a.dim() == 1) out = out.squeeze(-2);
     if (b.dim() == 1) out = out.squeeze(-1);
     return out;
+  }
+}
+
+/// A Linear layer's product: x (..., in) @ w^T + b for a weight w (out, in) and a bias b (out),
+/// or x @ w^T when b is undefined. The bias is added inside the GEMM (by cuBLASLt's epilogue on
+/// CUDA), not by a pass of its own over the output; under AutocastGuard a CUDA product takes
+/// bf16 operands, as matmul does. Gradients: dx = g @ w, dw = g^T @ x (in w's own layout),
+/// db = the sum of g's rows. Throws shape_error for mismatched sizes.
+template <class T>
+Tensor<T> linear(const Tensor<T>& x, const Tensor<T>& w, const Tensor<T>& b = Tensor<T>()) {
+  static_assert(is_floating_v<T>, "linear: needs a floating element type");
+  if (!b.defined()) return matmul(x, w.t());
+  detail::op_device<T>("linear", x, w, b);
+  LOOM_CHECK(w.dim() == 2 && b.dim() == 1 && b.size(0) == w.size(0) && x.dim() >= 1 && x.size(-1) == w.size(1),
+             shape_error, "linear: x", x.shape(), ", weight", w.shape(), " and bias", b.shape(),
+             " do not fit x (..., in) @ weight (out, in)^T + bias (out)");
+  if constexpr (is_reduced_float_v<T>) {
+    return matmul(x, w.t()) + b;  // (computed through float by matmul)
+  } else {
+    const int64_t in = w.size(1), N = w.size(0);
+    const bool half = std::is_same_v<T, float> && AutocastGuard::bf16() && x.device().is_cuda();
+    // Composed where the fused product does not apply: an empty product, rows that cannot be
+    // viewed flat, or a bf16 output width that cuBLAS would need padded.
+    Shape flat_st;
+    if (x.numel() == 0 || in == 0 || x.dim() == 1 || (half && N % 8 != 0) ||
+        !detail::view_strides(x.shape(), x.strides(), Shape{x.numel() / in, in}, flat_st))
+      return matmul(x, w.t()) + b;
+    Shape out_shape = x.shape();
+    out_shape[out_shape.size() - 1] = N;
+    const Tensor<T> x2 = x.reshape({-1, in});  // (M, in)
+    const Tensor<T> bc = b.contiguous();         // the GEMM reads the bias as one row
+    if constexpr (std::is_same_v<T, float>) {
+      if (half) {
+        // bf16 operands, saved for the backward as in matmul; w16 (in, out) is a view of w's layout
+        Tensor<bf16> x16 = detail::to_bf16(x2), w16 = detail::to_bf16(w.t());
+        Tensor<float> out = detail::product(x16, w16, bc.data());  // (M, in) @ (in, out) + b
+        detail::record<float>("linear", out, {&x2, &w, &b}, [x16, w16, N](const Tensor<float>& g) {
+          Tensor<bf16> g16 = detail::to_bf16(g);                         // (M, out)
+          Tensor<float> dx = detail::product(g16, w16.transpose(0, 1));  // (M, out) @ (out, in)
+          // dw (out, in) = (out, M) @ (M, in); db (out), the sums of g16^T's rows, from the same
+          // GEMM's epilogue where cuBLASLt has one (else a pass over g)
+          Tensor<float> db = Tensor<float>::empty(Shape{N}, g.device());
+          bool summed = false;
+          Tensor<float> dw = detail::product(g16.transpose(0, 1), x16, nullptr, db.data(), &summed);
+          if (!summed) db = detail::sum_to_shape(g, Shape{N});
+          return std::vector<Tensor<float>>{dx, dw, db};
+        });
+        return out.reshape(out_shape);
+      }
+    }
+    Tensor<T> out = detail::product(x2, w.t(), bc.data());  // (M, in) @ (in, out) + b
+    detail::record<T>("linear", out, {&x2, &w, &b}, [sx = SavedTensor<T>(x2), sw = SavedTensor<T>(w), N](const Tensor<T>& g) {
+      const Tensor<T>&xs = sx.get("linear"), &ws = sw.get("linear");
+      Tensor<T> dx = detail::product(g, ws);                  // (M, out) @ (out, in)
+      Tensor<T> dw = detail::product(g.transpose(0, 1), xs);  // (out, M) @ (M, in)
+      return std::vector<Tensor<T>>{dx, dw, detail::sum_to_shape(g, Shape{N})};  // db (out)
+    });
+    return out.reshape(out_shape);
   }
 }
 

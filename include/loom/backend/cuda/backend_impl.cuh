@@ -5,8 +5,8 @@
 // The definitions behind cuda_api.hpp. Exactly one .cu file includes this header: CMake
 // generates it for the loom::cuda target; without CMake, compile a one-line .cu file
 //   #include <loom/backend/cuda/backend_impl.cuh>
-// with nvcc -std=c++17 and link it with -lcudart -lcublas. With NCCL (dist/nccl.hpp), also define
-// LOOM_HAVE_NCCL=1 there and in your own files, and link -lnccl.
+// with nvcc -std=c++17 and link it with -lcudart -lcublas -lcublasLt. With NCCL (dist/nccl.hpp),
+// also define LOOM_HAVE_NCCL=1 there and in your own files, and link -lnccl.
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/runtime.cuh"

@@ -213,10 +213,13 @@ struct GemmOperand {
   bool transposed;
   int64_t ld, batch_stride;
 };
-/// c (batch, M, N) = a (M, K) @ b (K, N) + beta * c, through cuBLAS. a and b hold float, or
-/// bf16 when `bf16` (fp32 accumulation); c is float with leading dimension ldc.
-void gemm(bool bf16, GemmOperand a, GemmOperand b, float* c, int64_t ldc, int64_t c_batch_stride, int64_t M,
-          int64_t N, int64_t K, int64_t batch, float beta, int device);
+/// c (batch, M, N) = a (M, K) @ b (K, N) + beta * c (+ bias (N) on every row, when not null),
+/// through cuBLAS (cuBLASLt's bias epilogue for one product with a bias). a and b hold float, or
+/// bf16 when `bf16` (fp32 accumulation); c is float with leading dimension ldc. With a_row_sums
+/// (and no bias), one product may also write the sums of a's rows (M) from cuBLASLt's epilogue:
+/// returns true when it did, false when the caller must compute them.
+bool gemm(bool bf16, GemmOperand a, GemmOperand b, float* c, int64_t ldc, int64_t c_batch_stride, int64_t M,
+          int64_t N, int64_t K, int64_t batch, float beta, const float* bias, float* a_row_sums, int device);
 
 // --- Optimizers (optim.cuh) -------------------------------------------------------------------
 
