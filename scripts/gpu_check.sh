@@ -4,7 +4,8 @@
 # GPU benchmarks against PyTorch's on the same card, train briefly on every loom-train preset, and
 # print a short table last.
 #   scripts/gpu_check.sh [--prebuilt DIR] [--no-torch] [--no-compile] [--data FILE] [--train RUNS]
-#                        [--ab OTHER_BENCH_GPU]
+#                        [--ab OTHER_BENCH_GPU] [--batches 16,64] [--vocabs 50257,50304] [--steps 10]
+#                        [--peak-tflops 989]
 # --prebuilt DIR  use test_cuda, test_nccl, bench_gpu and loom-train from DIR instead of building them
 #                 (built elsewhere with -DLOOM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90)
 # --no-torch      skip benchmarks/gpu/torch_gpu.py;  --no-compile: skip its torch.compile run
@@ -12,10 +13,20 @@
 #                 (default "char fp32 300,char bf16 300,small bf16 100,gpt2-124m bf16 20")
 # --ab BIN        also time the GPT-2 step with another build's bench_gpu (e.g. the commit
 #                 before a refactor), alternating the two three times on the same card
+# --batches LIST, --vocabs LIST
+#                 the GPT-2 124M step's batch sizes and vocabularies (comma lists, defaults "16,64" and
+#                 "50257,50304"), passed to bench_gpu and torch_gpu.py: every (vocabulary, batch) pair
+#                 runs bf16 (loom, torch eager, torch.compile), the first pair also fp32. GPU time: each
+#                 pair costs roughly one torch.compile (~1 min) plus a few seconds per eager run, so the
+#                 default 4 pairs add ~4 min to the torch side; --no-compile, or one pair
+#                 (--batches 16 --vocabs 50257, the benchmarks' own default), keeps it short.
+#                 The benchmarks' time limits grow with the number of pairs.
+# --steps N       timed GPT-2 steps per run for both benchmarks (default 10; fp32 runs half)
+# --peak-tflops X the GPU's dense bf16 peak, the denominator of the MFU column (default 989: H100/H200 SXM)
 # Logs and JSON lines go to $OUT (or build/gpu-check); the table is in table.md there too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-prebuilt="" torch=1 compile=1 data="" ab=""
+prebuilt="" torch=1 compile=1 data="" ab="" batches="16,64" vocabs="50257,50304" steps=10 peak_tflops=989
 train_runs="char fp32 300,char bf16 300,small bf16 100,gpt2-124m bf16 20"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,10 +36,25 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift ;;
     --train) train_runs=$2; shift ;;
     --ab) ab=$2; shift ;;
+    --batches) batches=$2; shift ;;
+    --vocabs) vocabs=$2; shift ;;
+    --steps) steps=$2; shift ;;
+    --peak-tflops) peak_tflops=$2; shift ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
+# Check the benchmark options here, before minutes of building, rather than when the benchmarks start.
+list_re='^[1-9][0-9]*(,[1-9][0-9]*)*$'
+[[ $batches =~ $list_re ]] || { echo "gpu_check.sh: --batches: malformed value '$batches' (e.g. 16,64)" >&2; exit 2; }
+[[ $vocabs =~ $list_re ]] || { echo "gpu_check.sh: --vocabs: malformed value '$vocabs' (e.g. 50257)" >&2; exit 2; }
+[[ $steps =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check.sh: --steps: malformed value '$steps'" >&2; exit 2; }
+[[ $peak_tflops =~ ^[0-9]+(\.[0-9]+)?$ && ! $peak_tflops =~ ^0+(\.0+)?$ ]] ||
+  { echo "gpu_check.sh: --peak-tflops: malformed value '$peak_tflops'" >&2; exit 2; }
+IFS=',' read -r -a batch_list <<< "$batches"
+IFS=',' read -r -a vocab_list <<< "$vocabs"
+npairs=$(( ${#batch_list[@]} * ${#vocab_list[@]} ))
+gpt_flags=(--batches "$batches" --vocabs "$vocabs" --steps "$steps" --peak-tflops "$peak_tflops")
 out=${OUT:-build/gpu-check}
 mkdir -p "$out"
 if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
@@ -90,12 +116,16 @@ if [ -x "$bin/test_nccl" ]; then
 fi
 
 # --- benchmarks ----------------------------------------------------------------------------------
-[ -x "$bin/bench_gpu" ] && timeout 400 "$bin/bench_gpu" > "$out/loom.jsonl" 2> "$out/bench_gpu.err"
+# Time limits: 400 s and 420 s for one (vocabulary, batch) pair as before, plus 40 s (loom) and 90 s (torch,
+# one torch.compile) for each further pair.
+[ -x "$bin/bench_gpu" ] && timeout $(( 360 + 40 * npairs )) "$bin/bench_gpu" "${gpt_flags[@]}" > "$out/loom.jsonl" \
+  2> "$out/bench_gpu.err"
 cat "$out/loom.jsonl" "$out/bench_gpu.err" 2>/dev/null
 if [ $torch = 1 ]; then
   flags=""
   [ $compile = 1 ] || flags="--no-compile"
-  PYTHONUNBUFFERED=1 timeout 420 python3 benchmarks/gpu/torch_gpu.py $flags > "$out/torch.jsonl" 2> "$out/torch.err"
+  PYTHONUNBUFFERED=1 timeout $(( 330 + 90 * npairs )) python3 benchmarks/gpu/torch_gpu.py $flags "${gpt_flags[@]}" \
+    > "$out/torch.jsonl" 2> "$out/torch.err"
   cat "$out/torch.jsonl"; tail -n 5 "$out/torch.err"
 fi
 

@@ -1,17 +1,24 @@
 // loom's GPU benchmarks, the counterpart of benchmarks/gpu/torch_gpu.py (same shapes, same JSON
-// lines): LayerNorm forward+backward, causal attention forward+backward, and one GPT-2 124M
-// training step (forward, backward, clipping, AdamW) at B 16, T 1024.
-//   bench_gpu [--only layernorm,attention,gpt2_step,profile] [--steps N]
+// lines): LayerNorm forward+backward, causal attention forward+backward, and GPT-2 124M training
+// steps (forward, backward, clipping, AdamW) at T 1024 for every (vocabulary, batch) pair given.
+//   bench_gpu [--only layernorm,attention,gemm,gpt2_step,profile] [--steps N] [--batches 16,64]
+//             [--vocabs 50257,50304] [--peak-tflops 989]
+// --batches, --vocabs  comma lists (defaults 16 and 50257); gpt2_step runs bf16 for every pair and
+//                      fp32 for the first pair only; a run that fails (out of memory) prints an
+//                      error row and the next one goes on
+// --peak-tflops        the GPU's dense bf16 peak, the denominator of every gpt2_step row's "mfu"
+//                      (default 989, an H100/H200 SXM), fp32 rows included
+// A malformed or unknown option prints a message naming it and exits with status 2.
 // Each figure is the median of repeats timed with the host clock around a synchronized GPU
 // region, after warm-up (the allocator cache, cuBLAS's heuristics).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include <loom/io/cli.hpp>
 #include <loom/loom.hpp>
 
 using namespace loom;
@@ -38,6 +45,35 @@ double time_ms(const std::function<void()>& f, int warm, int reps) {
 Tensor<float> rnd(const Shape& s, uint64_t seed) {
   Generator g(seed);
   return randn<float>(s, g).to(dev);
+}
+
+// `s` as the inside of a JSON string: quotes, backslashes and control characters escaped.
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') {
+      out += '\\', out += ch;
+    } else if (static_cast<unsigned char>(ch) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", unsigned(static_cast<unsigned char>(ch)));
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+// A comma list of positive integers ("16,64"), e.g. --batches; a bad item throws as io::to_integer does.
+std::vector<int64_t> positive_list(const std::string& s) {
+  std::vector<int64_t> out;
+  for (std::size_t start = 0;;) {
+    const std::size_t end = s.find(',', start);
+    out.push_back(io::to_integer(s.substr(start, end == std::string::npos ? std::string::npos : end - start), 1,
+                                 int64_t(1) << 24));
+    if (end == std::string::npos) return out;
+    start = end + 1;
+  }
 }
 
 void layernorm() {
@@ -94,10 +130,18 @@ void attention() {
               long(B), long(NH), long(T), long(HS), kf, fwd_flops / kf / 1e9);
 }
 
-void gpt2_step(int steps, bool half) {
+// Model FLOPs per token of one training step, nanoGPT's (PaLM's) estimate: 6 N for the products with the weights,
+// forward and backward, plus 12 L H Q T for attention's (the causal mask not subtracted); N = all parameters.
+double flops_per_token(int64_t n_params, const nn::GPTConfig& c, int64_t T) {
+  return 6.0 * double(n_params) + 12.0 * double(c.n_layer * c.n_head * (c.n_embd / c.n_head) * T);
+}
+
+// One GPT-2 124M training step at batch B, T 1024 and vocabulary V, bf16 autocast or fp32: one JSON row with the
+// median ms, tokens/s and MFU (model FLOP/s over `peak_tflops`).
+void gpt2_step(int steps, bool half, int64_t B, int64_t V, double peak_tflops) {
   nn::GPTConfig c;  // GPT-2 124M
-  c.vocab_size = 50257, c.block_size = 1024, c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.bias = true, c.dropout = 0;
-  const int64_t B = 16, T = 1024;
+  c.vocab_size = V, c.block_size = 1024, c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.bias = true, c.dropout = 0;
+  const int64_t T = 1024;
   nn::GPT model(c);
   model.to(dev);
   AdamWOptions o;
@@ -121,9 +165,41 @@ void gpt2_step(int steps, bool half) {
   cuda::reset_peak_memory(0);
   double ms = time_ms(step, 2, steps);
   auto mem = cuda_memory_stats(0);
-  std::printf("{\"bench\": \"gpt2_step\", \"impl\": \"loom-%s\", \"dtype\": \"%s\", \"shape\": \"B%ldxT%ld\", \"ms\": %.2f, \"tokens_per_s\": %.0f, \"loss\": %.4f, \"peak_mem_gb\": %.2f, \"params\": %lld}\n",
-              half ? "bf16" : "fp32", half ? "bfloat16" : "float32", long(B), long(T), ms, double(B * T) / ms * 1e3,
-              loss_value, double(mem.peak) / 1e9, (long long)model.num_parameters());
+  const double tokens_per_s = double(B * T) / ms * 1e3;
+  const double mfu = flops_per_token(model.num_parameters(), c, T) * tokens_per_s / (peak_tflops * 1e12);
+  std::printf(
+      "{\"bench\": \"gpt2_step\", \"impl\": \"loom-%s\", \"dtype\": \"%s\", \"shape\": \"B%ldxT%ldxV%ld\", "
+      "\"vocab\": %ld, \"batch\": %ld, \"ms\": %.2f, \"tokens_per_s\": %.0f, \"mfu\": %.4f, "
+      "\"peak_tflops\": %.1f, \"loss\": %.4f, \"peak_mem_gb\": %.2f, \"params\": %lld}\n",
+      half ? "bf16" : "fp32", half ? "bfloat16" : "float32", long(B), long(T), long(V), long(V), long(B), ms,
+      tokens_per_s, mfu, peak_tflops, loss_value, double(mem.peak) / 1e9, (long long)model.num_parameters());
+}
+
+// The gpt2_step runs: bf16 for every (vocabulary, batch) pair, fp32 (slow) for the first pair only. A run that
+// throws (out of memory at a large batch) prints an error row and the next run goes on; after every run the
+// allocator's cached blocks go back to the driver, so that one run's cache does not crowd the next.
+void gpt2_steps(int steps, const std::vector<int64_t>& batches, const std::vector<int64_t>& vocabs,
+                double peak_tflops) {
+  bool first = true;
+  for (int64_t V : vocabs) {
+    for (int64_t B : batches) {
+      for (bool half : {true, false}) {
+        if (!half && !first) continue;
+        try {
+          gpt2_step(half ? steps : std::max(2, steps / 2), half, B, V, peak_tflops);
+        } catch (const std::exception& e) {
+          std::printf(
+              "{\"bench\": \"gpt2_step\", \"impl\": \"loom-%s\", \"dtype\": \"%s\", \"shape\": "
+              "\"B%ldxT1024xV%ld\", \"vocab\": %ld, \"batch\": %ld, \"error\": \"%s\"}\n",
+              half ? "bf16" : "fp32", half ? "bfloat16" : "float32", long(B), long(V), long(V), long(B),
+              json_escape(e.what()).c_str());
+        }
+        std::fflush(stdout);
+        cuda::empty_cache(0);  // the run's model, optimizer and activations are out of scope by now
+      }
+      first = false;
+    }
+  }
 }
 
 // cuBLAS through loom at the GPT-2 step's shapes: bf16 operands (already converted), fp32
@@ -212,9 +288,28 @@ void profile_step(bool half) {
 int main(int argc, char** argv) {
   std::string only = "layernorm,attention,gpt2_step";
   int steps = 10;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
-    if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
+  std::vector<int64_t> batches = {16}, vocabs = {50257};
+  double peak_tflops = 989.0;  // dense bf16, H100/H200 SXM
+  const char* usage =
+      "usage: bench_gpu [--only layernorm,attention,gemm,gpt2_step,profile] [--steps N] [--batches 16,64]\n"
+      "                 [--vocabs 50257,50304] [--peak-tflops 989]\n";
+  io::OptionTable table;
+  table.values["--only"] = io::store(only);
+  table.values["--steps"] = [&](const std::string& v) { steps = int(io::to_integer(v, 1, 1000000)); };
+  table.values["--batches"] = [&](const std::string& v) { batches = positive_list(v); };
+  table.values["--vocabs"] = [&](const std::string& v) { vocabs = positive_list(v); };
+  table.values["--peak-tflops"] = [&](const std::string& v) {
+    peak_tflops = io::to_number(v);
+    LOOM_CHECK(peak_tflops > 0, value_error, "option --peak-tflops: '", v, "' is not a positive number");
+  };
+  try {
+    if (!io::parse_options(argc, argv, 1, table, "bench_gpu")) {
+      std::printf("%s", usage);
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gpu: %s\n%s", e.what(), usage);
+    return 2;
   }
   if (!cuda_is_available()) {
     std::fprintf(stderr, "bench_gpu: no CUDA device\n");
@@ -226,7 +321,7 @@ int main(int argc, char** argv) {
     try {
       f();
     } catch (const std::exception& e) {
-      std::printf("{\"bench\": \"%s\", \"impl\": \"loom\", \"error\": \"%s\"}\n", name, e.what());
+      std::printf("{\"bench\": \"%s\", \"impl\": \"loom\", \"error\": \"%s\"}\n", name, json_escape(e.what()).c_str());
     }
     std::fflush(stdout);
   };
@@ -236,9 +331,6 @@ int main(int argc, char** argv) {
   if (want("profile")) {
     guarded("profile", [] { profile_step(true); });
   }
-  if (want("gpt2_step")) {
-    guarded("gpt2_step", [&] { gpt2_step(steps, true); });
-    guarded("gpt2_step", [&] { gpt2_step(std::max(2, steps / 2), false); });
-  }
+  if (want("gpt2_step")) guarded("gpt2_step", [&] { gpt2_steps(steps, batches, vocabs, peak_tflops); });
   return 0;
 }

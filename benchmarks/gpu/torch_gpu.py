@@ -8,8 +8,13 @@ What it measures:
               forward+backward and forward only ("attention_fwd"), each SDPA backend selected
               explicitly with torch.nn.attention.sdpa_kernel (bf16: flash, efficient, math;
               fp32: efficient, math); reports TFLOP/s with causal FLOP counts.
-  gpt2_step   one GPT-2 124M training step (forward, cross-entropy, backward, clipping, AdamW)
-              at B 16, T 1024: eager bf16 autocast, torch.compile bf16 autocast, eager fp32.
+  gpt2_step   GPT-2 124M training steps (forward, cross-entropy, backward, clipping, AdamW) at
+              T 1024 for every (vocabulary, batch) pair of --vocabs x --batches (defaults 50257 and
+              16): eager bf16 autocast and torch.compile bf16 autocast for every pair, eager fp32
+              (slow) for the first pair only. Each row has tokens_per_s and mfu: model FLOP/s
+              (nanoGPT's 6 N + 12 L H Q T per token, N = all parameters, the tied wte counted
+              once) over --peak-tflops, the dense bf16 peak (fp32 rows too). A run that runs out of
+              memory prints an error row and the next one goes on.
 
 How: inputs are random (seeded, never zeros); each benchmark runs warm-up iterations first,
 then times every repeat separately with a pair of CUDA events (synchronizing after each) and
@@ -20,7 +25,9 @@ gbps / tflops / ... where relevant); a failing benchmark prints a line with "err
 Progress goes to stderr.
 
   python3 benchmarks/gpu/torch_gpu.py [--only layernorm,attention,gpt2_step] [--steps 10] [--no-compile]
+                                      [--batches 16,64] [--vocabs 50257,50304] [--peak-tflops 989]
   python3 benchmarks/gpu/torch_gpu.py --device cpu --tiny      # smoke test of the logic, no GPU
+                                      # (tiny defaults: batch 2, vocabulary 101; --batches/--vocabs apply)
 """
 import argparse
 import contextlib
@@ -28,6 +35,7 @@ import gc
 import inspect
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -53,6 +61,8 @@ def _sdpa_reference(q, k, v, is_causal=True):
 
 
 sdpa = getattr(F, "scaled_dot_product_attention", _sdpa_reference)
+# torch.cuda.OutOfMemoryError since PyTorch 1.13; before that an out-of-memory error is a RuntimeError
+OutOfMemoryError = getattr(torch.cuda, "OutOfMemoryError", ())
 
 
 def log(*a):
@@ -208,19 +218,26 @@ class GPT(nn.Module):
         return F.cross_entropy(logits.view(B * T, -1), targets.view(-1))  # autocast runs it in fp32
 
 
-def gpt_variant(args, impl):
+def flops_per_token(n_params, cfg, T):
+    """Model FLOPs per token of a training step (nanoGPT / PaLM): 6 N + 12 L H Q T, N = all parameters."""
+    return 6 * n_params + 12 * cfg["n_layer"] * cfg["n_head"] * (cfg["n_embd"] // cfg["n_head"]) * T
+
+
+def gpt_variant(args, impl, B, V):
+    """One GPT-2 training-step run (impl: torch-{eager,compile}-{bf16,fp32}) at batch B, vocabulary V: one JSON row."""
     dev, tiny = args.device, args.tiny
-    cfg = dict(vocab=101, block=16, n_layer=2, n_head=2, n_embd=32) if tiny else \
-        dict(vocab=50257, block=1024, n_layer=12, n_head=12, n_embd=768)
-    B, T = (2, 16) if tiny else (16, 1024)
+    cfg = dict(vocab=V, block=16, n_layer=2, n_head=2, n_embd=32) if tiny else \
+        dict(vocab=V, block=1024, n_layer=12, n_head=12, n_embd=768)
+    T = 16 if tiny else 1024
     bf16, compiled = impl.endswith("bf16") and dev == "cuda", impl.startswith("torch-compile")
     dtype = "bfloat16" if bf16 else "float32"  # bf16 = autocast over fp32 master weights
-    shape = f"gpt2-124M B{B}xT{T}" if not tiny else f"tiny B{B}xT{T}"
+    shape = f"gpt2-124M B{B}xT{T}xV{V}" if not tiny else f"tiny B{B}xT{T}xV{V}"
+    row = dict(bench="gpt2_step", impl=impl, dtype=dtype, shape=shape, vocab=V, batch=B)
     warm = 1 if tiny else 3
     steps = 1 if tiny else (max(2, args.steps // 2) if impl.endswith("fp32") else args.steps)
     if impl.endswith("fp32"):
         warm = min(warm, 2)
-    old_tf32 = model = run_model = opt = None
+    old_tf32 = model = run_model = opt = x = y = last = None
     try:
         if impl.endswith("fp32"):  # plain fp32 matmuls, no TF32
             old_tf32 = torch.backends.cuda.matmul.allow_tf32
@@ -250,18 +267,22 @@ def gpt_variant(args, impl):
 
         log(f"[gpt2_step] {impl}: {warm} warm-up steps{' (compiling)' if compiled else ''}, {steps} timed")
         ms = time_ms(step, dev, warm, steps)
-        rec = dict(bench="gpt2_step", impl=impl, dtype=dtype, shape=shape, ms=ms,
-                   tokens_per_s=B * T / (ms / 1e3), loss=last[0].item(), steps=steps,
-                   params=sum(p.numel() for p in model.parameters()))
+        params = sum(p.numel() for p in model.parameters())  # parameters() yields the tied wte once
+        tokens_per_s = B * T / (ms / 1e3)
+        rec = dict(row, ms=ms, tokens_per_s=tokens_per_s,
+                   mfu=flops_per_token(params, cfg, T) * tokens_per_s / (args.peak_tflops * 1e12),
+                   peak_tflops=args.peak_tflops, loss=last[0].item(), steps=steps, params=params)
         if dev == "cuda":
             rec["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 1e9
         emit(**rec)
+    except OutOfMemoryError as e:  # a batch too large for the card: report it, go on with the next run
+        emit(**row, error=f"OutOfMemoryError: {e}"[:500], oom=True)
     except Exception as e:
-        emit(bench="gpt2_step", impl=impl, dtype=dtype, shape=shape, error=f"{type(e).__name__}: {e}"[:500])
+        emit(**row, error=f"{type(e).__name__}: {e}"[:500])
     finally:
         if old_tf32 is not None:
             torch.backends.cuda.matmul.allow_tf32 = old_tf32
-        model = run_model = opt = None
+        model = run_model = opt = x = y = last = None
         if compiled:  # drop the compiled graphs and their buffers before the next variant
             import torch._dynamo as dynamo
             dynamo.reset()
@@ -269,14 +290,38 @@ def gpt_variant(args, impl):
 
 
 def bench_gpt2_step(args):
-    impls = ["torch-eager-bf16", "torch-compile-bf16", "torch-eager-fp32"]
-    if args.no_compile or args.tiny:
-        impls.remove("torch-compile-bf16")
-    for impl in impls:
-        gpt_variant(args, impl)
+    """Every (vocabulary, batch) pair: eager and compiled bf16; eager fp32 (slow) for the first pair only."""
+    pairs = [(V, B) for V in args.vocabs for B in args.batches]
+    for i, (V, B) in enumerate(pairs):
+        impls = ["torch-eager-bf16", "torch-compile-bf16"] + (["torch-eager-fp32"] if i == 0 else [])
+        if args.no_compile or args.tiny:
+            impls.remove("torch-compile-bf16")
+        for impl in impls:
+            gpt_variant(args, impl, B, V)
+            free_memory(args.device)
 
 
 # ---------------------------------------------------------------------------------- main
+def size_list(text):
+    """argparse type of --batches / --vocabs: a comma list of positive integers, e.g. "16,64"."""
+    items = text.split(",")
+    if not all(re.fullmatch(r"[0-9]+", t) and int(t) > 0 for t in items):
+        raise argparse.ArgumentTypeError(f"malformed value {text!r} (expected a comma-separated list of positive "
+                                         "integers, e.g. 16,64)")
+    return [int(t) for t in items]
+
+
+def positive_float(text):
+    """argparse type of --peak-tflops: a positive finite number."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (0 < v < float("inf")):
+        raise argparse.ArgumentTypeError(f"malformed value {text!r} (expected a positive number)")
+    return v
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated subset of " + ",".join(BENCHES))
@@ -285,7 +330,15 @@ def main():
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, one repeat (smoke test)")
     ap.add_argument("--reps", type=int, default=0, help="override repeats for layernorm/attention")
+    ap.add_argument("--batches", type=size_list, default=None,
+                    help="gpt2_step batch sizes, comma list (default 16; --tiny: 2)")
+    ap.add_argument("--vocabs", type=size_list, default=None,
+                    help="gpt2_step vocabulary sizes, comma list (default 50257; --tiny: 101)")
+    ap.add_argument("--peak-tflops", type=positive_float, default=989.0,
+                    help="dense bf16 peak TFLOP/s, the MFU denominator (default 989: H100/H200 SXM)")
     args = ap.parse_args()
+    args.batches = args.batches or ([2] if args.tiny else [16])
+    args.vocabs = args.vocabs or ([101] if args.tiny else [50257])
     args.warmup = 1 if args.tiny else 5
     if args.tiny:
         args.reps = args.reps or 1
