@@ -154,7 +154,7 @@ void gpt2_step(int steps, bool half, int64_t B, int64_t V, double peak_tflops) {
     Tensor<float> loss;
     {
       AutocastGuard guard(half);
-      loss = model(x, y).loss;
+      loss = model.loss(x, y);  // what the trainer calls
     }
     opt.zero_grad();
     loss.backward();

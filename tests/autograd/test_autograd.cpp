@@ -157,6 +157,10 @@ TEST_CASE("gradcheck: matmul, softmax, layer_norm, embedding, cross_entropy, dro
   check_grad("linear of a transposed view", [](auto& in) { return linear(in[0].transpose(0, 1), in[1], in[2]); },
              {lx, lw, lb});
 
+  auto hx = leaf({5, 4}, 28), hw = leaf({7, 4}, 29);
+  auto ht = from_vector<int64_t>({0, 6, -100, 3, 3});
+  check_grad("linear_cross_entropy", [ht](auto& in) { return linear_cross_entropy(in[0], in[1], ht); }, {hx, hw});
+
   auto d = leaf({4, 8}, 24);
   check_grad("dropout", [](auto& in) { Generator g(7); return dropout(in[0], 0.3, g); }, {d});
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <loom/align/lora.hpp>
 #include <loom/io/hf_llama.hpp>
 #include <loom/loom.hpp>
 #include <loom/train/models.hpp>
@@ -103,6 +104,28 @@ TEST_CASE("Llama forward: shapes, the loss at initialisation, and the errors of 
   bad = tiny_llama(), bad.n_embd = 12;  // head size 3: RoPE rotates pairs
   CHECK_THROWS_WITH(nn::Llama(bad), LOOM_CONTAINS("must be even for RoPE"));
   CHECK_THROWS_WITH(model(random_ids(1, 25, 29, g)), LOOM_CONTAINS("longer than block_size 24"));
+}
+
+TEST_CASE("Llama loss() is forward's loss, tied or not, and with an adapter on lm_head") {
+  Generator g(7);
+  Tensor<int64_t> idx = random_ids(2, 11, 29, g), targets = random_ids(2, 11, 29, g);
+  for (bool tie : {false, true}) {
+    nn::Llama model(tiny_llama(tie), 3);
+    CHECK(model.loss(idx, targets).item() == model(idx, targets).loss.item());
+    model.zero_grad();
+    model.loss(idx, targets).backward();
+    std::vector<std::vector<float>> fused;
+    for (auto& [name, p] : model.named_parameters()) fused.push_back(p.grad().to_vector());
+    model.zero_grad();
+    model(idx, targets).loss.backward();
+    size_t i = 0;
+    for (auto& [name, p] : model.named_parameters()) CHECK(p.grad().to_vector() == fused[i++]);
+  }
+  nn::Llama model(tiny_llama(false), 3);  // an adapter on lm_head: loss() takes forward's path
+  Generator ga(8);
+  auto A = randn<float>(Shape{2, 32}, ga), B = randn<float>(Shape{29, 2}, ga);
+  model.lm_head->set_adapter(std::make_shared<align::LoraAdapter>(A, B, 4.0, 0.0, ga));
+  CHECK(model.loss(idx, targets).item() == model(idx, targets).loss.item());
 }
 
 TEST_CASE("Llama: KV-cached and left-padded decoding give the logits of full forward passes") {

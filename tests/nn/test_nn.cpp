@@ -214,6 +214,24 @@ TEST_CASE("GPT forward: shapes and the loss at initialisation") {
   CHECK(std::isfinite(model(idx, tgt).loss.item()));
 }
 
+TEST_CASE("GPT loss() is forward's loss, value and gradients, with packed segments too") {
+  nn::GPT a(tiny_config()), b(tiny_config());
+  Generator g(6);
+  auto idx = randint<int64_t>({3, 16}, 0, 11, g), tgt = randint<int64_t>({3, 16}, 0, 11, g);
+  tgt.at({1, 2}) = -1;  // an ignored position
+  auto seg = from_vector<int64_t>(std::vector<int64_t>(48, 0), {3, 16});
+  for (int64_t t = 9; t < 16; ++t) seg.at({0, t}) = 1;  // row 0 packs two examples
+  for (const auto& segments : {Tensor<int64_t>(), seg}) {
+    Tensor<float> la = a.forward(idx, tgt, nullptr, segments).loss, lb = b.loss(idx, tgt, segments);
+    CHECK(la.item() == lb.item());
+    a.zero_grad(), b.zero_grad();
+    la.backward(), lb.backward();
+    auto pa = a.named_parameters(), pb = b.named_parameters();
+    for (size_t i = 0; i < pa.size(); ++i) CHECK(pa[i].second.grad().to_vector() == pb[i].second.grad().to_vector());
+  }
+  CHECK_THROWS_WITH(a.loss(idx, Tensor<int64_t>()), LOOM_CONTAINS("loss() needs targets"));
+}
+
 TEST_CASE("KV-cached decoding gives the same logits as full forward passes") {
   nn::GPT model(tiny_config());
   model.eval();

@@ -306,6 +306,17 @@ void cross_entropy_backward(Device d, T* dlogits, const T* dloss, bool per_row, 
                                                  ignore_index, d.index));
 }
 
+/// The same gradient written in bf16 with rows ld_out apart and the columns [V, V_out) set to 0
+/// (linear_cross_entropy's backward GEMMs read it); CUDA only.
+inline void cross_entropy_backward_bf16(Device d, bf16* dlogits, int64_t ld_out, int64_t V_out, const float* dloss,
+                                        bool per_row, const float* count, const float* logits, const float* lse,
+                                        int64_t ld, const int64_t* targets, int64_t N, int64_t V,
+                                        int64_t ignore_index) {
+  LOOM_CHECK(d.is_cuda(), device_error, "cross_entropy: a bf16 gradient is written on CUDA only");
+  LOOM_GPU_ONLY(cuda::cross_entropy_backward_bf16(dlogits, ld_out, V_out, dloss, per_row, count, logits, lse, ld,
+                                                  targets, N, V, ignore_index, d.index));
+}
+
 // --- Rotary position embedding ------------------------------------------------------------------
 
 /// Element strides of a (B, T, H, HS) operand along B, T and H (the HS stride is 1).

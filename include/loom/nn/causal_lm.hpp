@@ -145,6 +145,22 @@ class CausalLM : public Module {
     return out;
   }
 
+  /// forward(idx, targets, nullptr, segments).loss without the logits as an output: where the
+  /// logits are x @ W^T (output_weight), one op (linear_cross_entropy) makes them and the loss,
+  /// so that on CUDA under AutocastGuard their gradient is written once, in bf16. The same value
+  /// as forward's loss; what the trainer and evaluate() call.
+  Tensor<float> loss(const Tensor<int64_t>& idx_in, const Tensor<int64_t>& targets_in,
+                     const Tensor<int64_t>& segments = Tensor<int64_t>()) const {
+    const Tensor<float> w = output_weight();
+    if (!w.defined()) return forward(idx_in, targets_in, nullptr, segments).loss;
+    const Tensor<int64_t> idx = on_model(idx_in);
+    const Tensor<int64_t> targets = checked_targets(targets_in, idx);
+    LOOM_CHECK(targets.defined(), value_error, arch(), ": loss() needs targets");
+    const int64_t B = idx.size(0), T = idx.size(1);
+    Tensor<float> x = features(idx, positions(idx, nullptr, segments, nullptr), nullptr);  // (B, T, C)
+    return linear_cross_entropy(x.reshape({B * T, x.size(-1)}), w, targets.reshape({B * T}), -1);
+  }
+
   /// forward(idx, targets).
   Output operator()(const Tensor<int64_t>& idx, const Tensor<int64_t>& targets = Tensor<int64_t>()) const {
     return forward(idx, targets);
@@ -197,6 +213,8 @@ class CausalLM : public Module {
                                  std::vector<KVCache>* caches) const = 0;
   /// Hidden states (..., C) -> logits (..., V).
   virtual Tensor<float> logits(const Tensor<float>& x) const = 0;
+  /// The (V, C) matrix W when logits(x) is exactly x @ W^T (for loss()), else an undefined tensor.
+  virtual Tensor<float> output_weight() const { return Tensor<float>(); }
 
  private:
   // token ids from anywhere (the batch loader makes them on the CPU) go to the model's device

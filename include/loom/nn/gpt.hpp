@@ -180,6 +180,7 @@ class GPT : public CausalLM {
   }
   // (..., C) -> (..., V) through the tied token embedding
   Tensor<float> logits(const Tensor<float>& x) const override { return matmul(x, wte.weight.t()); }
+  Tensor<float> output_weight() const override { return wte.weight; }
 
  private:
   void init_weights() {

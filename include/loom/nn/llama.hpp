@@ -189,6 +189,11 @@ class Llama : public CausalLM {
   Tensor<float> logits(const Tensor<float>& x) const override {
     return lm_head ? (*lm_head)(x) : matmul(x, embed_tokens.weight.t());
   }
+  // lm_head's weight (or the tied embedding), unless an adapter or a bias changes the product
+  Tensor<float> output_weight() const override {
+    if (!lm_head) return embed_tokens.weight;
+    return lm_head->adapter || lm_head->bias.defined() ? Tensor<float>() : lm_head->weight;
+  }
 
  private:
   static const LlamaConfig& checked(const LlamaConfig& c) {

@@ -1,10 +1,12 @@
 #pragma once
 /// @file loss.hpp
-/// Cross-entropy loss on logits (the softmax is inside), with ignore_index.
+/// Cross-entropy loss on logits (the softmax is inside), with ignore_index; and a language
+/// model's loss from its last hidden states and output matrix in one op.
 
 #include <vector>
 
 #include "loom/core/tensor.hpp"
+#include "loom/ops/matmul.hpp"
 
 namespace loom {
 
@@ -59,6 +61,52 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, int64
                                      reduction == Reduction::mean ? count.data() : nullptr, xv.data(), lse.data(), ld,
                                      t.data(), N, V, ignore_index);
       return std::vector<Tensor<T>>{rows.slice(1, 0, V).view(xv.shape())};
+    });
+    return out;
+  }
+}
+
+/// The mean cross-entropy of the logits x @ w^T against targets: a language model's loss from its
+/// last hidden states x (N, C) and its output matrix w (V, C), targets (N), ignore_index as in
+/// cross_entropy. The same value as cross_entropy(matmul(x, w.t()), targets, ignore_index), and
+/// so computed, except on CUDA under AutocastGuard: there the backward writes the logits'
+/// gradient once, in bf16 and zero-padded to the width its two GEMMs read (a multiple of 8),
+/// instead of in fp32 and then converted, and no fp32 gradient of the (N, V) logits is stored.
+template <class T>
+Tensor<T> linear_cross_entropy(const Tensor<T>& x, const Tensor<T>& w, const Tensor<int64_t>& targets,
+                               int64_t ignore_index = -100) {
+  static_assert(is_floating_v<T>, "linear_cross_entropy: needs a floating element type");
+  if constexpr (!std::is_same_v<T, float>) {
+    return cross_entropy(matmul(x, w.t()), targets, ignore_index);
+  } else {
+    const Device d = detail::op_device<float>("linear_cross_entropy", x, w, targets);
+    LOOM_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1) && targets.dim() == 1 &&
+                   targets.size(0) == x.size(0),
+               shape_error, "linear_cross_entropy: x", x.shape(), ", w", w.shape(), " and targets", targets.shape(),
+               " do not fit x (N, C), w (V, C), targets (N)");
+    if (!(AutocastGuard::bf16() && d.is_cuda()) || x.numel() == 0 || w.numel() == 0)
+      return cross_entropy(matmul(x, w.t()), targets, ignore_index);
+    const int64_t N = x.size(0), V = w.size(0), Np = (V + 7) / 8 * 8;
+    const Tensor<int64_t> t = targets.contiguous();
+    // x16 (N, C) and w16 (C, Np), a view of w's layout with Np - V zero columns: the operands the
+    // matmul under autocast would make; logits (N, Np) fp32, of which the first V columns count
+    const Tensor<bf16> x16 = detail::to_bf16(x), w16 = Np != V ? detail::to_bf16_padded(w.t(), Np) : detail::to_bf16(w.t());
+    const Tensor<float> logits = detail::product(x16, w16);
+    Tensor<float> losses = Tensor<float>::empty({N}, d), lse = Tensor<float>::empty({N}, d);
+    Tensor<float> count = Tensor<float>::empty({}, d), out = Tensor<float>::empty({}, d);
+    kernel::cross_entropy_forward(d, losses.data(), lse.data(), logits.data(), Np, t.data(), N, V, ignore_index);
+    kernel::cross_entropy_reduce(d, out.data(), count.data(), losses.data(), t.data(), N, ignore_index, true);
+    detail::record<float>("linear_cross_entropy", out, {&x, &w},
+                          [x16, w16, logits, lse, count, t, N, V, Np, ignore_index](const Tensor<float>& g) {
+      const Device d = logits.device();
+      // dlogits (N, Np) bf16 = (softmax(logits) - onehot(t)) * g / count, 0 in the padding
+      Tensor<bf16> dl = Tensor<bf16>::empty({N, Np}, d);
+      const Tensor<float> gc = g.contiguous();
+      kernel::cross_entropy_backward_bf16(d, dl.data(), Np, Np, gc.data(), false, count.data(), logits.data(),
+                                          lse.data(), Np, t.data(), N, V, ignore_index);
+      Tensor<float> dx = detail::product(dl, w16.transpose(0, 1));  // (N, Np) @ (Np, C)
+      Tensor<float> dw = detail::product(dl.transpose(0, 1), x16);  // (Np, N) @ (N, C), then its first V rows
+      return std::vector<Tensor<float>>{dx, dw.slice(0, 0, V)};
     });
     return out;
   }

@@ -28,7 +28,7 @@ inline double evaluate(nn::CausalLM& model, const BatchLoader& data, int64_t bat
       continue;
     }
     auto [x, y] = data.batch(B, T, gen);
-    loss[size_t(i)] = double(model(x, y).loss.item());
+    loss[size_t(i)] = double(model.loss(x, y).item());
   }
   // Each batch's loss comes from one rank and zeros from the others: the sum over ranks is exact.
   if (ranks > 1) comm->all_reduce(loss.data(), batches, dist::ReduceOp::sum, "all_reduce 'evaluation losses'");

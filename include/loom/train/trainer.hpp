@@ -128,7 +128,7 @@ class Trainer {
       } else {
         Batch b = next_batch();
         AutocastGuard autocast(cfg_.bf16);  // the forward; the backward keeps what it recorded
-        loss = model_.forward(b.x, b.y, nullptr, b.segments).loss;
+        loss = model_.loss(b.x, b.y, b.segments);
       }
       losses[size_t(r * A + m)] = double(loss.item());
       // Each micro-batch's gradient is formed whole, then added to the sum so far: a weight used

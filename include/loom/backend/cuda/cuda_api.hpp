@@ -167,6 +167,11 @@ void cross_entropy_reduce_f32(float* out, float* count, const float* losses, con
 void cross_entropy_backward_f32(float* dlogits, const float* dloss, bool per_row, const float* count,
                                 const float* logits, const float* lse, int64_t ld, const int64_t* targets, int64_t N,
                                 int64_t V, int64_t ignore_index, int device);
+/// The same gradient in bf16 (dlogits: __nv_bfloat16, rows ld_out apart), with the columns
+/// [V, V_out) written as 0: the operand of a fused lm_head's backward GEMMs.
+void cross_entropy_backward_bf16(void* dlogits, int64_t ld_out, int64_t V_out, const float* dloss, bool per_row,
+                                 const float* count, const float* logits, const float* lse, int64_t ld,
+                                 const int64_t* targets, int64_t N, int64_t V, int64_t ignore_index, int device);
 
 // --- Attention (attention.cuh) ----------------------------------------------------------------
 

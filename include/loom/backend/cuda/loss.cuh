@@ -8,9 +8,11 @@
 // n * ld; targets are int64. The forward writes losses (0 on ignored rows) and the log-sum-exp of
 // each row, and throws index_error naming the position of a bad target. The reduction writes the
 // sum (or the mean over the rows not ignored) and that count as scalars, summed in double in
-// row order. The backward writes dlogits from the saved log-sum-exp; nothing is added to.
+// row order. The backward writes dlogits from the saved log-sum-exp; nothing is added to. (A
+// second backward writes them in bf16, zero-padded to a wider row, for linear_cross_entropy.)
 
 #include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/elementwise.cuh"
 #include "loom/backend/cuda/embedding.cuh"
 
 namespace loom::cuda {
@@ -85,22 +87,26 @@ __global__ void cross_entropy_reduce_kernel(float* out, float* count, const floa
   }
 }
 
-// dlogits[n, c] = (exp(x - lse) - [c == t]) * dloss_n
-__global__ void cross_entropy_backward_kernel(float* dlogits, const float* dloss, bool per_row, const float* count,
-                                              const float* logits, const float* lse, int64_t ld, const int64_t* targets,
-                                              int64_t N, int64_t V, int64_t ignore_index) {
+// dlogits[n, c] = (exp(x - lse) - [c == t]) * dloss_n for c < V, in O (float, or bf16 for the
+// GEMMs of a fused lm_head's backward); rows ld_out apart, columns [V, V_out) written as 0.
+template <class O>
+__global__ void cross_entropy_backward_kernel(O* dlogits, int64_t ld_out, int64_t V_out, const float* dloss,
+                                              bool per_row, const float* count, const float* logits, const float* lse,
+                                              int64_t ld, const int64_t* targets, int64_t N, int64_t V,
+                                              int64_t ignore_index) {
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
     const int64_t t = targets[n];
-    float* d = dlogits + n * ld;
+    O* d = dlogits + n * ld_out;
     if (t == ignore_index) {
-      for (int64_t c = threadIdx.x; c < V; c += blockDim.x) d[c] = 0.0f;
+      for (int64_t c = threadIdx.x; c < V_out; c += blockDim.x) d[c] = from_float<O>(0.0f);
       continue;
     }
     float dl = per_row ? dloss[n] : dloss[0];
     if (count) dl /= *count;
     const float* x = logits + n * ld;
     const float l = lse[n];
-    for (int64_t c = threadIdx.x; c < V; c += blockDim.x) d[c] = (expf(x[c] - l) - float(c == t)) * dl;
+    for (int64_t c = threadIdx.x; c < V_out; c += blockDim.x)
+      d[c] = from_float<O>(c < V ? (expf(x[c] - l) - float(c == t)) * dl : 0.0f);
   }
 }
 
@@ -135,8 +141,19 @@ void cross_entropy_backward_f32(float* dlogits, const float* dloss, bool per_row
                                 int64_t V, int64_t ignore_index, int device) {
   if (N == 0) return;
   int grid = int(std::min<int64_t>(N, int64_t(detail::sm_count(device)) * 8));
-  detail::cross_entropy_backward_kernel<<<grid, 512, 0, detail::use(device)>>>(dlogits, dloss, per_row, count, logits,
-                                                                               lse, ld, targets, N, V, ignore_index);
+  detail::cross_entropy_backward_kernel<float><<<grid, 512, 0, detail::use(device)>>>(
+      dlogits, ld, V, dloss, per_row, count, logits, lse, ld, targets, N, V, ignore_index);
+  LOOM_CUDA_CHECK_LAUNCH();
+}
+
+void cross_entropy_backward_bf16(void* dlogits, int64_t ld_out, int64_t V_out, const float* dloss, bool per_row,
+                                 const float* count, const float* logits, const float* lse, int64_t ld,
+                                 const int64_t* targets, int64_t N, int64_t V, int64_t ignore_index, int device) {
+  if (N == 0) return;
+  int grid = int(std::min<int64_t>(N, int64_t(detail::sm_count(device)) * 8));
+  detail::cross_entropy_backward_kernel<__nv_bfloat16><<<grid, 512, 0, detail::use(device)>>>(
+      static_cast<__nv_bfloat16*>(dlogits), ld_out, V_out, dloss, per_row, count, logits, lse, ld, targets, N, V,
+      ignore_index);
   LOOM_CUDA_CHECK_LAUNCH();
 }
 
