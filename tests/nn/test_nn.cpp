@@ -230,6 +230,9 @@ TEST_CASE("GPT loss() is forward's loss, value and gradients, with packed segmen
     for (size_t i = 0; i < pa.size(); ++i) CHECK(pa[i].second.grad().to_vector() == pb[i].second.grad().to_vector());
   }
   CHECK_THROWS_WITH(a.loss(idx, Tensor<int64_t>()), LOOM_CONTAINS("loss() needs targets"));
+  auto flat = idx.reshape({48});
+  CHECK_THROWS_WITH(a.loss(flat, flat), LOOM_CONTAINS("idx must be (B, T), got [48]"));
+  CHECK_THROWS_WITH(a.loss(idx, flat), LOOM_CONTAINS("targets [48] must have the shape of idx [3, 16]"));
 }
 
 TEST_CASE("KV-cached decoding gives the same logits as full forward passes") {

@@ -156,9 +156,9 @@ class CausalLM : public Module {
     const Tensor<int64_t> idx = on_model(idx_in);
     const Tensor<int64_t> targets = checked_targets(targets_in, idx);
     LOOM_CHECK(targets.defined(), value_error, arch(), ": loss() needs targets");
-    const int64_t B = idx.size(0), T = idx.size(1);
     Tensor<float> x = features(idx, positions(idx, nullptr, segments, nullptr), nullptr);  // (B, T, C)
-    return linear_cross_entropy(x.reshape({B * T, x.size(-1)}), w, targets.reshape({B * T}), -1);
+    const int64_t BT = idx.numel();  // (positions() has checked that idx is (B, T))
+    return linear_cross_entropy(x.reshape({BT, x.size(-1)}), w, targets.reshape({BT}), -1);
   }
 
   /// forward(idx, targets).
