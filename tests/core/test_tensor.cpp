@@ -4,7 +4,11 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <vector>
 
+#include <loom/backend/cuda/per_device.hpp>
 #include <loom/loom.hpp>
 
 #include "catch.hpp"
@@ -342,4 +346,54 @@ TEST_CASE("The CPU allocator reuses large blocks and keeps statistics") {
   mid_again = Tensor<float>();
   a.empty_cache();
   CHECK(a.stats().cached == 0);
+}
+
+// The CUDA backend keeps its streams, handles and workspaces in these tables; the helper itself is
+// plain C++, so its contract is checked here, on every machine.
+TEST_CASE("per_device makes one value per device and call site, once, and retries after a throw") {
+  using cuda::detail::per_device;
+  static int made_a = 0, made_b = 0, attempts = 0;
+  auto site_a = [](int device) {
+    return per_device(device, [](int d) {
+      ++made_a;
+      return 100 + d;
+    });
+  };
+  auto site_b = [](int device) {
+    return per_device(device, [](int d) {
+      ++made_b;
+      return 200 + d;
+    });
+  };
+  CHECK(site_a(0) == 100);
+  CHECK(site_a(3) == 103);  // a later device grows the table; device 0 keeps its value
+  CHECK(site_a(0) == 100);
+  CHECK(site_b(0) == 200);  // another call site: a table of its own
+  CHECK(site_a(3) == 103);
+  CHECK(made_a == 2);
+  CHECK(made_b == 1);
+  auto flaky = [](int device) {
+    return per_device(device, [](int d) {
+      if (++attempts == 1) throw std::runtime_error("first try fails");
+      return d * 2;
+    });
+  };
+  CHECK_THROWS_AS(flaky(1), std::runtime_error);
+  CHECK(flaky(1) == 2);  // nothing was kept from the failed try
+  CHECK(flaky(1) == 2);
+  CHECK(attempts == 2);
+  // threads asking at once: make runs once, and all get its value
+  static int made_c = 0;
+  std::vector<int> got(8, -1);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&got, i] {
+      got[size_t(i)] = per_device(2, [](int d) {
+        ++made_c;
+        return 300 + d;
+      });
+    });
+  for (auto& t : threads) t.join();
+  CHECK(made_c == 1);
+  for (int v : got) CHECK(v == 302);
 }

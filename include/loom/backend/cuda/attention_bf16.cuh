@@ -536,18 +536,6 @@ inline bool device_has_bf16_mma(int device) {
   return major >= 8;
 }
 
-// A loom::cuda::malloc buffer returned to the cache when it goes out of scope (stream-ordered:
-// safe right after queueing the kernels that use it).
-struct Scratch {
-  void* ptr;
-  size_t bytes;
-  int device;
-  Scratch(size_t n, int dev) : ptr(loom::cuda::malloc(n, dev)), bytes(n), device(dev) {}
-  ~Scratch() { loom::cuda::free(ptr, bytes, device); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
 }  // namespace attn_bf16
 
 bool attention_forward_bf16(float* out, float* lse, const void* q, const void* k, const void* v, int64_t B,
@@ -578,8 +566,8 @@ bool attention_backward_bf16(float* dq, float* dk, float* dv, const void* dout, 
   const bf16 *qb = as_bf16(q), *kb = as_bf16(k), *vb = as_bf16(v), *gb = as_bf16(dout);
 
   const int64_t rows = B * NH * T;
-  Scratch D(size_t(rows) * sizeof(float), device);  // D_i = dout_i . out_i, (B, NH, T)
-  float* Dp = static_cast<float*>(D.ptr);
+  detail::Scratch D(size_t(rows) * sizeof(float), device);  // D_i = dout_i . out_i, (B, NH, T)
+  float* Dp = D.as<float>();
   const int row_blocks = int(std::min<int64_t>((rows + 7) / 8, int64_t(1) << 20));  // 8 rows (warps) per block
   rowdot_kernel<<<row_blocks, 256, 0, stream>>>(Dp, gb, out, rows);
   LOOM_CUDA_CHECK_LAUNCH();

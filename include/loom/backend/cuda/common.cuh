@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "loom/backend/cuda/cuda_api.hpp"
+#include "loom/backend/cuda/per_device.hpp"
 #include "loom/core/error.hpp"
 
 namespace loom::cuda::detail {
@@ -48,15 +49,12 @@ namespace loom::cuda::detail {
 /// One non-blocking stream per device, created on first use: every loom kernel, copy and
 /// cuBLAS call on that device is queued on it, in order.
 inline cudaStream_t stream(int device) {
-  static std::mutex mu;
-  static std::vector<cudaStream_t> streams;
-  std::lock_guard<std::mutex> lock(mu);
-  if (int(streams.size()) <= device) streams.resize(device + 1, nullptr);
-  if (!streams[device]) {
-    LOOM_CUDA_CHECK(cudaSetDevice(device));
-    LOOM_CUDA_CHECK(cudaStreamCreateWithFlags(&streams[device], cudaStreamNonBlocking));
-  }
-  return streams[device];
+  return per_device(device, [](int d) {
+    LOOM_CUDA_CHECK(cudaSetDevice(d));
+    cudaStream_t s = nullptr;
+    LOOM_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    return s;
+  });
 }
 
 /// Makes `device` current and returns its stream (the first lines of every host wrapper).
@@ -69,13 +67,25 @@ inline cudaStream_t use(int device) {
 
 /// The multiprocessor count of `device` (cached).
 inline int sm_count(int device) {
-  static std::mutex mu;
-  static std::vector<int> counts;
-  std::lock_guard<std::mutex> lock(mu);
-  if (int(counts.size()) <= device) counts.resize(device + 1, 0);
-  if (!counts[device]) LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&counts[device], cudaDevAttrMultiProcessorCount, device));
-  return counts[device];
+  return per_device(device, [](int d) {
+    int count = 0;
+    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, d));
+    return count;
+  });
 }
+
+/// A device buffer from the caching allocator, returned to it on scope exit (stream-ordered,
+/// so queued kernels may still use it).
+struct Scratch {
+  void* p = nullptr;
+  std::size_t bytes = 0;
+  int device = 0;
+  Scratch(std::size_t b, int d) : p(::loom::cuda::malloc(b, d)), bytes(b), device(d) {}
+  ~Scratch() { ::loom::cuda::free(p, bytes, device); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class T> T* as() const { return static_cast<T*>(p); }
+};
 
 /// Blocks for a grid-stride loop over n items: enough to fill the GPU, no more.
 inline int grid_for(int64_t n, int threads, int device) {

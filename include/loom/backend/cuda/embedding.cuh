@@ -21,16 +21,13 @@ namespace detail {
 
 /// One int per device that kernels set when they meet a bad index.
 inline int* error_flag(int device) {
-  static std::mutex mu;
-  static std::vector<int*> flags;
-  std::lock_guard<std::mutex> lock(mu);
-  if (int(flags.size()) <= device) flags.resize(device + 1, nullptr);
-  if (!flags[device]) {
-    LOOM_CUDA_CHECK(cudaSetDevice(device));
-    LOOM_CUDA_CHECK(cudaMalloc(&flags[device], sizeof(int)));
-    LOOM_CUDA_CHECK(cudaMemset(flags[device], 0, sizeof(int)));
-  }
-  return flags[device];
+  return per_device(device, [](int d) {
+    LOOM_CUDA_CHECK(cudaSetDevice(d));
+    int* flag = nullptr;
+    LOOM_CUDA_CHECK(cudaMalloc(&flag, sizeof(int)));
+    LOOM_CUDA_CHECK(cudaMemset(flag, 0, sizeof(int)));
+    return flag;
+  });
 }
 
 /// Waits for the stream, then returns and clears the flag (1 + the first bad row, or 0).

@@ -21,41 +21,32 @@ constexpr size_t workspace_bytes = size_t(32) << 20;
 
 // The GEMM workspace of one device, shared by cuBLAS and cuBLASLt (both run on loom's one stream).
 inline void* gemm_workspace(int device) {
-  static std::mutex mu;
-  static std::vector<void*> spaces;
-  std::lock_guard<std::mutex> lock(mu);
-  if (int(spaces.size()) <= device) spaces.resize(device + 1, nullptr);
-  if (!spaces[device]) {
-    LOOM_CUDA_CHECK(cudaSetDevice(device));
-    LOOM_CUDA_CHECK(cudaMalloc(&spaces[device], workspace_bytes));  // held for the program's life
-  }
-  return spaces[device];
+  return per_device(device, [](int d) {
+    LOOM_CUDA_CHECK(cudaSetDevice(d));
+    void* space = nullptr;
+    LOOM_CUDA_CHECK(cudaMalloc(&space, workspace_bytes));  // held for the program's life
+    return space;
+  });
 }
 
 inline cublasHandle_t cublas_handle(int device) {
-  static std::mutex mu;
-  static std::vector<cublasHandle_t> handles;
-  std::lock_guard<std::mutex> lock(mu);
-  if (int(handles.size()) <= device) handles.resize(device + 1, nullptr);
-  if (!handles[device]) {
-    LOOM_CUDA_CHECK(cudaSetDevice(device));
-    LOOM_CUDA_CHECK(cublasCreate(&handles[device]));
-    LOOM_CUDA_CHECK(cublasSetStream(handles[device], stream(device)));
-    LOOM_CUDA_CHECK(cublasSetWorkspace(handles[device], gemm_workspace(device), workspace_bytes));
-  }
-  return handles[device];
+  return per_device(device, [](int d) {
+    LOOM_CUDA_CHECK(cudaSetDevice(d));
+    cublasHandle_t h = nullptr;
+    LOOM_CUDA_CHECK(cublasCreate(&h));
+    LOOM_CUDA_CHECK(cublasSetStream(h, stream(d)));
+    LOOM_CUDA_CHECK(cublasSetWorkspace(h, gemm_workspace(d), workspace_bytes));
+    return h;
+  });
 }
 
 inline cublasLtHandle_t lt_handle(int device) {
-  static std::mutex mu;
-  static std::vector<cublasLtHandle_t> handles;
-  std::lock_guard<std::mutex> lock(mu);
-  if (int(handles.size()) <= device) handles.resize(device + 1, nullptr);
-  if (!handles[device]) {
-    LOOM_CUDA_CHECK(cudaSetDevice(device));
-    LOOM_CUDA_CHECK(cublasLtCreate(&handles[device]));
-  }
-  return handles[device];
+  return per_device(device, [](int d) {
+    LOOM_CUDA_CHECK(cudaSetDevice(d));
+    cublasLtHandle_t h = nullptr;
+    LOOM_CUDA_CHECK(cublasLtCreate(&h));
+    return h;
+  });
 }
 
 // One shape of product with an epilogue: its descriptors and the algorithm cuBLASLt's heuristic

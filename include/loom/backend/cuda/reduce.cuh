@@ -107,19 +107,6 @@ __global__ void scale_kernel(float* x, float alpha, int64_t n) {
     x[i] *= alpha;
 }
 
-/// A device buffer from the caching allocator, returned to it on scope exit (stream-ordered,
-/// so queued kernels may still use it).
-struct Scratch {
-  void* p = nullptr;
-  std::size_t bytes = 0;
-  int device = 0;
-  Scratch(std::size_t b, int d) : p(::loom::cuda::malloc(b, d)), bytes(b), device(d) {}
-  ~Scratch() { ::loom::cuda::free(p, bytes, device); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <class T> T* as() const { return static_cast<T*>(p); }
-};
-
 }  // namespace detail
 
 // Defined in matmul.cuh: out (inner) = alpha * sum over R rows of in (R, inner), by cuBLAS gemv.
