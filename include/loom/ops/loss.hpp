@@ -13,6 +13,34 @@ namespace loom {
 /// How per-element losses are combined.
 enum class Reduction { mean, sum, none };
 
+namespace detail {
+
+/// Cross-entropy's forward and reduction, shared by cross_entropy and linear_cross_entropy.
+template <class T>
+struct CrossEntropyForward {
+  Tensor<T> out;    ///< the reduced loss (a scalar), or the per-row losses for Reduction::none
+  Tensor<T> lse;    ///< (N) each row's log-sum-exp, for the backward
+  Tensor<T> count;  ///< () the rows not ignored (written by the mean and sum reductions)
+};
+
+/// The losses of N rows of V logits at x (rows ld apart) against targets t (N, contiguous), as a
+/// tensor of `shape` (N elements), then reduced unless `reduction` is none.
+template <class T>
+CrossEntropyForward<T> cross_entropy_forward(Device d, const T* x, int64_t ld, const Tensor<int64_t>& t, int64_t N,
+                                             int64_t V, int64_t ignore_index, const Shape& shape, Reduction reduction) {
+  CrossEntropyForward<T> f{Tensor<T>::empty(shape, d), Tensor<T>::empty({N}, d), Tensor<T>::empty({}, d)};
+  kernel::cross_entropy_forward(d, f.out.data(), f.lse.data(), x, ld, t.data(), N, V, ignore_index);
+  if (reduction != Reduction::none) {
+    Tensor<T> losses = f.out;
+    f.out = Tensor<T>::empty({}, d);
+    kernel::cross_entropy_reduce(d, f.out.data(), f.count.data(), losses.data(), t.data(), N, ignore_index,
+                                 reduction == Reduction::mean);
+  }
+  return f;
+}
+
+}  // namespace detail
+
 /// Cross-entropy of logits (..., V) against integer targets (...): -log softmax(logits)[target].
 /// Targets equal to ignore_index contribute nothing; `mean` divides by the number of the others
 /// (NaN when every target is ignored, as in PyTorch). `none` returns the per-position losses.
@@ -41,19 +69,14 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, int64
           (N <= 1 || rows_st[0] >= V)))
       x = logits.contiguous(), rows_st = Shape{V, 1};
     const int64_t ld = N > 0 ? rows_st[0] : V;
-    // losses (N) and the log-sum-exp of each row (N); then the reduction and the count kept
-    Tensor<T> losses = Tensor<T>::empty(expect, d), lse = Tensor<T>::empty({N}, d), count = Tensor<T>::empty({}, d);
-    kernel::cross_entropy_forward(d, losses.data(), lse.data(), x.data(), ld, t.data(), N, V, ignore_index);
-    Tensor<T> out = losses;
-    if (reduction != Reduction::none) {
-      out = Tensor<T>::empty({}, d);
-      kernel::cross_entropy_reduce(d, out.data(), count.data(), losses.data(), t.data(), N, ignore_index,
-                                   reduction == Reduction::mean);
-    }
+    // the losses (or their reduction), each row's log-sum-exp and the count of rows not ignored
+    detail::CrossEntropyForward<T> f = detail::cross_entropy_forward(d, x.data(), ld, t, N, V, ignore_index, expect,
+                                                                     reduction);
     // backward: dlogits = (softmax(logits) - onehot(target)) * dloss, where dloss = g / count
     // (mean), g (sum) or g[n] (none); ignored rows get 0. dlogits has the logits' row stride.
-    detail::record<T>("cross_entropy", out, {&logits},
-                      [sx = SavedTensor<T>(x), lse, count, t, N, V, ld, ignore_index, reduction](const Tensor<T>& g) {
+    detail::record<T>("cross_entropy", f.out, {&logits},
+                      [sx = SavedTensor<T>(x), lse = f.lse, count = f.count, t, N, V, ld, ignore_index,
+                       reduction](const Tensor<T>& g) {
       const Tensor<T>& xv = sx.get("cross_entropy");
       const Device d = xv.device();
       Tensor<T> gc = g.contiguous(), rows = Tensor<T>::empty({N, ld}, d);
@@ -62,7 +85,7 @@ Tensor<T> cross_entropy(const Tensor<T>& logits, const Tensor<I>& targets, int64
                                      t.data(), N, V, ignore_index);
       return std::vector<Tensor<T>>{rows.slice(1, 0, V).view(xv.shape())};
     });
-    return out;
+    return f.out;
   }
 }
 
@@ -92,12 +115,11 @@ Tensor<T> linear_cross_entropy(const Tensor<T>& x, const Tensor<T>& w, const Ten
     // matmul under autocast would make; logits (N, Np) fp32, of which the first V columns count
     const Tensor<bf16> x16 = detail::to_bf16(x), w16 = Np != V ? detail::to_bf16_padded(w.t(), Np) : detail::to_bf16(w.t());
     const Tensor<float> logits = detail::product(x16, w16);
-    Tensor<float> losses = Tensor<float>::empty({N}, d), lse = Tensor<float>::empty({N}, d);
-    Tensor<float> count = Tensor<float>::empty({}, d), out = Tensor<float>::empty({}, d);
-    kernel::cross_entropy_forward(d, losses.data(), lse.data(), logits.data(), Np, t.data(), N, V, ignore_index);
-    kernel::cross_entropy_reduce(d, out.data(), count.data(), losses.data(), t.data(), N, ignore_index, true);
-    detail::record<float>("linear_cross_entropy", out, {&x, &w},
-                          [x16, w16, logits, lse, count, t, N, V, Np, ignore_index](const Tensor<float>& g) {
+    detail::CrossEntropyForward<float> f = detail::cross_entropy_forward(d, logits.data(), Np, t, N, V, ignore_index,
+                                                                         Shape{N}, Reduction::mean);
+    detail::record<float>("linear_cross_entropy", f.out, {&x, &w},
+                          [x16, w16, logits, lse = f.lse, count = f.count, t, N, V, Np,
+                           ignore_index](const Tensor<float>& g) {
       const Device d = logits.device();
       // dlogits (N, Np) bf16 = (softmax(logits) - onehot(t)) * g / count, 0 in the padding
       Tensor<bf16> dl = Tensor<bf16>::empty({N, Np}, d);
@@ -108,7 +130,7 @@ Tensor<T> linear_cross_entropy(const Tensor<T>& x, const Tensor<T>& w, const Ten
       Tensor<float> dw = detail::product(dl.transpose(0, 1), x16);  // (Np, N) @ (N, C), then its first V rows
       return std::vector<Tensor<float>>{dx, dw.slice(0, 0, V)};
     });
-    return out;
+    return f.out;
   }
 }
 
