@@ -515,13 +515,8 @@ bool gemm(Device d, MatOperand<E> a, MatOperand<E> b, T* c, int64_t ldc, int64_t
   if (d.is_cpu()) {
     if constexpr (std::is_same_v<E, T>) {
       auto one = [&](int64_t i) {
-        T* ci = c + i * c_batch_stride;
-        cpu::gemm(ci, ldc, a.ptr + i * a.batch_stride, !a.transposed, a.ld, b.ptr + i * b.batch_stride,
-                  !b.transposed, b.ld, M, N, K);
-        if (bias)
-          for_each_row(M, N, [&](int64_t r) {
-            for (int64_t n = 0; n < N; ++n) ci[r * ldc + n] += bias[n];
-          });
+        cpu::gemm(c + i * c_batch_stride, ldc, a.ptr + i * a.batch_stride, !a.transposed, a.ld,
+                  b.ptr + i * b.batch_stride, !b.transposed, b.ld, M, N, K);
       };
       // Several products that are each small (under 2^26 multiply-adds, e.g. attention heads): one
       // product per thread, each run serially by Eigen; Eigen's own threading does not pay at that
@@ -533,6 +528,11 @@ bool gemm(Device d, MatOperand<E> a, MatOperand<E> b, T* c, int64_t ldc, int64_t
       } else {
         for (int64_t i = 0; i < batch; ++i) one(i);
       }
+      if (bias)  // then the bias on every row of every product, the rows split among the threads
+        for_each_row(batch * M, N, [&](int64_t r) {
+          T* row = c + (r / M) * c_batch_stride + (r % M) * ldc;
+          for (int64_t n = 0; n < N; ++n) row[n] += bias[n];
+        });
       return false;
     } else {
       throw device_error("matmul: bf16 operands are multiplied on CUDA only");
