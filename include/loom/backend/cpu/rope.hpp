@@ -35,12 +35,15 @@ template <class T>
 void rope(T* out, const T* x, RopeStrides sx, const int64_t* pos, int64_t B, int64_t T_, int64_t H, int64_t HS,
           double theta, RopeLayout layout, bool inverse) {
   const int64_t half = HS / 2;
-  // pair p of feature pairs: its two features, and its frequency theta^(-2p/HS)
-  std::vector<double> inv_freq(static_cast<size_t>(half));
-  for (int64_t p = 0; p < half; ++p) inv_freq[size_t(p)] = std::pow(theta, -2.0 * double(p) / double(HS));
   const bool interleaved = layout == RopeLayout::interleaved;
   const int64_t first_step = interleaved ? 2 : 1, second_off = interleaved ? 1 : half;
   const T sign = inverse ? T(-1) : T(1);
+  // pair p's frequency theta^(-2p/HS), computed when a table or a row's angles are made
+  std::vector<double> inv_freq;
+  auto frequencies = [&] {
+    inv_freq.resize(size_t(half));
+    for (int64_t p = 0; p < half; ++p) inv_freq[size_t(p)] = std::pow(theta, -2.0 * double(p) / double(HS));
+  };
   auto angles = [&](int64_t n, T* c, T* s) {  // pair p at position n: cos and sin of n * inv_freq[p]
     for (int64_t p = 0; p < half; ++p) {
       const double a = double(n) * inv_freq[size_t(p)];
@@ -62,11 +65,13 @@ void rope(T* out, const T* x, RopeStrides sx, const int64_t* pos, int64_t B, int
   Table& tab = last_table;
   if (table && !(tab.theta == theta && tab.HS == HS && tab.first <= first && last < tab.first + tab.span)) {
     tab.theta = theta, tab.HS = HS, tab.first = first, tab.span = span;
-    tab.cos.assign(size_t(span * half), T(0)), tab.sin.assign(size_t(span * half), T(0));
+    tab.cos.resize(size_t(span * half)), tab.sin.resize(size_t(span * half));  // every entry written below
+    frequencies();
     parallel_for(0, span, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(8 * half, 1)), [&](int64_t lo, int64_t hi) {
       for (int64_t r = lo; r < hi; ++r) angles(first + r, &tab.cos[size_t(r * half)], &tab.sin[size_t(r * half)]);
     });
   }
+  if (!table) frequencies();
   parallel_for(0, B * T_, std::max<int64_t>(1, parallel_grain / std::max<int64_t>(H * HS, 1)), [&](int64_t lo, int64_t hi) {
     std::vector<T> own_c(static_cast<size_t>(table ? 0 : half)), own_s(own_c.size());
     for (int64_t bt = lo; bt < hi; ++bt) {
