@@ -13,18 +13,20 @@ import sys
 
 
 def load(path):
+    """The JSON rows of one benchmark file. A file that cannot be read is named on stderr and gives
+    no rows (its columns then show "—"), so that a run without PyTorch still prints loom's side."""
     rows = []
     try:
         with open(path) as f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 line = line.strip()
                 if line.startswith("{"):
                     try:
                         rows.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        pass
-    except OSError:
-        pass
+                    except json.JSONDecodeError as e:
+                        print(f"compare_gpu.py: {path}:{n}: not JSON ({e.msg}); line skipped", file=sys.stderr)
+    except OSError as e:
+        print(f"compare_gpu.py: cannot read {path} ({e.strerror}); its columns show —", file=sys.stderr)
     return rows
 
 
@@ -120,6 +122,9 @@ def fmt(r, key="ms", digits=3):
 
 
 def main():
+    if len(sys.argv) not in (2, 3) or sys.argv[1] in ("-h", "--help"):
+        print("usage: compare_gpu.py loom.jsonl [torch.jsonl]", file=sys.stderr)
+        sys.exit(0 if len(sys.argv) > 1 and sys.argv[1] in ("-h", "--help") else 2)
     loom = load(sys.argv[1])
     torch = load(sys.argv[2]) if len(sys.argv) > 2 else []
     errors = [r for r in loom + torch if "error" in r]
