@@ -165,7 +165,6 @@ void binary(Device d, BinaryOp op, T* out, const T* a, const T* b, const Shape& 
   LOOM_CUDA_F32(T, "binary op", cuda::binary_f32(op, out, a, b, loom::detail::cuda_layout<3>(shape, st), d.index));
 }
 
-/// out = f(g, a, b) for the gradient map `op`; strides of (out, g, a, b).
 /// SwiGLU forward, out = silu(gate) * up over n contiguous elements (CPU only: on CUDA the op
 /// composes silu and mul); contract in backend/cpu/elementwise.hpp.
 template <class T>
@@ -180,6 +179,7 @@ void swiglu_backward(Device d, T* dgate, T* dup, const T* dout, const T* gate, c
   cpu::swiglu_backward(dgate, dup, dout, gate, up, n);
 }
 
+/// out = f(g, a, b) for the gradient map `op`; strides of (out, g, a, b).
 template <class T>
 void binary_backward(Device d, BinaryGradOp op, T* out, const T* g, const T* a, const T* b, const Shape& shape,
                      const std::array<Shape, 4>& st) {
