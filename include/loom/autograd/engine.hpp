@@ -13,6 +13,9 @@
 ///       if edge.leaf: edge.leaf.grad += dx              // lands in a parameter
 ///     free node's saved tensors unless retain_graph
 ///
+/// An op with several outputs (add_layer_norm: the sum and its norm) is one node; pending then
+/// holds one gradient per output (edge.output_nr says which), and its backward gets them all.
+///
 /// A leaf with a grad_ready hook (Tensor::on_grad_ready) has it called right after the last node
 /// of the order that has an edge to it: its gradient is then final for this pass.
 
@@ -82,7 +85,14 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
 
   // Post-order DFS (iterative: deep graphs must not overflow the stack).
   std::vector<Node<T>*> order;
-  std::unordered_map<Node<T>*, Tensor<T>> pending;
+  std::unordered_map<Node<T>*, std::vector<Tensor<T>>> pending;  // one gradient per output of the node
+  // adds dx to the gradient of output k of node
+  auto send = [&pending](Node<T>* node, int k, Tensor<T>&& dx) {
+    std::vector<Tensor<T>>& slots = pending[node];
+    if (slots.empty()) slots.resize(size_t(node->num_outputs));
+    Tensor<T>& slot = slots[size_t(k)];
+    slot = slot.defined() ? detail::add_grads(slot, dx) : std::move(dx);
+  };
   {
     std::unordered_map<Node<T>*, bool> seen;
     std::vector<std::pair<Node<T>*, size_t>> stack{{root.grad_fn().get(), 0}};
@@ -101,7 +111,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
       }
     }
   }
-  pending[root.grad_fn().get()] = root_grad;
+  send(root.grad_fn().get(), root.autograd_meta()->output_nr, std::move(root_grad));
 
   // Leaves with a grad_ready hook: how many edges of the order still point at each.
   std::unordered_map<AutogradMeta<T>*, int> edges_left;
@@ -121,7 +131,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
       edges_done(node);
       continue;
     }
-    Tensor<T> g = std::move(p->second);
+    std::vector<Tensor<T>> g = std::move(p->second);
     pending.erase(p);
     LOOM_CHECK(!node->released, value_error, "backward: the graph through '", node->name,
                "' was already freed by an earlier backward(); pass retain_graph=true to the first "
@@ -130,7 +140,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
     if (prof.enabled && prof.sync) prof.sync();
     auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     std::vector<Tensor<T>> dx = node->backward(g);
-    g = Tensor<T>();  // a gradient passed through (a view's backward) is then held by dx alone
+    g.clear();  // a gradient passed through (a view's backward) is then held by dx alone
     if (prof.enabled) {
       if (prof.sync) prof.sync();
       auto& entry = prof.by_op[node->name];
@@ -144,9 +154,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
       LOOM_CHECK(dx[k].shape() == e.shape, shape_error, "backward of ", node->name, ": gradient ", k,
                  " has shape ", dx[k].shape(), ", expected ", e.shape, " (a bug in that op's backward)");
       if (e.fn) {
-        auto q = pending.find(e.fn.get());
-        if (q == pending.end()) pending.emplace(e.fn.get(), std::move(dx[k]));
-        else q->second = detail::add_grads(q->second, dx[k]);
+        send(e.fn.get(), e.output_nr, std::move(dx[k]));
       } else {
         accumulate_leaf(*e.leaf, dx[k]);
       }

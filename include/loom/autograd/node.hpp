@@ -77,6 +77,7 @@ struct AutogradMeta {
   bool requires_grad = false;
   Tensor<T> grad;                     ///< accumulated gradient (leaves)
   std::shared_ptr<Node<T>> grad_fn;   ///< the op that produced this tensor (null for leaves)
+  int output_nr = 0;                  ///< which of grad_fn's outputs this tensor is (0 for most ops)
   std::function<void()> grad_ready;   ///< leaves: called once per backward, when `grad` is final
 };
 
@@ -85,18 +86,22 @@ template <class T>
 struct Edge {
   std::shared_ptr<Node<T>> fn;
   std::shared_ptr<AutogradMeta<T>> leaf;
+  int output_nr = 0;  ///< which of fn's outputs the input is
   Shape shape;  ///< the input's shape: every gradient sent along the edge must have it
   /// True when the input takes part in autograd.
   bool active() const { return fn || leaf; }
 };
 
-/// One recorded op. `backward(grad_out)` returns one gradient per edge (undefined = none).
+/// One recorded op. `backward(grad_outs)` gets one gradient per output of the op (undefined for
+/// an output that no gradient reached; most ops have one output, and it always has one) and
+/// returns one gradient per edge (undefined = none).
 template <class T>
 struct Node {
-  using Backward = std::function<std::vector<Tensor<T>>(const Tensor<T>& grad_out)>;
+  using Backward = std::function<std::vector<Tensor<T>>(const std::vector<Tensor<T>>& grad_outs)>;
   const char* name = "";
   std::vector<Edge<T>> next;
   Backward backward;
+  int num_outputs = 1;
   bool released = false;  ///< set when backward ran without retain_graph (saved tensors freed)
 
   Node() { ++autograd::live_node_counter(); }

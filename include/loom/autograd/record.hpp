@@ -42,30 +42,61 @@ class SavedTensor {
 
 namespace detail {
 
-/// Records `out = op(inputs)` in the autograd graph when grad mode is on and an input requires
-/// grad. `backward(grad_out)` returns one gradient per input (an undefined Tensor for none).
-template <class T, class F>
-void record(const char* name, Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, F&& backward) {
-  if (!GradMode::is_enabled()) return;
+/// A node for an op on `inputs`, with an edge to each, or null when grad mode is off or no
+/// input requires grad (then the op is not recorded).
+template <class T>
+std::shared_ptr<Node<T>> make_node(const char* name, std::initializer_list<const Tensor<T>*> inputs) {
+  if (!GradMode::is_enabled()) return nullptr;
   bool any = false;
   for (const Tensor<T>* t : inputs) any = any || t->requires_grad();
-  if (!any) return;
+  if (!any) return nullptr;
   auto node = std::make_shared<Node<T>>();
   node->name = name;
   node->next.reserve(inputs.size());
   for (const Tensor<T>* t : inputs) {
     Edge<T> e;
     if (t->requires_grad()) {
-      if (t->is_leaf()) e.leaf = t->autograd_meta(); else e.fn = t->grad_fn();
+      if (t->is_leaf()) e.leaf = t->autograd_meta();
+      else e.fn = t->grad_fn(), e.output_nr = t->autograd_meta()->output_nr;
     }
     e.shape = t->shape();
     node->next.push_back(std::move(e));
   }
-  node->backward = std::forward<F>(backward);
+  return node;
+}
+
+/// Makes `out` output number `k` of `node`.
+template <class T>
+void attach_output(Tensor<T>& out, const std::shared_ptr<Node<T>>& node, int k) {
   auto meta = std::make_shared<AutogradMeta<T>>();
   meta->requires_grad = true;
-  meta->grad_fn = std::move(node);
+  meta->grad_fn = node;
+  meta->output_nr = k;
   out.set_autograd_meta(std::move(meta));
+}
+
+/// Records `out = op(inputs)` in the autograd graph when grad mode is on and an input requires
+/// grad. `backward(grad_out)` returns one gradient per input (an undefined Tensor for none).
+template <class T, class F>
+void record(const char* name, Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, F&& backward) {
+  std::shared_ptr<Node<T>> node = make_node<T>(name, inputs);
+  if (!node) return;
+  node->backward = [f = std::forward<F>(backward)](const std::vector<Tensor<T>>& g) { return f(g[0]); };
+  attach_output(out, node, 0);
+}
+
+/// Records an op with several outputs, `outs = op(inputs)`, as one node. `backward(grad_outs)`
+/// gets one gradient per output, undefined for an output that no gradient reached, and returns
+/// one per input.
+template <class T, class F>
+void record_outputs(const char* name, std::initializer_list<Tensor<T>*> outs,
+                    std::initializer_list<const Tensor<T>*> inputs, F&& backward) {
+  std::shared_ptr<Node<T>> node = make_node<T>(name, inputs);
+  if (!node) return;
+  node->backward = std::forward<F>(backward);
+  node->num_outputs = int(outs.size());
+  int k = 0;
+  for (Tensor<T>* out : outs) attach_output(*out, node, k++);
 }
 
 }  // namespace detail
