@@ -234,11 +234,18 @@ TEST_CASE("LayerNorm matches the CPU with and without weight and bias") {
   });
 }
 
-// --- Embedding, cross-entropy, matmul ------------------------------------------------------------
+TEST_CASE("add_layer_norm (one op, two outputs) matches the CPU forward and backward") {
+  for (int64_t C : {768, 130}) {
+    auto x = rnd({3, 37, C}, 18, -3, 3), r = rnd({3, 37, C}, 19), w = rnd({C}, 20, 0.5, 1.5), b = rnd({C}, 21);
+    // h * y + y: a gradient reaches both outputs, and the engine sums them into x and residual
+    check_op("add_layer_norm C=" + std::to_string(C), {x, r, w, b}, [](auto& a, Device) {
+      auto [h, y] = add_layer_norm(a[0], a[1], a[2], a[3]);
+      return h * y + y;
+    });
+  }
+}
 
 // --- RMSNorm, SiLU, SwiGLU ------------------------------------------------------------------------
-// (For tests/cuda/test_cuda.cpp: paste after the "LayerNorm matches the CPU ..." test case. Uses the
-// file's own check_op, rnd and tolerance 1e-5.)
 
 TEST_CASE("RMSNorm matches the CPU with and without weight") {
   // C = 768: the float4 register path (C % 4 == 0, C <= 1024); 1, 7, 130: scalar loads and the
@@ -294,6 +301,8 @@ TEST_CASE("SiLU and SwiGLU match the CPU forward and backward with broadcasting"
     return swiglu(a[0].slice(-1, 0, 96), a[0].slice(-1, 96, 2 * 96));  // a fused gate/up projection, split
   });
 }
+
+// --- Embedding, dropout, cross-entropy, matmul ---------------------------------------------------
 
 TEST_CASE("Embedding gathers rows and its backward adds repeated indices deterministically") {
   auto w = rnd({50, 36}, 18);

@@ -1,4 +1,5 @@
-// RMSNorm, SiLU and SwiGLU (the LLaMA-style block's ops) and their nn modules: forward against
+// add_layer_norm (the residual add and a pre-norm block's LayerNorm as one op with two outputs)
+// against the two ops; RMSNorm, SiLU and SwiGLU (the LLaMA-style block's ops) and their nn modules: forward against
 // naive double-precision loops on contiguous and strided inputs, gradcheck in double, extremes,
 // error messages, bf16 inputs, the weight gradient's accumulation and its thread-count determinism.
 //
@@ -70,6 +71,136 @@ std::map<std::string, Tensor<float>> params_by_name(const nn::Module& m) {
 }
 
 }  // namespace
+
+// --- add_layer_norm: one op with two outputs ---------------------------------------------------
+
+namespace {
+// The same bits: two float tensors of one shape, compared element by element in memory.
+bool same_bits(const Tensor<float>& a, const Tensor<float>& b) {
+  if (a.shape() != b.shape()) return false;
+  Tensor<float> ac = a.contiguous(), bc = b.contiguous();
+  return std::memcmp(ac.data(), bc.data(), size_t(ac.numel()) * sizeof(float)) == 0;
+}
+}  // namespace
+
+TEST_CASE("add_layer_norm equals x + residual, then layer_norm: values and every gradient") {
+  Generator g(71);
+  // one row, an odd width, and enough rows for several 64-row backward blocks on both threads
+  for (Shape shape : {Shape{1, 7}, Shape{3, 5, 37}, Shape{300, 48}}) {
+    for (int params = 0; params < 3; ++params) {  // weight and bias, weight only, neither
+      CAPTURE(shape, params);
+      const int64_t C = shape.back();
+      auto leaf_f = [&](const Shape& s) { return randn<float>(s, g).requires_grad_(); };
+      Tensor<float> x = leaf_f(shape), r = leaf_f(shape);
+      Tensor<float> w = params < 2 ? rand<float>({C}, g, 0.5, 1.5).requires_grad_() : Tensor<float>();
+      Tensor<float> b = params < 1 ? randn<float>({C}, g).requires_grad_() : Tensor<float>();
+      auto copy = [](const Tensor<float>& t) { return t.defined() ? t.detach().clone().requires_grad_() : t; };
+      Tensor<float> x2 = copy(x), r2 = copy(r), w2 = copy(w), b2 = copy(b);
+      Tensor<float> c1 = randn<float>(shape, g), c2 = randn<float>(shape, g);
+
+      auto [h, y] = add_layer_norm(x, r, w, b);
+      Tensor<float> h2 = x2 + r2, y2 = layer_norm(h2, w2, b2);
+      CHECK(same_bits(h, h2));
+      CHECK(same_bits(y, y2));
+      // a block's use: h goes on in the residual stream and y into the next layer
+      sum((h + y * y) * c1 + h * c2).backward();
+      sum((h2 + y2 * y2) * c1 + h2 * c2).backward();
+      // the fused pass adds h's own gradient to LayerNorm's dx (possibly as one FMA): 1e-6 of the scale
+      auto near = [](const Tensor<float>& a, const Tensor<float>& want) {
+        return max(abs(a - want)).item() <= 1e-6f * std::max(1.0f, max(abs(want)).item());
+      };
+      CHECK(near(x.grad(), x2.grad()));
+      CHECK(near(r.grad(), r2.grad()));
+      CHECK(same_bits(x.grad(), r.grad()));
+      if (w.defined()) CHECK(same_bits(w.grad(), w2.grad()));
+      if (b.defined()) CHECK(same_bits(b.grad(), b2.grad()));
+    }
+  }
+}
+
+TEST_CASE("add_layer_norm: a gradient that reaches only one of its two outputs") {
+  Generator g(72);
+  auto fresh = [&] {
+    Generator gg(73);
+    Tensor<float> x = randn<float>({4, 9}, gg), r = randn<float>({4, 9}, gg);
+    Tensor<float> w = rand<float>({9}, gg, 0.5, 1.5), b = randn<float>({9}, gg);
+    return std::vector<Tensor<float>>{x.requires_grad_(), r.requires_grad_(), w.requires_grad_(), b.requires_grad_()};
+  };
+  Tensor<float> c = randn<float>({4, 9}, g);
+  SECTION("only y: the residual's gradient is LayerNorm's alone") {
+    auto in = fresh(), ref = fresh();
+    sum(add_layer_norm(in[0], in[1], in[2], in[3]).second * c).backward();
+    sum(layer_norm(ref[0] + ref[1], ref[2], ref[3]) * c).backward();
+    CHECK(same_bits(in[0].grad(), ref[0].grad()));
+    CHECK(same_bits(in[1].grad(), ref[1].grad()));
+    CHECK(same_bits(in[2].grad(), ref[2].grad()));
+    CHECK(same_bits(in[3].grad(), ref[3].grad()));
+  }
+  SECTION("only h: x and residual get h's gradient; weight and bias get none") {
+    auto in = fresh();
+    auto [h, y] = add_layer_norm(in[0], in[1], in[2], in[3]);
+    sum(h * c).backward();
+    CHECK(same_bits(in[0].grad(), c));
+    CHECK(same_bits(in[1].grad(), c));
+    CHECK_FALSE(in[2].grad().defined());
+    CHECK_FALSE(in[3].grad().defined());
+  }
+  SECTION("backward from each output in turn, keeping the graph; then the freed graph is refused") {
+    auto in = fresh(), ref = fresh();
+    auto [h, y] = add_layer_norm(in[0], in[1], in[2], in[3]);
+    h.backward(c, /*retain_graph=*/true);
+    y.backward(c);
+    Tensor<float> h2 = ref[0] + ref[1];
+    h2.backward(c, true);
+    layer_norm(h2, ref[2], ref[3]).backward(c);
+    CHECK(same_bits(in[0].grad(), ref[0].grad()));
+    CHECK(same_bits(in[2].grad(), ref[2].grad()));
+    CHECK_THROWS_WITH(y.backward(c), LOOM_CONTAINS("add_layer_norm' was already freed"));
+  }
+  SECTION("chained, as consecutive blocks: one op's h is the next one's x") {
+    auto in = fresh(), ref = fresh();
+    auto [h1, y1] = add_layer_norm(in[0], in[1], in[2], in[3]);
+    auto [h2, y2] = add_layer_norm(h1, y1 * 0.5f, in[2], in[3]);
+    sum((h2 + y2) * c).backward();
+    Tensor<float> k1 = ref[0] + ref[1], z1 = layer_norm(k1, ref[2], ref[3]);
+    Tensor<float> k2 = k1 + z1 * 0.5f, z2 = layer_norm(k2, ref[2], ref[3]);
+    sum((k2 + z2) * c).backward();
+    for (size_t k = 0; k < 4; ++k) {
+      CAPTURE(k);
+      CHECK(max(abs(in[k].grad() - ref[k].grad())).item() <= 1e-5f * std::max(1.0f, max(abs(ref[k].grad())).item()));
+    }
+  }
+}
+
+TEST_CASE("gradcheck: add_layer_norm's two outputs, with and without parameters, views") {
+  auto x = leaf({3, 11}, 81), r = leaf({3, 11}, 82), w = leaf({11}, 83, 0.5, 1.5), b = leaf({11}, 84);
+  // gradcheck weighs one output: h * y mixes both, and + y makes y's own gradient count
+  Fn both = [](auto& in) {
+    auto [h, y] = add_layer_norm(in[0], in[1], in[2], in[3]);
+    return h * y + y;
+  };
+  Fn bare = [](auto& in) {
+    auto [h, y] = add_layer_norm(in[0], in[1], TD(), TD(), 0.1);
+    return h * y;
+  };
+  Fn views = [](auto& in) {  // a transposed view, used as x and as the residual
+    auto [h, y] = add_layer_norm(in[0].t(), in[0].t(), in[1], TD());
+    return h + y * y;
+  };
+  check_grad("add_layer_norm", both, {x, r, w, b});
+  check_grad("add_layer_norm without parameters", bare, {x, r});
+  check_grad("add_layer_norm of views, x as its own residual", views, {leaf({11, 3}, 85), w});
+}
+
+TEST_CASE("add_layer_norm says what is wrong with its inputs") {
+  CHECK_THROWS_WITH(add_layer_norm(zeros<float>({2, 4}), zeros<float>({2, 5}), Tensor<float>(), Tensor<float>()),
+                    LOOM_CONTAINS("add_layer_norm: x [2, 4] and residual [2, 5] must have the same shape"));
+  CHECK_THROWS_WITH(add_layer_norm(zeros<float>({2, 4}), zeros<float>({2, 4}), zeros<float>({5}), Tensor<float>()),
+                    LOOM_CONTAINS("add_layer_norm: weight has shape [5], expected [4]"));
+  auto [h, y] = add_layer_norm(zeros<float>({0, 4}), zeros<float>({0, 4}), ones<float>({4}), Tensor<float>());
+  CHECK(h.shape() == Shape{0, 4});
+  CHECK(y.shape() == Shape{0, 4});
+}
 
 // --- rms_norm ------------------------------------------------------------------------------------
 

@@ -231,20 +231,31 @@ void softmax(Device d, T* out, const T* in, int64_t N, int64_t C, bool log) {
   LOOM_CUDA_F32(T, log ? "log_softmax" : "softmax", cuda::softmax_f32(out, in, N, C, log, d.index));
 }
 
-/// LayerNorm forward over N rows of C; contract in backend/cpu/layer_norm.hpp.
+/// LayerNorm forward over N rows of C, of x or (with a residual) of sum = x + residual, which it
+/// writes; contract in backend/cpu/layer_norm.hpp. CUDA adds first, in a pass of its own.
 template <class T>
 void layer_norm_forward(Device d, T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t N, int64_t C,
-                        double eps) {
-  if (d.is_cpu()) return cpu::layer_norm_forward(out, mean, rstd, x, w, b, N, C, eps);
+                        double eps, const T* residual = nullptr, T* sum = nullptr) {
+  if (d.is_cpu()) return cpu::layer_norm_forward(out, mean, rstd, x, w, b, N, C, eps, residual, sum);
+  if (residual) {
+    const Shape rows{N * C}, unit{1};
+    binary(d, BinaryOp::add, sum, x, residual, rows, {unit, unit, unit});
+    x = sum;
+  }
   LOOM_CUDA_F32(T, "layer_norm", cuda::layer_norm_forward_f32(out, mean, rstd, x, w, b, N, C, float(eps), d.index));
 }
 
-/// LayerNorm backward: writes dx, dw, db (dw and db may be null); contract in backend/cpu/layer_norm.hpp.
+/// LayerNorm backward: writes dx (+ dsum, when given), dw, db (dw and db may be null); contract in
+/// backend/cpu/layer_norm.hpp. CUDA adds dsum in a pass of its own.
 template <class T>
 void layer_norm_backward(Device d, T* dx, T* dw, T* db, const T* g, const T* x, const T* w, const T* mean,
-                         const T* rstd, int64_t N, int64_t C) {
-  if (d.is_cpu()) return cpu::layer_norm_backward(dx, dw, db, g, x, w, mean, rstd, N, C);
+                         const T* rstd, int64_t N, int64_t C, const T* dsum = nullptr) {
+  if (d.is_cpu()) return cpu::layer_norm_backward(dx, dw, db, g, x, w, mean, rstd, N, C, dsum);
   LOOM_CUDA_F32(T, "layer_norm backward", cuda::layer_norm_backward_f32(dx, dw, db, g, x, w, mean, rstd, N, C, d.index));
+  if (dsum) {
+    const Shape rows{N * C}, unit{1};
+    binary(d, BinaryOp::add, dx, dx, dsum, rows, {unit, unit, unit});
+  }
 }
 
 /// RMSNorm forward over N rows of C; contract in backend/cpu/rms_norm.hpp.

@@ -3,6 +3,7 @@
 /// layer_norm and rms_norm over the last dimension, each one fused op (forward and backward
 /// kernels in backend/cpu/{layer,rms}_norm.hpp and backend/cuda/{layer,rms}_norm.cuh).
 
+#include <utility>
 #include <vector>
 
 #include "loom/core/tensor.hpp"
@@ -37,6 +38,26 @@ template <class T>
 Tensor<float> as_float(const Tensor<T>& t) {
   return t.defined() ? t.template to<float>() : Tensor<float>();
 }
+
+// LayerNorm's backward, one fused pass over the rows `in` (N, C) that were normalised:
+// {dx, dweight, dbias} for the output's gradient g, dx + dsum when dsum is defined (the gradient
+// that reaches `in` from its other uses), dweight and dbias undefined without has_w / has_b.
+template <class T>
+std::vector<Tensor<T>> layer_norm_grads(const Tensor<T>& g, const Tensor<T>& in, const Tensor<T>& w,
+                                        const Tensor<T>& mean, const Tensor<T>& rstd, int64_t N, int64_t C, bool has_w,
+                                        bool has_b, const Tensor<T>& dsum = Tensor<T>()) {
+  const Device d = in.device();
+  Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape(), d), ds = contiguous_or_none(dsum);
+  Tensor<T> dw = has_w ? Tensor<T>::empty({C}, d) : Tensor<T>(), db = has_b ? Tensor<T>::empty({C}, d) : Tensor<T>();
+  if (C > 0) {
+    kernel::layer_norm_backward(d, dx.data(), dw.data(), db.data(), gc.data(), in.data(), w.data(), mean.data(),
+                                rstd.data(), N, C, ds.data());
+  } else {
+    for (const Tensor<T>& p : {dw, db})
+      if (p.defined()) p.fill_(T(0));
+  }
+  return {dx, dw, db};
+}
 }  // namespace detail
 
 /// LayerNorm of x (..., C) over its last dimension: (x - mean) / sqrt(var + eps) * weight + bias.
@@ -60,19 +81,52 @@ Tensor<T> layer_norm(const Tensor<T>& x, const Tensor<T>& weight, const Tensor<T
     detail::record<T>("layer_norm", out, {&x, weight.defined() ? &weight : &none, bias.defined() ? &bias : &none},
                       [sx = SavedTensor<T>(in), sw = SavedTensor<T>(w), mean, rstd, N, C, has_w = weight.defined(),
                        has_b = bias.defined()](const Tensor<T>& g) {
-      const Tensor<T>&in = sx.get("layer_norm"), &w = sw.get("layer_norm");
-      const Device d = in.device();
-      Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape(), d);
-      Tensor<T> dw = has_w ? Tensor<T>::empty({C}, d) : Tensor<T>(), db = has_b ? Tensor<T>::empty({C}, d) : Tensor<T>();
-      if (C > 0) {
-        kernel::layer_norm_backward(d, dx.data(), dw.data(), db.data(), gc.data(), in.data(), w.data(), mean.data(),
-                                    rstd.data(), N, C);
-      } else {
-        for (const Tensor<T>& p : {dw, db}) if (p.defined()) p.fill_(T(0));
-      }
-      return std::vector<Tensor<T>>{dx, dw, db};
+      return detail::layer_norm_grads(g, sx.get("layer_norm"), sw.get("layer_norm"), mean, rstd, N, C, has_w, has_b);
     });
     return out;
+  }
+}
+
+/// A pre-norm block's residual step as one op: h = x + residual, then y = layer_norm(h, weight,
+/// bias, eps); returns {h, y}. The same values as the two ops, from one pass over the rows: each
+/// row of h is normalised while it is in cache. Its backward adds the gradient that reaches h
+/// from its other uses (the residual stream) to LayerNorm's own, in the same pass. x and residual
+/// have the same shape (..., C); weight and bias as in layer_norm.
+template <class T>
+std::pair<Tensor<T>, Tensor<T>> add_layer_norm(const Tensor<T>& x, const Tensor<T>& residual, const Tensor<T>& weight,
+                                               const Tensor<T>& bias, double eps = 1e-5) {
+  static_assert(is_floating_v<T>, "add_layer_norm: needs a floating element type");
+  if constexpr (is_reduced_float_v<T>) {
+    Tensor<T> h = x + residual;
+    return {h, layer_norm(h, weight, bias, eps)};
+  } else {
+    const Device d = detail::op_device<T>("add_layer_norm", x, residual);
+    const int64_t C = detail::check_norm<T>("add_layer_norm", x, {{"weight", &weight}, {"bias", &bias}}, eps);
+    LOOM_CHECK(residual.shape() == x.shape(), shape_error, "add_layer_norm: x ", x.shape(), " and residual ",
+               residual.shape(), " must have the same shape");
+    const int64_t N = C > 0 ? x.numel() / C : 0;
+    Tensor<T> xin = x.contiguous(), rin = residual.contiguous();
+    Tensor<T> w = detail::contiguous_or_none(weight), b = detail::contiguous_or_none(bias);
+    // (N, C) rows of x and residual -> h = x + residual (N, C), y = LayerNorm(h) (N, C), and
+    // mean, rstd (N) of h's rows for the backward
+    Tensor<T> h = Tensor<T>::empty(x.shape(), d), y = Tensor<T>::empty(x.shape(), d);
+    Tensor<T> mean = Tensor<T>::empty({N}, d), rstd = Tensor<T>::empty({N}, d);
+    if (C > 0)
+      kernel::layer_norm_forward(d, y.data(), mean.data(), rstd.data(), xin.data(), w.data(), b.data(), N, C, eps,
+                                 rin.data(), h.data());
+    // backward: dh = (h's gradient from its other uses) + LayerNorm's dx; dx = dresidual = dh
+    Tensor<T> none;
+    detail::record_outputs<T>("add_layer_norm", {&h, &y},
+                              {&x, &residual, weight.defined() ? &weight : &none, bias.defined() ? &bias : &none},
+                              [sh = SavedTensor<T>(h), sw = SavedTensor<T>(w), mean, rstd, N, C,
+                               has_w = weight.defined(), has_b = bias.defined()](const std::vector<Tensor<T>>& g) {
+      const Tensor<T>&dh = g[0], &dy = g[1];  // either may be undefined (no gradient reached it)
+      if (!dy.defined()) return std::vector<Tensor<T>>{dh, dh, Tensor<T>(), Tensor<T>()};
+      std::vector<Tensor<T>> ln = detail::layer_norm_grads(dy, sh.get("add_layer_norm"), sw.get("add_layer_norm"), mean,
+                                                           rstd, N, C, has_w, has_b, dh);
+      return std::vector<Tensor<T>>{ln[0], ln[0], ln[1], ln[2]};
+    });
+    return {h, y};
   }
 }
 
