@@ -110,8 +110,9 @@ class Block : public Module {
   /// x (B, T, C) -> (B, T, C); kv_start (B, T) optional, for packed rows (see CausalSelfAttention).
   Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr,
                            const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
-    Tensor<float> h = x + attn(ln_1(x), cache, kv_start);
-    return h + mlp(ln_2(h));
+    // h = x + attn(ln_1(x)) and ln_2(h) in one op
+    auto [h, a] = add_layer_norm(x, attn(ln_1(x), cache, kv_start), ln_2.weight, ln_2.bias, ln_2.eps);
+    return h + mlp(a);
   }
 };
 
