@@ -234,12 +234,16 @@ TEST_CASE("LayerNorm matches the CPU with and without weight and bias") {
   });
 }
 
-TEST_CASE("add_layer_norm (one op, two outputs) matches the CPU forward and backward") {
+TEST_CASE("add_layer_norm and add_rms_norm (one op, two outputs) match the CPU forward and backward") {
   for (int64_t C : {768, 130}) {
     auto x = rnd({3, 37, C}, 18, -3, 3), r = rnd({3, 37, C}, 19), w = rnd({C}, 20, 0.5, 1.5), b = rnd({C}, 21);
     // h * y + y: a gradient reaches both outputs, and the engine sums them into x and residual
     check_op("add_layer_norm C=" + std::to_string(C), {x, r, w, b}, [](auto& a, Device) {
       auto [h, y] = add_layer_norm(a[0], a[1], a[2], a[3]);
+      return h * y + y;
+    });
+    check_op("add_rms_norm C=" + std::to_string(C), {x, r, w}, [](auto& a, Device) {
+      auto [h, y] = add_rms_norm(a[0], a[1], a[2]);
       return h * y + y;
     });
   }

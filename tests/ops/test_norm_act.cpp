@@ -192,6 +192,36 @@ TEST_CASE("gradcheck: add_layer_norm's two outputs, with and without parameters,
   check_grad("add_layer_norm of views, x as its own residual", views, {leaf({11, 3}, 85), w});
 }
 
+TEST_CASE("add_rms_norm equals x + residual, then rms_norm: values, gradients, gradcheck") {
+  Generator g(74);
+  for (Shape shape : {Shape{1, 7}, Shape{3, 5, 37}, Shape{300, 48}}) {
+    for (bool with_w : {true, false}) {
+      CAPTURE(shape, with_w);
+      const int64_t C = shape.back();
+      Tensor<float> x = randn<float>(shape, g).requires_grad_(), r = randn<float>(shape, g).requires_grad_();
+      Tensor<float> w = with_w ? rand<float>({C}, g, 0.5, 1.5).requires_grad_() : Tensor<float>();
+      auto copy = [](const Tensor<float>& t) { return t.defined() ? t.detach().clone().requires_grad_() : t; };
+      Tensor<float> x2 = copy(x), r2 = copy(r), w2 = copy(w), c = randn<float>(shape, g);
+      auto [h, y] = add_rms_norm(x, r, w);
+      Tensor<float> h2 = x2 + r2, y2 = rms_norm(h2, w2);
+      CHECK(same_bits(h, h2));
+      CHECK(same_bits(y, y2));
+      sum((h + y * y) * c).backward();
+      sum((h2 + y2 * y2) * c).backward();
+      CHECK(max(abs(x.grad() - x2.grad())).item() <= 1e-6f * std::max(1.0f, max(abs(x2.grad())).item()));
+      CHECK(same_bits(x.grad(), r.grad()));
+      if (with_w) CHECK(same_bits(w.grad(), w2.grad()));
+    }
+  }
+  Fn both = [](auto& in) {
+    auto [h, y] = add_rms_norm(in[0], in[1], in[2]);
+    return h * y + y;
+  };
+  check_grad("add_rms_norm", both, {leaf({3, 11}, 86), leaf({3, 11}, 87), leaf({11}, 88, 0.5, 1.5)});
+  CHECK_THROWS_WITH(add_rms_norm(zeros<float>({2, 4}), zeros<float>({4, 2}), Tensor<float>()),
+                    LOOM_CONTAINS("add_rms_norm: x [2, 4] and residual [4, 2] must have the same shape"));
+}
+
 TEST_CASE("add_layer_norm says what is wrong with its inputs") {
   CHECK_THROWS_WITH(add_layer_norm(zeros<float>({2, 4}), zeros<float>({2, 5}), Tensor<float>(), Tensor<float>()),
                     LOOM_CONTAINS("add_layer_norm: x [2, 4] and residual [2, 5] must have the same shape"));

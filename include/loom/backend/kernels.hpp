@@ -231,6 +231,16 @@ void softmax(Device d, T* out, const T* in, int64_t N, int64_t C, bool log) {
   LOOM_CUDA_F32(T, log ? "log_softmax" : "softmax", cuda::softmax_f32(out, in, N, C, log, d.index));
 }
 
+namespace detail {
+/// out (n) = a + b over n contiguous elements: the residual norms' add where a device has no
+/// kernel that fuses it (out may be a).
+template <class T>
+void add_rows(Device d, T* out, const T* a, const T* b, int64_t n) {
+  const Shape all{n}, unit{1};
+  binary(d, BinaryOp::add, out, a, b, all, {unit, unit, unit});
+}
+}  // namespace detail
+
 /// LayerNorm forward over N rows of C, of x or (with a residual) of sum = x + residual, which it
 /// writes; contract in backend/cpu/layer_norm.hpp. CUDA adds first, in a pass of its own.
 template <class T>
@@ -238,8 +248,7 @@ void layer_norm_forward(Device d, T* out, T* mean, T* rstd, const T* x, const T*
                         double eps, const T* residual = nullptr, T* sum = nullptr) {
   if (d.is_cpu()) return cpu::layer_norm_forward(out, mean, rstd, x, w, b, N, C, eps, residual, sum);
   if (residual) {
-    const Shape rows{N * C}, unit{1};
-    binary(d, BinaryOp::add, sum, x, residual, rows, {unit, unit, unit});
+    detail::add_rows(d, sum, x, residual, N * C);
     x = sum;
   }
   LOOM_CUDA_F32(T, "layer_norm", cuda::layer_norm_forward_f32(out, mean, rstd, x, w, b, N, C, float(eps), d.index));
@@ -252,25 +261,30 @@ void layer_norm_backward(Device d, T* dx, T* dw, T* db, const T* g, const T* x, 
                          const T* rstd, int64_t N, int64_t C, const T* dsum = nullptr) {
   if (d.is_cpu()) return cpu::layer_norm_backward(dx, dw, db, g, x, w, mean, rstd, N, C, dsum);
   LOOM_CUDA_F32(T, "layer_norm backward", cuda::layer_norm_backward_f32(dx, dw, db, g, x, w, mean, rstd, N, C, d.index));
-  if (dsum) {
-    const Shape rows{N * C}, unit{1};
-    binary(d, BinaryOp::add, dx, dx, dsum, rows, {unit, unit, unit});
-  }
+  if (dsum) detail::add_rows(d, dx, dx, dsum, N * C);
 }
 
-/// RMSNorm forward over N rows of C; contract in backend/cpu/rms_norm.hpp.
+/// RMSNorm forward over N rows of C, of x or (with a residual) of sum = x + residual, which it
+/// writes; contract in backend/cpu/rms_norm.hpp. CUDA adds first, in a pass of its own.
 template <class T>
-void rms_norm_forward(Device d, T* out, T* rstd, const T* x, const T* w, int64_t N, int64_t C, double eps) {
-  if (d.is_cpu()) return cpu::rms_norm_forward(out, rstd, x, w, N, C, eps);
+void rms_norm_forward(Device d, T* out, T* rstd, const T* x, const T* w, int64_t N, int64_t C, double eps,
+                      const T* residual = nullptr, T* sum = nullptr) {
+  if (d.is_cpu()) return cpu::rms_norm_forward(out, rstd, x, w, N, C, eps, residual, sum);
+  if (residual) {
+    detail::add_rows(d, sum, x, residual, N * C);
+    x = sum;
+  }
   LOOM_CUDA_F32(T, "rms_norm", cuda::rms_norm_forward_f32(out, rstd, x, w, N, C, float(eps), d.index));
 }
 
-/// RMSNorm backward: writes dx and dw (dw may be null); contract in backend/cpu/rms_norm.hpp.
+/// RMSNorm backward: writes dx (+ dsum, when given) and dw (dw may be null); contract in
+/// backend/cpu/rms_norm.hpp. CUDA adds dsum in a pass of its own.
 template <class T>
-void rms_norm_backward(Device d, T* dx, T* dw, const T* g, const T* x, const T* w, const T* rstd, int64_t N,
-                       int64_t C) {
-  if (d.is_cpu()) return cpu::rms_norm_backward(dx, dw, g, x, w, rstd, N, C);
+void rms_norm_backward(Device d, T* dx, T* dw, const T* g, const T* x, const T* w, const T* rstd, int64_t N, int64_t C,
+                       const T* dsum = nullptr) {
+  if (d.is_cpu()) return cpu::rms_norm_backward(dx, dw, g, x, w, rstd, N, C, dsum);
   LOOM_CUDA_F32(T, "rms_norm backward", cuda::rms_norm_backward_f32(dx, dw, g, x, w, rstd, N, C, d.index));
+  if (dsum) detail::add_rows(d, dx, dx, dsum, N * C);
 }
 
 /// out (N, C) = w[idx] for a (V, C) table; contract in backend/cpu/embedding.hpp.

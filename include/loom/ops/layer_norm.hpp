@@ -58,6 +58,24 @@ std::vector<Tensor<T>> layer_norm_grads(const Tensor<T>& g, const Tensor<T>& in,
   }
   return {dx, dw, db};
 }
+
+// RMSNorm's backward, one fused pass over the rows `in` (N, C) that were normalised: {dx,
+// dweight} for the output's gradient g, dx + dsum when dsum is defined, dweight undefined
+// without has_w.
+template <class T>
+std::vector<Tensor<T>> rms_norm_grads(const Tensor<T>& g, const Tensor<T>& in, const Tensor<T>& w,
+                                      const Tensor<T>& rstd, int64_t N, int64_t C, bool has_w,
+                                      const Tensor<T>& dsum = Tensor<T>()) {
+  const Device d = in.device();
+  Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape(), d), ds = contiguous_or_none(dsum);
+  Tensor<T> dw = has_w ? Tensor<T>::empty({C}, d) : Tensor<T>();
+  if (C > 0) {
+    kernel::rms_norm_backward(d, dx.data(), dw.data(), gc.data(), in.data(), w.data(), rstd.data(), N, C, ds.data());
+  } else if (has_w) {
+    dw.fill_(T(0));
+  }
+  return {dx, dw};
+}
 }  // namespace detail
 
 /// LayerNorm of x (..., C) over its last dimension: (x - mean) / sqrt(var + eps) * weight + bias.
@@ -152,18 +170,44 @@ Tensor<T> rms_norm(const Tensor<T>& x, const Tensor<T>& weight, double eps = 1e-
     detail::record<T>("rms_norm", out, {&x, weight.defined() ? &weight : &none},
                       [sx = SavedTensor<T>(in), sw = SavedTensor<T>(w), rstd, N, C,
                        has_w = weight.defined()](const Tensor<T>& g) {
-      const Tensor<T>&in = sx.get("rms_norm"), &w = sw.get("rms_norm");
-      const Device d = in.device();
-      Tensor<T> gc = g.contiguous(), dx = Tensor<T>::empty(in.shape(), d);
-      Tensor<T> dw = has_w ? Tensor<T>::empty({C}, d) : Tensor<T>();
-      if (C > 0) {
-        kernel::rms_norm_backward(d, dx.data(), dw.data(), gc.data(), in.data(), w.data(), rstd.data(), N, C);
-      } else if (has_w) {
-        dw.fill_(T(0));
-      }
-      return std::vector<Tensor<T>>{dx, dw};
+      return detail::rms_norm_grads(g, sx.get("rms_norm"), sw.get("rms_norm"), rstd, N, C, has_w);
     });
     return out;
+  }
+}
+
+/// add_layer_norm's RMSNorm twin, Llama's residual step: h = x + residual, then y = rms_norm(h,
+/// weight, eps); returns {h, y}, one op with two outputs, one pass over the rows each way.
+template <class T>
+std::pair<Tensor<T>, Tensor<T>> add_rms_norm(const Tensor<T>& x, const Tensor<T>& residual, const Tensor<T>& weight,
+                                             double eps = 1e-6) {
+  static_assert(is_floating_v<T>, "add_rms_norm: needs a floating element type");
+  if constexpr (is_reduced_float_v<T>) {
+    Tensor<T> h = x + residual;
+    return {h, rms_norm(h, weight, eps)};
+  } else {
+    const Device d = detail::op_device<T>("add_rms_norm", x, residual);
+    const int64_t C = detail::check_norm<T>("add_rms_norm", x, {{"weight", &weight}}, eps);
+    LOOM_CHECK(residual.shape() == x.shape(), shape_error, "add_rms_norm: x ", x.shape(), " and residual ",
+               residual.shape(), " must have the same shape");
+    const int64_t N = C > 0 ? x.numel() / C : 0;
+    Tensor<T> xin = x.contiguous(), rin = residual.contiguous(), w = detail::contiguous_or_none(weight);
+    // (N, C) rows of x and residual -> h = x + residual (N, C), y = RMSNorm(h) (N, C), rstd (N)
+    Tensor<T> h = Tensor<T>::empty(x.shape(), d), y = Tensor<T>::empty(x.shape(), d), rstd = Tensor<T>::empty({N}, d);
+    if (C > 0)
+      kernel::rms_norm_forward(d, y.data(), rstd.data(), xin.data(), w.data(), N, C, eps, rin.data(), h.data());
+    // backward: dh = (h's gradient from its other uses) + RMSNorm's dx; dx = dresidual = dh
+    Tensor<T> none;
+    detail::record_outputs<T>("add_rms_norm", {&h, &y}, {&x, &residual, weight.defined() ? &weight : &none},
+                              [sh = SavedTensor<T>(h), sw = SavedTensor<T>(w), rstd, N, C,
+                               has_w = weight.defined()](const std::vector<Tensor<T>>& g) {
+      const Tensor<T>&dh = g[0], &dy = g[1];  // either may be undefined (no gradient reached it)
+      if (!dy.defined()) return std::vector<Tensor<T>>{dh, dh, Tensor<T>()};
+      std::vector<Tensor<T>> rms = detail::rms_norm_grads(dy, sh.get("add_rms_norm"), sw.get("add_rms_norm"), rstd, N,
+                                                          C, has_w, dh);
+      return std::vector<Tensor<T>>{rms[0], rms[0], rms[1]};
+    });
+    return {h, y};
   }
 }
 

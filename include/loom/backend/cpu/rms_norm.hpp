@@ -10,6 +10,8 @@
 ///             and zero-filled when N == 0; weight may be null (then 1); rstd is the forward's.
 ///   All arrays are contiguous, row-major; N >= 0, C >= 0 (C == 0 writes nothing).
 ///   The result does not depend on the thread count (fixed row blocks, partials added in order).
+///   The residual form (add_rms_norm), as in backend/cpu/layer_norm.hpp: the forward writes
+///   sum = x + residual and normalises it; the backward, given sum as x, adds dsum to dx.
 
 #include <algorithm>
 #include <cmath>
@@ -26,12 +28,17 @@ namespace loom::cpu {
 ///   ms (N)     = mean over c of x[n, c]^2
 ///   rstd (N)   = 1 / sqrt(ms + eps)                 (saved when `rstd` is not null)
 ///   out (N, C) = x * rstd[n] * weight[c]            (weight null: 1)
+/// With a residual (N, C), sum (N, C) = x + residual is written and normalised instead of x.
 template <class T>
-void rms_norm_forward(T* out, T* rstd, const T* x, const T* weight, int64_t N, int64_t C, double eps) {
+void rms_norm_forward(T* out, T* rstd, const T* x, const T* weight, int64_t N, int64_t C, double eps,
+                      const T* residual = nullptr, T* sum = nullptr) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   if (C == 0) return;
   for_each_row(N, C, [&](int64_t n) {
-    Eigen::Map<const Arr> xr(x + n * C, C);
+    if (residual)
+      Eigen::Map<Arr>(sum + n * C, C) = Eigen::Map<const Arr>(x + n * C, C) +
+                                        Eigen::Map<const Arr>(residual + n * C, C);
+    Eigen::Map<const Arr> xr((residual ? sum : x) + n * C, C);
     Eigen::Map<Arr> y(out + n * C, C);
     T s = T(1) / std::sqrt(xr.square().sum() / T(C) + T(eps));
     if (weight) {
@@ -46,13 +53,13 @@ void rms_norm_forward(T* out, T* rstd, const T* x, const T* weight, int64_t N, i
 /// RMSNorm backward, fused: from dout (N, C) and the forward's x, weight and rstd, computes
 /// dx (N, C, written) and, when not null, dweight (C, written):
 ///   xhat (C)  = x[n] * rstd[n],   dxhat (C) = dout[n] * weight   (weight null: dout[n])
-///   dx[n]     = rstd[n] * (dxhat - xhat * mean(dxhat * xhat))
+///   dx[n]     = rstd[n] * (dxhat - xhat * mean(dxhat * xhat))     (+ dsum[n], when given)
 ///   dweight   = sum over rows n of dout[n] * xhat
 /// Rows are split into fixed blocks of 64 whose dweight partials are added in block order, so
 /// the result does not depend on the thread count.
 template <class T>
 void rms_norm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* weight, const T* rstd, int64_t N,
-                       int64_t C) {
+                       int64_t C, const T* dsum = nullptr) {
   using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
   if (C == 0) return;
   constexpr int64_t block = 64;
@@ -70,6 +77,7 @@ void rms_norm_backward(T* dx, T* dweight, const T* dout, const T* x, const T* we
         if (weight) dxhat = dy * Eigen::Map<const Arr>(weight, C); else dxhat = dy;
         const T m = (dxhat * xhat).mean();
         dxr = r * (dxhat - xhat * m);
+        if (dsum) dxr += Eigen::Map<const Arr>(dsum + n * C, C);
         if (dweight) Eigen::Map<Arr>(partial.data() + b * C, C) += dy * xhat;
       }
     }
