@@ -123,8 +123,10 @@ class LlamaDecoderLayer : public Module {
   /// x (B, T, C) at positions pos (B, T) -> (B, T, C); cache and kv_start as in LlamaAttention.
   Tensor<float> operator()(const Tensor<float>& x, const Tensor<int64_t>& pos, KVCache* cache = nullptr,
                            const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
-    Tensor<float> h = x + self_attn(input_layernorm(x), pos, cache, kv_start);
-    return h + mlp_dropout(mlp(post_attention_layernorm(h)));
+    // h = x + self_attn(input_layernorm(x)) and post_attention_layernorm(h) in one op
+    auto [h, a] = add_rms_norm(x, self_attn(input_layernorm(x), pos, cache, kv_start), post_attention_layernorm.weight,
+                               post_attention_layernorm.eps);
+    return h + mlp_dropout(mlp(a));
   }
 };
 
