@@ -66,6 +66,29 @@ void BM_layer_norm(benchmark::State& state) {
 }
 BENCHMARK(BM_layer_norm)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// A pre-norm block's residual step: h = x + r and y = layer_norm(h), one op (x and r read, h and
+// y written once: 4 tensors' bytes); BM_add_then_layer_norm is the same work as the two ops.
+void BM_add_layer_norm(benchmark::State& state) {
+  auto x = input(rows * cols / 768, 768), r = input(rows * cols / 768, 768);
+  loom::Generator g(5);
+  auto w = loom::randn<float>({768}, g), b = loom::randn<float>({768}, g);
+  for (auto _ : state) benchmark::DoNotOptimize(loom::add_layer_norm(x, r, w, b).second.data());
+  report(state, 4.0 * x.numel() * 4);
+}
+BENCHMARK(BM_add_layer_norm)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+void BM_add_then_layer_norm(benchmark::State& state) {
+  auto x = input(rows * cols / 768, 768), r = input(rows * cols / 768, 768);
+  loom::Generator g(5);
+  auto w = loom::randn<float>({768}, g), b = loom::randn<float>({768}, g);
+  for (auto _ : state) {
+    Tensor<float> h = x + r;
+    benchmark::DoNotOptimize(loom::layer_norm(h, w, b).data());
+  }
+  report(state, 4.0 * x.numel() * 4);
+}
+BENCHMARK(BM_add_then_layer_norm)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 void BM_sum_rows(benchmark::State& state) {
   auto a = input();
   for (auto _ : state) benchmark::DoNotOptimize(loom::sum(a, 1).data());

@@ -94,6 +94,8 @@ def main():
     ln_in = torch.randn(rows * cols // 768, 768)
     w, bb = torch.randn(768), torch.randn(768)
     ops["layer_norm"] = (lambda: F.layer_norm(ln_in, (768,), w, bb), 2 * ln_in.numel() * 4)
+    ln_r = torch.randn(rows * cols // 768, 768)
+    ops["add_layer_norm"] = (lambda: F.layer_norm(ln_in + ln_r, (768,), w, bb), 4 * ln_in.numel() * 4)
     for name, (fn, nb) in ops.items():
         s = timeit(fn)
         res[name] = {"ms": s * 1e3, "GB/s": nb / s / 1e9}
