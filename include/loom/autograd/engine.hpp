@@ -85,13 +85,19 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
 
   // Post-order DFS (iterative: deep graphs must not overflow the stack).
   std::vector<Node<T>*> order;
-  std::unordered_map<Node<T>*, std::vector<Tensor<T>>> pending;  // one gradient per output of the node
+  std::unordered_map<Node<T>*, Tensor<T>> pending;                       // one-output nodes
+  std::unordered_map<Node<T>*, std::vector<Tensor<T>>> pending_outputs;  // the others: one per output
   // adds dx to the gradient of output k of node
-  auto send = [&pending](Node<T>* node, int k, Tensor<T>&& dx) {
-    std::vector<Tensor<T>>& slots = pending[node];
-    if (slots.empty()) slots.resize(size_t(node->num_outputs));
-    Tensor<T>& slot = slots[size_t(k)];
-    slot = slot.defined() ? detail::add_grads(slot, dx) : std::move(dx);
+  auto send = [&](Node<T>* node, int k, Tensor<T>&& dx) {
+    Tensor<T>* slot = nullptr;
+    if (node->num_outputs == 1) {
+      slot = &pending[node];
+    } else {
+      std::vector<Tensor<T>>& slots = pending_outputs[node];
+      if (slots.empty()) slots.resize(size_t(node->num_outputs));
+      slot = &slots[size_t(k)];
+    }
+    *slot = slot->defined() ? detail::add_grads(*slot, dx) : std::move(dx);
   };
   {
     std::unordered_map<Node<T>*, bool> seen;
@@ -126,21 +132,27 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
 
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node<T>* node = *it;
-    auto p = pending.find(node);
-    if (p == pending.end()) {  // no gradient reached this node
+    // the gradient of the node's output (or of each of its outputs)
+    Tensor<T> g;
+    std::vector<Tensor<T>> gs;
+    if (node->num_outputs == 1) {
+      if (auto p = pending.find(node); p != pending.end()) g = std::move(p->second), pending.erase(p);
+    } else {
+      if (auto p = pending_outputs.find(node); p != pending_outputs.end())
+        gs = std::move(p->second), pending_outputs.erase(p);
+    }
+    if (!g.defined() && gs.empty()) {  // no gradient reached this node
       edges_done(node);
       continue;
     }
-    std::vector<Tensor<T>> g = std::move(p->second);
-    pending.erase(p);
     LOOM_CHECK(!node->released, value_error, "backward: the graph through '", node->name,
                "' was already freed by an earlier backward(); pass retain_graph=true to the first "
                "backward() to go through the graph twice");
     auto& prof = backward_profile();
     if (prof.enabled && prof.sync) prof.sync();
     auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    std::vector<Tensor<T>> dx = node->backward(g);
-    g.clear();  // a gradient passed through (a view's backward) is then held by dx alone
+    std::vector<Tensor<T>> dx = node->num_outputs == 1 ? node->backward(g) : node->backward_outputs(gs);
+    g = Tensor<T>(), gs.clear();  // a gradient passed through (a view's backward) is then held by dx alone
     if (prof.enabled) {
       if (prof.sync) prof.sync();
       auto& entry = prof.by_op[node->name];
@@ -162,6 +174,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
     edges_done(node);
     if (!retain_graph) {
       node->backward = nullptr;  // frees the saved tensors now, not when the outputs die
+      node->backward_outputs = nullptr;
       node->released = true;
     }
   }

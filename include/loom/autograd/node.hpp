@@ -92,15 +92,17 @@ struct Edge {
   bool active() const { return fn || leaf; }
 };
 
-/// One recorded op. `backward(grad_outs)` gets one gradient per output of the op (undefined for
-/// an output that no gradient reached; most ops have one output, and it always has one) and
-/// returns one gradient per edge (undefined = none).
+/// One recorded op. `backward(grad_out)` returns one gradient per edge (undefined = none). An op
+/// with several outputs sets num_outputs and `backward_outputs(grad_outs)` instead, which gets
+/// one gradient per output, undefined for an output that no gradient reached.
 template <class T>
 struct Node {
-  using Backward = std::function<std::vector<Tensor<T>>(const std::vector<Tensor<T>>& grad_outs)>;
+  using Backward = std::function<std::vector<Tensor<T>>(const Tensor<T>& grad_out)>;
+  using BackwardOutputs = std::function<std::vector<Tensor<T>>(const std::vector<Tensor<T>>& grad_outs)>;
   const char* name = "";
   std::vector<Edge<T>> next;
-  Backward backward;
+  Backward backward;                 ///< the op's backward (one output)
+  BackwardOutputs backward_outputs;  ///< the op's backward (num_outputs > 1)
   int num_outputs = 1;
   bool released = false;  ///< set when backward ran without retain_graph (saved tensors freed)
 

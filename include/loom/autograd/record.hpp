@@ -67,10 +67,10 @@ std::shared_ptr<Node<T>> make_node(const char* name, std::initializer_list<const
 
 /// Makes `out` output number `k` of `node`.
 template <class T>
-void attach_output(Tensor<T>& out, const std::shared_ptr<Node<T>>& node, int k) {
+void attach_output(Tensor<T>& out, std::shared_ptr<Node<T>> node, int k) {
   auto meta = std::make_shared<AutogradMeta<T>>();
   meta->requires_grad = true;
-  meta->grad_fn = node;
+  meta->grad_fn = std::move(node);
   meta->output_nr = k;
   out.set_autograd_meta(std::move(meta));
 }
@@ -81,8 +81,8 @@ template <class T, class F>
 void record(const char* name, Tensor<T>& out, std::initializer_list<const Tensor<T>*> inputs, F&& backward) {
   std::shared_ptr<Node<T>> node = make_node<T>(name, inputs);
   if (!node) return;
-  node->backward = [f = std::forward<F>(backward)](const std::vector<Tensor<T>>& g) { return f(g[0]); };
-  attach_output(out, node, 0);
+  node->backward = std::forward<F>(backward);
+  attach_output(out, std::move(node), 0);
 }
 
 /// Records an op with several outputs, `outs = op(inputs)`, as one node. `backward(grad_outs)`
@@ -93,7 +93,7 @@ void record_outputs(const char* name, std::initializer_list<Tensor<T>*> outs,
                     std::initializer_list<const Tensor<T>*> inputs, F&& backward) {
   std::shared_ptr<Node<T>> node = make_node<T>(name, inputs);
   if (!node) return;
-  node->backward = std::forward<F>(backward);
+  node->backward_outputs = std::forward<F>(backward);
   node->num_outputs = int(outs.size());
   int k = 0;
   for (Tensor<T>* out : outs) attach_output(*out, node, k++);
