@@ -76,6 +76,42 @@ std::vector<Tensor<T>> rms_norm_grads(const Tensor<T>& g, const Tensor<T>& in, c
   }
   return {dx, dw};
 }
+
+// The residual step both norms share, as one op with two outputs: h = x + residual and y =
+// norm(h), for x and residual (..., C) and the norm's optional weight and bias (C).
+// forward(y, stats, x, residual, h, weight, bias, N, C) runs the norm's fused kernel over the
+// (N, C) rows and fills its per-row statistics (`n_stats` tensors of (N)); grads(dy, h, weight,
+// stats, N, C, dh) is the norm's backward with h's gradient from its other uses, dh, added to its
+// dx: {dx + dh, dweight, dbias (or nothing)}.
+template <class T, class Forward, class Grads>
+std::pair<Tensor<T>, Tensor<T>> add_norm(const char* op, const Tensor<T>& x, const Tensor<T>& residual,
+                                         const Tensor<T>& weight, const Tensor<T>& bias, double eps, int n_stats,
+                                         Forward forward, Grads grads) {
+  const Device d = op_device<T>(op, x, residual);
+  const int64_t C = check_norm<T>(op, x, {{"weight", &weight}, {"bias", &bias}}, eps);
+  LOOM_CHECK(residual.shape() == x.shape(), shape_error, op, ": x ", x.shape(), " and residual ", residual.shape(),
+             " must have the same shape");
+  const int64_t N = C > 0 ? x.numel() / C : 0;
+  Tensor<T> xin = x.contiguous(), rin = residual.contiguous(), w = contiguous_or_none(weight),
+            b = contiguous_or_none(bias);
+  // (N, C) rows of x and residual -> h = x + residual (N, C), y = norm(h) (N, C), and the
+  // statistics of h's rows (N) for the backward
+  Tensor<T> h = Tensor<T>::empty(x.shape(), d), y = Tensor<T>::empty(x.shape(), d);
+  std::vector<Tensor<T>> stats;
+  for (int i = 0; i < n_stats; ++i) stats.push_back(Tensor<T>::empty({N}, d));
+  if (C > 0) forward(y, stats, xin, rin, h, w, b, N, C);
+  // backward: dh = (h's gradient from its other uses) + the norm's dx; dx = dresidual = dh
+  Tensor<T> none;
+  record_outputs<T>(op, {&h, &y}, {&x, &residual, weight.defined() ? &weight : &none, bias.defined() ? &bias : &none},
+                    [op, sh = SavedTensor<T>(h), sw = SavedTensor<T>(w), stats, N, C,
+                     grads](const std::vector<Tensor<T>>& g) {
+    const Tensor<T>&dh = g[0], &dy = g[1];  // either may be undefined (no gradient reached it)
+    if (!dy.defined()) return std::vector<Tensor<T>>{dh, dh, Tensor<T>(), Tensor<T>()};
+    std::vector<Tensor<T>> n = grads(dy, sh.get(op), sw.get(op), stats, N, C, dh);
+    return std::vector<Tensor<T>>{n[0], n[0], n[1], n.size() > 2 ? n[2] : Tensor<T>()};
+  });
+  return {h, y};
+}
 }  // namespace detail
 
 /// LayerNorm of x (..., C) over its last dimension: (x - mean) / sqrt(var + eps) * weight + bias.
@@ -118,33 +154,19 @@ std::pair<Tensor<T>, Tensor<T>> add_layer_norm(const Tensor<T>& x, const Tensor<
     Tensor<T> h = x + residual;
     return {h, layer_norm(h, weight, bias, eps)};
   } else {
-    const Device d = detail::op_device<T>("add_layer_norm", x, residual);
-    const int64_t C = detail::check_norm<T>("add_layer_norm", x, {{"weight", &weight}, {"bias", &bias}}, eps);
-    LOOM_CHECK(residual.shape() == x.shape(), shape_error, "add_layer_norm: x ", x.shape(), " and residual ",
-               residual.shape(), " must have the same shape");
-    const int64_t N = C > 0 ? x.numel() / C : 0;
-    Tensor<T> xin = x.contiguous(), rin = residual.contiguous();
-    Tensor<T> w = detail::contiguous_or_none(weight), b = detail::contiguous_or_none(bias);
-    // (N, C) rows of x and residual -> h = x + residual (N, C), y = LayerNorm(h) (N, C), and
-    // mean, rstd (N) of h's rows for the backward
-    Tensor<T> h = Tensor<T>::empty(x.shape(), d), y = Tensor<T>::empty(x.shape(), d);
-    Tensor<T> mean = Tensor<T>::empty({N}, d), rstd = Tensor<T>::empty({N}, d);
-    if (C > 0)
-      kernel::layer_norm_forward(d, y.data(), mean.data(), rstd.data(), xin.data(), w.data(), b.data(), N, C, eps,
-                                 rin.data(), h.data());
-    // backward: dh = (h's gradient from its other uses) + LayerNorm's dx; dx = dresidual = dh
-    Tensor<T> none;
-    detail::record_outputs<T>("add_layer_norm", {&h, &y},
-                              {&x, &residual, weight.defined() ? &weight : &none, bias.defined() ? &bias : &none},
-                              [sh = SavedTensor<T>(h), sw = SavedTensor<T>(w), mean, rstd, N, C,
-                               has_w = weight.defined(), has_b = bias.defined()](const std::vector<Tensor<T>>& g) {
-      const Tensor<T>&dh = g[0], &dy = g[1];  // either may be undefined (no gradient reached it)
-      if (!dy.defined()) return std::vector<Tensor<T>>{dh, dh, Tensor<T>(), Tensor<T>()};
-      std::vector<Tensor<T>> ln = detail::layer_norm_grads(dy, sh.get("add_layer_norm"), sw.get("add_layer_norm"), mean,
-                                                           rstd, N, C, has_w, has_b, dh);
-      return std::vector<Tensor<T>>{ln[0], ln[0], ln[1], ln[2]};
+    // the fused kernel fills mean and rstd of h's rows, then LayerNorm's backward helper
+    return detail::add_norm<T>(
+        "add_layer_norm", x, residual, weight, bias, eps, 2,
+        [eps](Tensor<T>& y, std::vector<Tensor<T>>& s, const Tensor<T>& x, const Tensor<T>& r, Tensor<T>& h,
+              const Tensor<T>& w, const Tensor<T>& b, int64_t N, int64_t C) {
+      kernel::layer_norm_forward(x.device(), y.data(), s[0].data(), s[1].data(), x.data(), w.data(), b.data(), N, C,
+                                 eps, r.data(), h.data());
+        },
+        [has_w = weight.defined(), has_b = bias.defined()](const Tensor<T>& dy, const Tensor<T>& h, const Tensor<T>& w,
+                                                           const std::vector<Tensor<T>>& s, int64_t N, int64_t C,
+                                                           const Tensor<T>& dh) {
+      return detail::layer_norm_grads(dy, h, w, s[0], s[1], N, C, has_w, has_b, dh);
     });
-    return {h, y};
   }
 }
 
@@ -186,28 +208,17 @@ std::pair<Tensor<T>, Tensor<T>> add_rms_norm(const Tensor<T>& x, const Tensor<T>
     Tensor<T> h = x + residual;
     return {h, rms_norm(h, weight, eps)};
   } else {
-    const Device d = detail::op_device<T>("add_rms_norm", x, residual);
-    const int64_t C = detail::check_norm<T>("add_rms_norm", x, {{"weight", &weight}}, eps);
-    LOOM_CHECK(residual.shape() == x.shape(), shape_error, "add_rms_norm: x ", x.shape(), " and residual ",
-               residual.shape(), " must have the same shape");
-    const int64_t N = C > 0 ? x.numel() / C : 0;
-    Tensor<T> xin = x.contiguous(), rin = residual.contiguous(), w = detail::contiguous_or_none(weight);
-    // (N, C) rows of x and residual -> h = x + residual (N, C), y = RMSNorm(h) (N, C), rstd (N)
-    Tensor<T> h = Tensor<T>::empty(x.shape(), d), y = Tensor<T>::empty(x.shape(), d), rstd = Tensor<T>::empty({N}, d);
-    if (C > 0)
-      kernel::rms_norm_forward(d, y.data(), rstd.data(), xin.data(), w.data(), N, C, eps, rin.data(), h.data());
-    // backward: dh = (h's gradient from its other uses) + RMSNorm's dx; dx = dresidual = dh
-    Tensor<T> none;
-    detail::record_outputs<T>("add_rms_norm", {&h, &y}, {&x, &residual, weight.defined() ? &weight : &none},
-                              [sh = SavedTensor<T>(h), sw = SavedTensor<T>(w), rstd, N, C,
-                               has_w = weight.defined()](const std::vector<Tensor<T>>& g) {
-      const Tensor<T>&dh = g[0], &dy = g[1];  // either may be undefined (no gradient reached it)
-      if (!dy.defined()) return std::vector<Tensor<T>>{dh, dh, Tensor<T>()};
-      std::vector<Tensor<T>> rms = detail::rms_norm_grads(dy, sh.get("add_rms_norm"), sw.get("add_rms_norm"), rstd, N,
-                                                          C, has_w, dh);
-      return std::vector<Tensor<T>>{rms[0], rms[0], rms[1]};
+    // the fused kernel fills rstd of h's rows, then RMSNorm's backward helper; no bias
+    return detail::add_norm<T>(
+        "add_rms_norm", x, residual, weight, Tensor<T>(), eps, 1,
+        [eps](Tensor<T>& y, std::vector<Tensor<T>>& s, const Tensor<T>& x, const Tensor<T>& r, Tensor<T>& h,
+              const Tensor<T>& w, const Tensor<T>&, int64_t N, int64_t C) {
+      kernel::rms_norm_forward(x.device(), y.data(), s[0].data(), x.data(), w.data(), N, C, eps, r.data(), h.data());
+        },
+        [has_w = weight.defined()](const Tensor<T>& dy, const Tensor<T>& h, const Tensor<T>& w,
+                                   const std::vector<Tensor<T>>& s, int64_t N, int64_t C, const Tensor<T>& dh) {
+      return detail::rms_norm_grads(dy, h, w, s[0], N, C, has_w, dh);
     });
-    return {h, y};
   }
 }
 
