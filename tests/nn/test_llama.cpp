@@ -184,6 +184,33 @@ TEST_CASE("Llama: packed rows give each example's losses and gradients as if run
   for (auto& p : model.parameters()) CHECK(max_abs_diff(p.grad(), g_packed[i++]) < 1e-5);
 }
 
+TEST_CASE("Llama's residual stream, each add fused into the next norm, gives the layers' own results") {
+  // Llama adds each layer's MLP output in the next layer's input_layernorm (or the final norm)
+  // through residual_forward; the reference runs every LlamaDecoderLayer whole.
+  nn::Llama a(tiny_llama()), b(tiny_llama());
+  Generator g(9);
+  auto idx = random_ids(3, 12, 29, g), tgt = random_ids(3, 12, 29, g);
+  auto reference_logits = [&] {
+    Tensor<int64_t> pos = arange<int64_t>(0, 12).reshape({1, 12}).expand({3, 12});
+    Tensor<float> x = b.embed_tokens(idx);
+    for (const auto& layer : b.layers) x = (*layer)(x, pos);
+    return (*b.lm_head)(b.norm(x));  // (3, 12, V)
+  };
+  {
+    NoGradGuard no_grad;  // forward: the fused add rounds as the separate one does, so the same bits
+    CHECK(a(idx).logits.to_vector() == reference_logits().to_vector());
+  }
+  a.loss(idx, tgt).backward();
+  cross_entropy(reference_logits(), tgt).backward();
+  // backward: x's and the residual's gradients may round once where the separate ops round twice
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    INFO(pa[i].first);
+    const Tensor<float>&ga = pa[i].second.grad(), &gb = pb[i].second.grad();
+    CHECK(max_abs_diff(ga, gb) <= 1e-5 * max(abs(gb)).item() + 1e-9);
+  }
+}
+
 TEST_CASE("A tiny Llama overfits one batch") {
   nn::LlamaConfig c = tiny_llama();
   nn::Llama model(c, 9);

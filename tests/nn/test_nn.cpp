@@ -235,6 +235,32 @@ TEST_CASE("GPT loss() is forward's loss, value and gradients, with packed segmen
   CHECK_THROWS_WITH(a.loss(idx, flat), LOOM_CONTAINS("targets [48] must have the shape of idx [3, 16]"));
 }
 
+TEST_CASE("GPT's residual stream, each add fused into the next norm, gives the blocks' own results") {
+  // GPT adds each block's MLP output in the next block's ln_1 (or ln_f) through
+  // Block::residual_forward; the reference runs every Block whole, each making its own adds.
+  nn::GPT a(tiny_config()), b(tiny_config());
+  Generator g(8);
+  auto idx = randint<int64_t>({3, 16}, 0, 11, g), tgt = randint<int64_t>({3, 16}, 0, 11, g);
+  auto reference_logits = [&] {
+    Tensor<float> x = b.wte(idx) + b.wpe(arange<int64_t>(0, 16));
+    for (const auto& block : b.h) x = (*block)(x);
+    return matmul(b.ln_f(x), b.wte.weight.t());  // (3, 16, V)
+  };
+  {
+    NoGradGuard no_grad;  // forward: the fused add rounds as the separate one does, so the same bits
+    CHECK(a(idx).logits.to_vector() == reference_logits().to_vector());
+  }
+  a.loss(idx, tgt).backward();
+  cross_entropy(reference_logits(), tgt).backward();
+  // backward: x's and the residual's gradients may round once where the separate ops round twice
+  auto pa = a.named_parameters(), pb = b.named_parameters();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    INFO(pa[i].first);
+    const Tensor<float>&ga = pa[i].second.grad(), &gb = pb[i].second.grad();
+    CHECK(max_abs_diff(ga, gb) <= 1e-5 * max(abs(gb)).item() + 1e-9);
+  }
+}
+
 TEST_CASE("KV-cached decoding gives the same logits as full forward passes") {
   nn::GPT model(tiny_config());
   model.eval();

@@ -110,9 +110,19 @@ class Block : public Module {
   /// x (B, T, C) -> (B, T, C); kv_start (B, T) optional, for packed rows (see CausalSelfAttention).
   Tensor<float> operator()(const Tensor<float>& x, KVCache* cache = nullptr,
                            const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
-    // h = x + attn(ln_1(x)) and ln_2(h) in one op
-    auto [h, a] = add_layer_norm(x, attn(ln_1(x), cache, kv_start), ln_2.weight, ln_2.bias, ln_2.eps);
-    return h + mlp(a);
+    auto [h, m] = residual_forward(x, Tensor<float>(), cache, kv_start);
+    return h + m;
+  }
+  /// The block with its residual adds left to the norms that follow them: the input is x + r (x
+  /// alone when r is undefined), each (B, T, C), and the output {h, m} stands for h + m, which
+  /// the next block's ln_1 (or the model's ln_f) adds as it normalises, in one pass (add_layer_norm).
+  std::pair<Tensor<float>, Tensor<float>> residual_forward(const Tensor<float>& x, const Tensor<float>& r,
+                                                           KVCache* cache = nullptr,
+                                                           const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
+    // s = x + r and ln_1(s) in one op; then h = s + attn(ln_1(s)) and ln_2(h) in one op
+    auto [s, a] = r.defined() ? add_layer_norm(x, r, ln_1.weight, ln_1.bias, ln_1.eps) : std::pair(x, ln_1(x));
+    auto [h, b] = add_layer_norm(s, attn(a, cache, kv_start), ln_2.weight, ln_2.bias, ln_2.eps);
+    return {h, mlp(b)};
   }
 };
 
@@ -175,9 +185,11 @@ class GPT : public CausalLM {
   }
   // idx (B, T) -> the final hidden states (B, T, C): token + position embeddings, the blocks, ln_f
   Tensor<float> features(const Tensor<int64_t>& idx, const Positions& p, std::vector<KVCache>* caches) const override {
-    Tensor<float> x = drop(wte(idx) + wpe(p.pos));                                  // (B, T, C)
-    for (size_t l = 0; l < h.size(); ++l) x = (*h[l])(x, caches ? &(*caches)[l] : nullptr, p.kv_start);
-    return ln_f(x);
+    // the residual stream is x + r: each block's last add is made by the norm after it
+    Tensor<float> x = drop(wte(idx) + wpe(p.pos)), r;                               // (B, T, C)
+    for (size_t l = 0; l < h.size(); ++l)
+      std::tie(x, r) = h[l]->residual_forward(x, r, caches ? &(*caches)[l] : nullptr, p.kv_start);
+    return add_layer_norm(x, r, ln_f.weight, ln_f.bias, ln_f.eps).second;
   }
   // (..., C) -> (..., V) through the tied token embedding
   Tensor<float> logits(const Tensor<float>& x) const override { return matmul(x, wte.weight.t()); }

@@ -123,10 +123,21 @@ class LlamaDecoderLayer : public Module {
   /// x (B, T, C) at positions pos (B, T) -> (B, T, C); cache and kv_start as in LlamaAttention.
   Tensor<float> operator()(const Tensor<float>& x, const Tensor<int64_t>& pos, KVCache* cache = nullptr,
                            const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
-    // h = x + self_attn(input_layernorm(x)) and post_attention_layernorm(h) in one op
-    auto [h, a] = add_rms_norm(x, self_attn(input_layernorm(x), pos, cache, kv_start), post_attention_layernorm.weight,
+    auto [h, m] = residual_forward(x, Tensor<float>(), pos, cache, kv_start);
+    return h + m;
+  }
+  /// The layer with its residual adds left to the norms that follow them: the input is x + r (x
+  /// alone when r is undefined), each (B, T, C), and the output {h, m} stands for h + m, which
+  /// the next layer's input_layernorm (or the model's norm) adds as it normalises (add_rms_norm).
+  std::pair<Tensor<float>, Tensor<float>> residual_forward(const Tensor<float>& x, const Tensor<float>& r,
+                                                           const Tensor<int64_t>& pos, KVCache* cache = nullptr,
+                                                           const Tensor<int32_t>& kv_start = Tensor<int32_t>()) const {
+    // s = x + r and input_layernorm(s) in one op; then h = s + self_attn(...) and post_attention_layernorm(h)
+    auto [s, a] = r.defined() ? add_rms_norm(x, r, input_layernorm.weight, input_layernorm.eps)
+                              : std::pair(x, input_layernorm(x));
+    auto [h, b] = add_rms_norm(s, self_attn(a, pos, cache, kv_start), post_attention_layernorm.weight,
                                post_attention_layernorm.eps);
-    return h + mlp_dropout(mlp(a));
+    return {h, mlp_dropout(mlp(b))};
   }
 };
 
@@ -183,9 +194,11 @@ class Llama : public CausalLM {
     const int64_t B = idx.size(0), T = idx.size(1);
     // every row at the same positions: one (T) row broadcast to (B, T)
     const Tensor<int64_t> pos = p.pos.dim() == 1 ? p.pos.reshape({1, T}).expand({B, T}) : p.pos;
-    Tensor<float> x = embed_tokens(idx);                                             // (B, T, C)
-    for (size_t l = 0; l < layers.size(); ++l) x = (*layers[l])(x, pos, caches ? &(*caches)[l] : nullptr, p.kv_start);
-    return norm(x);
+    // the residual stream is x + r: each layer's last add is made by the norm after it
+    Tensor<float> x = embed_tokens(idx), r;                                          // (B, T, C)
+    for (size_t l = 0; l < layers.size(); ++l)
+      std::tie(x, r) = layers[l]->residual_forward(x, r, pos, caches ? &(*caches)[l] : nullptr, p.kv_start);
+    return add_rms_norm(x, r, norm.weight, norm.eps).second;
   }
   // (..., C) -> (..., V): lm_head, or the tied token embedding
   Tensor<float> logits(const Tensor<float>& x) const override {
