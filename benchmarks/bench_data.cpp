@@ -14,6 +14,7 @@
 #include <loom/data/pipeline.hpp>
 #include <loom/data/quality.hpp>
 #include <loom/data/read.hpp>
+#include <loom/io/cli.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -50,14 +51,20 @@ int main(int argc, char** argv) {
     std::vector<std::string> inputs;
     std::string gpt2;
     int repeat = 3;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      if (a == "--gpt2" && i + 1 < argc) gpt2 = argv[++i];
-      else if (a == "--repeat" && i + 1 < argc) repeat = std::stoi(argv[++i]);
-      else inputs.push_back(a);
-    }
-    if (inputs.empty()) {
-      std::fprintf(stderr, "usage: bench_data PATH... [--gpt2 DIR] [--repeat N]\n");
+    const char* usage = "usage: bench_data PATH... [--gpt2 DIR] [--repeat N]\n";
+    int first = 1;  // the paths come first, then the options
+    for (; first < argc && std::string(argv[first]).rfind("-", 0) != 0; ++first) inputs.push_back(argv[first]);
+    io::OptionTable table;
+    table.values["--gpt2"] = io::store(gpt2);
+    table.values["--repeat"] = [&](const std::string& v) { repeat = int(io::to_integer(v, 1, 1000)); };
+    try {
+      if (!io::parse_options(argc, argv, first, table, "bench_data")) {
+        std::printf("%s", usage);
+        return 0;
+      }
+      LOOM_CHECK(!inputs.empty(), value_error, "no PATH given (the paths come before the options)");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_data: %s\n%s", e.what(), usage);
       return 2;
     }
     std::vector<Document> docs;

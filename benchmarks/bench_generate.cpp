@@ -17,6 +17,7 @@
 // `final batch1_tokens_per_s=... batch64_tokens_per_s=... ratio=...` (ratio = the largest batch's
 // tokens/s over the smallest's).
 #include <loom/config.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/nn/gpt.hpp>
 #include <loom/train/sample.hpp>
 
@@ -35,21 +36,6 @@ double seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// The integer after flag `a`, or an error naming the flag.
-int64_t int_arg(const std::string& a, const char* value) {
-  try {
-    size_t used = 0;
-    const int64_t v = std::stoll(value, &used);
-    LOOM_CHECK(used == std::string(value).size(), value_error, "bench_generate: ", a, " needs an integer, got '",
-               value, "'");
-    return v;
-  } catch (const std::logic_error&) {
-    LOOM_CHECK(false, value_error, "bench_generate: ", a, " needs an integer, got '", value, "'");
-  }
-  return 0;
-}
-
-// "1,8,64" -> {1, 8, 64}, every size >= 1.
 std::vector<int64_t> batch_list(const std::string& s) {
   std::vector<int64_t> out;
   size_t start = 0;
@@ -57,11 +43,11 @@ std::vector<int64_t> batch_list(const std::string& s) {
     size_t end = s.find(',', start);
     if (end == std::string::npos) end = s.size();
     const std::string part = s.substr(start, end - start);
-    if (!part.empty()) out.push_back(int_arg("--batch", part.c_str()));
+    if (!part.empty()) out.push_back(io::to_integer(part));
     start = end + 1;
   }
   LOOM_CHECK(!out.empty() && *std::min_element(out.begin(), out.end()) >= 1, value_error,
-             "bench_generate: --batch needs batch sizes >= 1, got '", s, "'");
+             "option --batch: batch sizes must be >= 1, got '", s, "'");
   return out;
 }
 
@@ -69,34 +55,35 @@ std::vector<int64_t> batch_list(const std::string& s) {
 
 int main(int argc, char** argv) {
   try {
-    std::string batches_arg = "1,64";
+    std::vector<int64_t> batches = {1, 64};
     int64_t prompt = 16, new_tokens = 96, repeats = 5, threads = 2, seed = 1337;
     nn::GPTConfig cfg;
     cfg.vocab_size = 261, cfg.block_size = 128, cfg.n_layer = 4, cfg.n_head = 4, cfg.n_embd = 128;
     cfg.bias = false, cfg.dropout = 0.0;
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
-      LOOM_CHECK(i + 1 < argc, value_error, "bench_generate: ", a, " needs a value (or is unknown)");
-      const char* v = argv[++i];
-      if (a == "--batch") batches_arg = v;
-      else if (a == "--prompt") prompt = int_arg(a, v);
-      else if (a == "--new") new_tokens = int_arg(a, v);
-      else if (a == "--repeats") repeats = int_arg(a, v);
-      else if (a == "--threads") threads = int_arg(a, v);
-      else if (a == "--seed") seed = int_arg(a, v);
-      else if (a == "--vocab") cfg.vocab_size = int_arg(a, v);
-      else if (a == "--n-layer") cfg.n_layer = int_arg(a, v);
-      else if (a == "--n-head") cfg.n_head = int_arg(a, v);
-      else if (a == "--n-embd") cfg.n_embd = int_arg(a, v);
-      else if (a == "--block-size") cfg.block_size = int_arg(a, v);
-      else LOOM_CHECK(false, value_error, "bench_generate: unknown flag ", a);
+    const char* usage =
+        "usage: bench_generate [--batch 1,64] [--prompt 16] [--new 96] [--repeats 5] [--threads 2] [--seed 1337]\n"
+        "                      [--vocab 261] [--n-layer 4] [--n-head 4] [--n-embd 128] [--block-size 128]\n";
+    io::OptionTable table;
+    table.values["--batch"] = [&](const std::string& v) { batches = batch_list(v); };
+    for (auto [name, dst] : {std::pair{"--prompt", &prompt}, {"--new", &new_tokens}, {"--repeats", &repeats},
+                             {"--threads", &threads}, {"--seed", &seed}, {"--vocab", &cfg.vocab_size},
+                             {"--n-layer", &cfg.n_layer}, {"--n-head", &cfg.n_head}, {"--n-embd", &cfg.n_embd},
+                             {"--block-size", &cfg.block_size}})
+      table.values[name] = io::store(*dst);
+    try {
+      if (!io::parse_options(argc, argv, 1, table, "bench_generate")) {
+        std::printf("%s", usage);
+        return 0;
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_generate: %s\n%s", e.what(), usage);
+      return 2;
     }
-    const std::vector<int64_t> batches = batch_list(batches_arg);
     LOOM_CHECK(prompt >= 1 && new_tokens >= 1 && repeats >= 1 && threads >= 1, value_error,
-               "bench_generate: --prompt, --new, --repeats and --threads must be >= 1");
-    LOOM_CHECK(prompt + new_tokens <= cfg.block_size, value_error, "bench_generate: --prompt ", prompt, " + --new ",
+               "--prompt, --new, --repeats and --threads must be >= 1");
+    LOOM_CHECK(prompt + new_tokens <= cfg.block_size, value_error, "--prompt ", prompt, " + --new ",
                new_tokens, " exceed --block-size ", cfg.block_size);
-    LOOM_CHECK(cfg.n_head > 0 && cfg.n_embd % cfg.n_head == 0, value_error, "bench_generate: --n-embd ", cfg.n_embd,
+    LOOM_CHECK(cfg.n_head > 0 && cfg.n_embd % cfg.n_head == 0, value_error, "--n-embd ", cfg.n_embd,
                " is not a multiple of --n-head ", cfg.n_head);
     set_num_threads(int(threads));
 
@@ -116,12 +103,12 @@ int main(int argc, char** argv) {
         const double t0 = seconds();
         const std::vector<std::vector<int64_t>> out = train::generate_batch(model, prompts, new_tokens, opt, gens);
         const double t = seconds() - t0;
-        LOOM_CHECK(int64_t(out.size()) == B, value_error, "bench_generate: ", out.size(), " rows back, expected ", B);
+        LOOM_CHECK(int64_t(out.size()) == B, value_error, out.size(), " rows back, expected ", B);
         for (const auto& row : out) {
-          LOOM_CHECK(int64_t(row.size()) == new_tokens, value_error, "bench_generate: a row has ", row.size(),
+          LOOM_CHECK(int64_t(row.size()) == new_tokens, value_error, "a row has ", row.size(),
                      " new tokens, expected ", new_tokens);
           for (int64_t id : row)
-            LOOM_CHECK(id >= 0 && id < cfg.vocab_size, value_error, "bench_generate: sampled id ", id, " out of range");
+            LOOM_CHECK(id >= 0 && id < cfg.vocab_size, value_error, "sampled id ", id, " out of range");
         }
         if (r > 0) times.push_back(t);
       }

@@ -9,10 +9,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
+#include <loom/io/cli.hpp>
 #include <loom/loom.hpp>
 #include <loom/train/models.hpp>
 
@@ -20,10 +20,25 @@ int main(int argc, char** argv) {
   using namespace loom;
   std::string config = "A", arch = "gpt2";
   int steps = 10;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--config")) config = argv[i + 1];
-    if (!std::strcmp(argv[i], "--steps")) steps = std::atoi(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--arch")) arch = argv[i + 1];
+  const char* usage = "usage: bench_gpt [--config A|B|C] [--arch gpt2|llama] [--steps N]\n";
+  io::OptionTable table;
+  table.values["--config"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "A" || v == "B" || v == "C", value_error, "option --config: '", v, "' is not A, B or C");
+    config = v;
+  };
+  table.values["--arch"] = [&](const std::string& v) {
+    LOOM_CHECK(v == "gpt2" || v == "llama", value_error, "option --arch: '", v, "' is not gpt2 or llama");
+    arch = v;
+  };
+  table.values["--steps"] = [&](const std::string& v) { steps = int(io::to_integer(v, 1, 1000000)); };
+  try {
+    if (!io::parse_options(argc, argv, 1, table, "bench_gpt")) {
+      std::printf("%s", usage);
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_gpt: %s\n%s", e.what(), usage);
+    return 2;
   }
   train::ModelSpec spec;
   nn::GPTConfig& c = spec.shape;
@@ -31,16 +46,8 @@ int main(int argc, char** argv) {
   c.bias = false, c.dropout = 0.0;
   if (config == "A") c.vocab_size = 65, c.n_layer = 4, c.n_head = 4, c.n_embd = 128, c.block_size = 64, B = 12;
   else if (config == "B") c.vocab_size = 8192, c.n_layer = 6, c.n_head = 6, c.n_embd = 384, c.block_size = 256, B = 8;
-  else if (config == "C") c.vocab_size = 50257, c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.block_size = 1024, B = 4;
-  else {
-    std::fprintf(stderr, "bench_gpt: unknown config '%s' (A, B or C)\n", config.c_str());
-    return 1;
-  }
+  else c.vocab_size = 50257, c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.block_size = 1024, B = 4;  // C
   const int64_t T = c.block_size;
-  if (arch != "gpt2" && arch != "llama") {
-    std::fprintf(stderr, "bench_gpt: unknown arch '%s' (gpt2 or llama)\n", arch.c_str());
-    return 1;
-  }
   spec.arch = arch;
   std::unique_ptr<nn::CausalLM> built = spec.make(1337);
   nn::CausalLM& model = *built;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <loom/align/scoring.hpp>
+#include <loom/io/cli.hpp>
 #include <loom/train/trainer.hpp>
 #include <loom/loom.hpp>
 
@@ -25,18 +26,25 @@ int main(int argc, char** argv) {
   try {
     std::string ckpt, data, dump;
     int64_t batch = 32, repeats = 5, threads = 0;
-    for (int i = 1; i + 1 < argc; i += 2) {
-      const std::string a = argv[i], v = argv[i + 1];
-      if (a == "--ckpt") ckpt = v;
-      else if (a == "--data") data = v;
-      else if (a == "--dump") dump = v;
-      else if (a == "--batch-size") batch = std::stoll(v);
-      else if (a == "--repeats") repeats = std::stoll(v);
-      else if (a == "--threads") threads = std::stoll(v);
-      else throw value_error("bench_score: unknown option '" + a + "'");
+    const char* usage =
+        "usage: bench_score --ckpt FILE --data FILE.jsonl [--batch-size N] [--repeats N] [--threads N] [--dump FILE]\n";
+    io::OptionTable table;
+    table.values["--ckpt"] = io::store(ckpt);
+    table.values["--data"] = io::store(data);
+    table.values["--dump"] = io::store(dump);
+    table.values["--batch-size"] = [&](const std::string& v) { batch = io::to_integer(v, 1, 1 << 20); };
+    table.values["--repeats"] = [&](const std::string& v) { repeats = io::to_integer(v, 1, 1000000); };
+    table.values["--threads"] = [&](const std::string& v) { threads = io::to_integer(v, 0, 4096); };
+    try {
+      if (!io::parse_options(argc, argv, 1, table, "bench_score")) {
+        std::printf("%s", usage);
+        return 0;
+      }
+      LOOM_CHECK(!ckpt.empty() && !data.empty(), value_error, "--ckpt and --data are needed");
+    } catch (const std::exception& e) {
+      std::cerr << "bench_score: " << e.what() << "\n" << usage;
+      return 2;
     }
-    LOOM_CHECK(!ckpt.empty() && !data.empty() && repeats > 0, value_error,
-               "usage: bench_score --ckpt FILE --data FILE.jsonl [--batch-size N] [--repeats N] [--threads N] [--dump FILE]");
     if (threads > 0) set_num_threads(int(threads));
     io::Checkpoint c = io::load_checkpoint(ckpt);
     std::unique_ptr<nn::CausalLM> loaded = train::model_from_checkpoint(c);
