@@ -346,6 +346,18 @@ TEST_CASE("The CPU allocator reuses large blocks and keeps statistics") {
   mid_again = Tensor<float>();
   a.empty_cache();
   CHECK(a.stats().cached == 0);
+  // small blocks (malloc, aligned by hand): 64-byte aligned at every size, writable to their
+  // last byte, and counted while alive
+  std::vector<Tensor<float>> small;
+  for (int64_t n : {1, 3, 4, 15, 16, 17, 1000, 4096, 16000}) {  // 4 to 64000 bytes
+    small.push_back(full<float>({n}, float(n)));
+    CHECK(reinterpret_cast<uintptr_t>(small.back().data()) % 64 == 0);
+    CHECK(small.back().data()[n - 1] == float(n));
+  }
+  CHECK(a.stats().in_use >= before.in_use + 64000);
+  small.clear();
+  CHECK(a.stats().in_use == before.in_use);
+  CHECK(a.stats().cached == 0);  // small blocks go back to malloc, not to the cache
 }
 
 // The CUDA backend keeps its streams, handles and workspaces in these tables; the helper itself is
