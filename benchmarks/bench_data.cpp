@@ -57,16 +57,8 @@ int main(int argc, char** argv) {
     io::OptionTable table;
     table.values["--gpt2"] = io::store(gpt2);
     table.values["--repeat"] = [&](const std::string& v) { repeat = int(io::to_integer(v, 1, 1000)); };
-    try {
-      if (!io::parse_options(argc, argv, first, table, "bench_data")) {
-        std::printf("%s", usage);
-        return 0;
-      }
-      LOOM_CHECK(!inputs.empty(), value_error, "no PATH given (the paths come before the options)");
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "bench_data: %s\n%s", e.what(), usage);
-      return 2;
-    }
+    auto check = [&] { LOOM_CHECK(!inputs.empty(), value_error, "no PATH given (the paths come before the options)"); };
+    if (auto code = io::parse_options_or_usage(argc, argv, first, table, "bench_data", usage, check)) return *code;
     std::vector<Document> docs;
     uint64_t bytes = 0;
     const double t_read = median_time(repeat, [&] {

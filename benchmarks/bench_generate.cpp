@@ -70,15 +70,7 @@ int main(int argc, char** argv) {
                              {"--n-layer", &cfg.n_layer}, {"--n-head", &cfg.n_head}, {"--n-embd", &cfg.n_embd},
                              {"--block-size", &cfg.block_size}})
       table.values[name] = io::store(*dst);
-    try {
-      if (!io::parse_options(argc, argv, 1, table, "bench_generate")) {
-        std::printf("%s", usage);
-        return 0;
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "bench_generate: %s\n%s", e.what(), usage);
-      return 2;
-    }
+    if (auto code = io::parse_options_or_usage(argc, argv, 1, table, "bench_generate", usage)) return *code;
     LOOM_CHECK(prompt >= 1 && new_tokens >= 1 && repeats >= 1 && threads >= 1, value_error,
                "--prompt, --new, --repeats and --threads must be >= 1");
     LOOM_CHECK(prompt + new_tokens <= cfg.block_size, value_error, "--prompt ", prompt, " + --new ",

@@ -31,15 +31,7 @@ int main(int argc, char** argv) {
     arch = v;
   };
   table.values["--steps"] = [&](const std::string& v) { steps = int(io::to_integer(v, 1, 1000000)); };
-  try {
-    if (!io::parse_options(argc, argv, 1, table, "bench_gpt")) {
-      std::printf("%s", usage);
-      return 0;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_gpt: %s\n%s", e.what(), usage);
-    return 2;
-  }
+  if (auto code = io::parse_options_or_usage(argc, argv, 1, table, "bench_gpt", usage)) return *code;
   train::ModelSpec spec;
   nn::GPTConfig& c = spec.shape;
   int64_t B = 12;

@@ -35,16 +35,8 @@ int main(int argc, char** argv) {
     table.values["--batch-size"] = [&](const std::string& v) { batch = io::to_integer(v, 1, 1 << 20); };
     table.values["--repeats"] = [&](const std::string& v) { repeats = io::to_integer(v, 1, 1000000); };
     table.values["--threads"] = [&](const std::string& v) { threads = io::to_integer(v, 0, 4096); };
-    try {
-      if (!io::parse_options(argc, argv, 1, table, "bench_score")) {
-        std::printf("%s", usage);
-        return 0;
-      }
-      LOOM_CHECK(!ckpt.empty() && !data.empty(), value_error, "--ckpt and --data are needed");
-    } catch (const std::exception& e) {
-      std::cerr << "bench_score: " << e.what() << "\n" << usage;
-      return 2;
-    }
+    auto check = [&] { LOOM_CHECK(!ckpt.empty() && !data.empty(), value_error, "--ckpt and --data are needed"); };
+    if (auto code = io::parse_options_or_usage(argc, argv, 1, table, "bench_score", usage, check)) return *code;
     if (threads > 0) set_num_threads(int(threads));
     io::Checkpoint c = io::load_checkpoint(ckpt);
     std::unique_ptr<nn::CausalLM> loaded = train::model_from_checkpoint(c);

@@ -304,15 +304,7 @@ int main(int argc, char** argv) {
     peak_tflops = io::to_number(v);
     LOOM_CHECK(peak_tflops > 0, value_error, "option --peak-tflops: '", v, "' is not a positive number");
   };
-  try {
-    if (!io::parse_options(argc, argv, 1, table, "bench_gpu")) {
-      std::printf("%s", usage);
-      return 0;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_gpu: %s\n%s", e.what(), usage);
-    return 2;
-  }
+  if (auto code = io::parse_options_or_usage(argc, argv, 1, table, "bench_gpu", usage)) return *code;
   if (!cuda_is_available()) {
     std::fprintf(stderr, "bench_gpu: no CUDA device\n");
     return 77;

@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <sys/wait.h>
@@ -770,6 +772,41 @@ TEST_CASE("to_integer, to_unsigned and to_number take the whole argument or thro
     CHECK_THROWS_AS(to_number(bad), std::invalid_argument);
   }
   CHECK_THROWS_AS(to_number("1e999"), std::out_of_range);
+}
+
+TEST_CASE("parse_options_or_usage: the usage and 0 at --help, the error, the usage and 2 when wrong") {
+  int64_t steps = 0;
+  std::string name;
+  OptionTable table;
+  table.values["--steps"] = store(steps);
+  table.values["--name"] = store(name);
+  const std::string usage = "usage: prog --name X [--steps N]\n";
+  auto check = [&] { LOOM_CHECK(!name.empty(), value_error, "--name is needed"); };
+  // runs it on args; returns its exit code (-1: go on) and what it printed to out and to err
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), "prog");
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    std::FILE *out = std::tmpfile(), *err = std::tmpfile();
+    REQUIRE((out && err));
+    std::optional<int> code = parse_options_or_usage(int(argv.size()), argv.data(), 1, table, "prog", usage, check, out,
+                                                     err);
+    auto text = [](std::FILE* f) {
+      std::string t(size_t(std::ftell(f)), '\0');
+      std::rewind(f);
+      t.resize(std::fread(t.data(), 1, t.size(), f));
+      std::fclose(f);
+      return t;
+    };
+    return std::tuple<int, std::string, std::string>{code.value_or(-1), text(out), text(err)};
+  };
+  CHECK(run({"--name", "a", "--steps", "3"}) == std::tuple<int, std::string, std::string>{-1, "", ""});
+  CHECK(steps == 3);
+  CHECK(run({"--help"}) == std::tuple<int, std::string, std::string>{0, usage, ""});
+  CHECK(run({"--steps", "3x"}) ==
+        std::tuple<int, std::string, std::string>{2, "", "prog: option --steps: '3x' is not a number\n" + usage});
+  name.clear();
+  CHECK(run({"--steps", "4"}) == std::tuple<int, std::string, std::string>{2, "", "prog: --name is needed\n" + usage});
 }
 
 TEST_CASE("parse_options applies values, switches and lists in order and names what is wrong") {

@@ -9,10 +9,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -122,6 +124,28 @@ inline bool parse_options(int argc, char** argv, int first, const OptionTable& t
     } while (list != table.lists.end() && i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0);
   }
   return true;
+}
+
+/// parse_options for a program with one usage text, as its main() uses it:
+///   if (auto code = io::parse_options_or_usage(argc, argv, 1, table, "bench_gpt", usage)) return *code;
+/// At --help it prints the usage to `out` and returns 0; for a bad option, or an error from
+/// `check` (run after the options: a required one missing, say), it prints "PROGRAM: what is
+/// wrong" and the usage to `err` and returns 2. It returns nothing when the program should go on.
+inline std::optional<int> parse_options_or_usage(int argc, char** argv, int first, const OptionTable& table,
+                                                 const std::string& program, const std::string& usage,
+                                                 const std::function<void()>& check = nullptr, std::FILE* out = stdout,
+                                                 std::FILE* err = stderr) {
+  try {
+    if (!parse_options(argc, argv, first, table, program)) {
+      std::fprintf(out, "%s", usage.c_str());
+      return 0;
+    }
+    if (check) check();
+  } catch (const std::exception& e) {
+    std::fprintf(err, "%s: %s\n%s", program.c_str(), e.what(), usage.c_str());
+    return 2;
+  }
+  return std::nullopt;
 }
 
 }  // namespace loom::io
