@@ -13,8 +13,8 @@
 ///       if edge.leaf: edge.leaf.grad += dx              // lands in a parameter
 ///     free node's saved tensors unless retain_graph
 ///
-/// An op with several outputs (add_layer_norm: the sum and its norm) is one node; pending then
-/// holds one gradient per output (edge.output_nr says which), and its backward gets them all.
+/// An op with several outputs (add_layer_norm: the sum and its norm) is one node; pending holds
+/// one gradient per output (keyed by node and edge.output_nr), and its backward gets them all.
 ///
 /// A leaf with a grad_ready hook (Tensor::on_grad_ready) has it called right after the last node
 /// of the order that has an edge to it: its gradient is then final for this pass.
@@ -85,19 +85,17 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
 
   // Post-order DFS (iterative: deep graphs must not overflow the stack).
   std::vector<Node<T>*> order;
-  std::unordered_map<Node<T>*, Tensor<T>> pending;                       // one-output nodes
-  std::unordered_map<Node<T>*, std::vector<Tensor<T>>> pending_outputs;  // the others: one per output
+  // the summed gradient of each output that some consumer sent one to: (node, output_nr) -> grad
+  struct OutputHash {
+    size_t operator()(const std::pair<Node<T>*, int>& k) const {
+      return std::hash<Node<T>*>()(k.first) ^ size_t(k.second);
+    }
+  };
+  std::unordered_map<std::pair<Node<T>*, int>, Tensor<T>, OutputHash> pending;
   // adds dx to the gradient of output k of node
   auto send = [&](Node<T>* node, int k, Tensor<T>&& dx) {
-    Tensor<T>* slot = nullptr;
-    if (node->num_outputs == 1) {
-      slot = &pending[node];
-    } else {
-      std::vector<Tensor<T>>& slots = pending_outputs[node];
-      if (slots.empty()) slots.resize(size_t(node->num_outputs));
-      slot = &slots[size_t(k)];
-    }
-    *slot = slot->defined() ? detail::add_grads(*slot, dx) : std::move(dx);
+    Tensor<T>& slot = pending[{node, k}];
+    slot = slot.defined() ? detail::add_grads(slot, dx) : std::move(dx);
   };
   {
     std::unordered_map<Node<T>*, bool> seen;
@@ -132,16 +130,15 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
 
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node<T>* node = *it;
-    // the gradient of the node's output (or of each of its outputs)
-    Tensor<T> g;
-    std::vector<Tensor<T>> gs;
-    if (node->num_outputs == 1) {
-      if (auto p = pending.find(node); p != pending.end()) g = std::move(p->second), pending.erase(p);
-    } else {
-      if (auto p = pending_outputs.find(node); p != pending_outputs.end())
-        gs = std::move(p->second), pending_outputs.erase(p);
-    }
-    if (!g.defined() && gs.empty()) {  // no gradient reached this node
+    // the gradient of each of the node's outputs (undefined where none arrived)
+    std::vector<Tensor<T>> gs(size_t(node->num_outputs));
+    bool reached = false;
+    for (int k = 0; k < node->num_outputs; ++k)
+      if (auto p = pending.find({node, k}); p != pending.end()) {
+        gs[size_t(k)] = std::move(p->second), pending.erase(p);
+        reached = true;
+      }
+    if (!reached) {  // no gradient reached this node
       edges_done(node);
       continue;
     }
@@ -151,8 +148,8 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
     auto& prof = backward_profile();
     if (prof.enabled && prof.sync) prof.sync();
     auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    std::vector<Tensor<T>> dx = node->num_outputs == 1 ? node->backward(g) : node->backward_outputs(gs);
-    g = Tensor<T>(), gs.clear();  // a gradient passed through (a view's backward) is then held by dx alone
+    std::vector<Tensor<T>> dx = node->num_outputs == 1 ? node->backward(gs[0]) : node->backward_outputs(gs);
+    gs.clear();  // a gradient passed through (a view's backward) is then held by dx alone
     if (prof.enabled) {
       if (prof.sync) prof.sync();
       auto& entry = prof.by_op[node->name];
