@@ -11,6 +11,7 @@
 //   echo "2514 307 11 393 407 284 307" | loom-bpe decode --gpt2 path/to/gpt2
 // Errors print one line, "loom-bpe: error: ...", and exit with status 1 (2 for usage errors).
 
+#include <loom/io/cli.hpp>
 #include <loom/io/file.hpp>
 #include <loom/tokenizer.hpp>
 #include <loom/train/report.hpp>
@@ -84,18 +85,15 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// The command line after the command name, as --name value pairs and flags.
-struct Args {
-  std::vector<std::string> items;
-  std::size_t pos = 0;
-
-  bool done() const { return pos >= items.size(); }
-  std::string next_option() { return items[pos++]; }
-  std::string value(const std::string& opt) {
-    if (pos >= items.size()) throw UsageError(opt + " needs a value");
-    return items[pos++];
+/// Applies the options after the command name to the table; false at --help. Any error in them
+/// (an unknown option, a missing or malformed value) is a usage error.
+bool parse(int argc, char** argv, const loom::io::OptionTable& table, const std::string& command) {
+  try {
+    return loom::io::parse_options(argc, argv, 2, table, "loom-bpe " + command);
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());
   }
-};
+}
 
 std::string read_input(const std::string& path) {
   if (path.empty() || path == "-") {
@@ -127,13 +125,13 @@ Format parse_format(const std::string& s) {
 struct TokenizerSource {
   std::string model, gpt2, tiktoken, pattern;
 
-  bool take(const std::string& opt, Args& a) {
-    if (opt == "--model") model = a.value(opt);
-    else if (opt == "--gpt2") gpt2 = a.value(opt);
-    else if (opt == "--tiktoken") tiktoken = a.value(opt);
-    else if (opt == "--pattern") pattern = a.value(opt);
-    else return false;
-    return true;
+  /// Adds --model, --gpt2, --tiktoken and --pattern to a command's options.
+  void add_to(loom::io::OptionTable& table) {
+    using loom::io::store;
+    table.values.insert({{"--model", store(model)},
+                         {"--gpt2", store(gpt2)},
+                         {"--tiktoken", store(tiktoken)},
+                         {"--pattern", store(pattern)}});
   }
   loom::BpeTokenizer load() const {
     const int n = !model.empty() + !gpt2.empty() + !tiktoken.empty();
@@ -148,29 +146,26 @@ struct TokenizerSource {
   }
 };
 
-int cmd_train(Args& a) {
+int cmd_train(int argc, char** argv) {
   std::string input, out, pattern = "cl100k";
-  std::optional<std::size_t> vocab_size;
+  int64_t vocab_size = 0;
   std::vector<std::string> specials;
   bool quiet = false;
-  while (!a.done()) {
-    std::string opt = a.next_option();
-    if (opt == "--help" || opt == "-h") { std::fputs(train_help, stdout); return 0; }
-    if (opt == "--input") input = a.value(opt);
-    else if (opt == "--out") out = a.value(opt);
-    else if (opt == "--pattern") pattern = a.value(opt);
-    else if (opt == "--special") specials.push_back(a.value(opt));
-    else if (opt == "--quiet") quiet = true;
-    else if (opt == "--vocab-size") {
-      std::string v = a.value(opt);
-      auto n = tk::detail::parse_uint(v, 1u << 22);
-      if (!n) throw UsageError("--vocab-size must be a number, got '" + v + "'");
-      vocab_size = static_cast<std::size_t>(*n);
-    } else throw UsageError("train: unknown option '" + opt + "' (see loom-bpe train --help)");
+  loom::io::OptionTable table;
+  using loom::io::store;
+  table.values = {{"--input", store(input)},
+                  {"--out", store(out)},
+                  {"--pattern", store(pattern)},
+                  {"--special", [&](const std::string& v) { specials.push_back(v); }},
+                  {"--vocab-size", [&](const std::string& v) { vocab_size = loom::io::to_integer(v, 1, 1 << 22); }}};
+  table.switches = {{"--quiet", [&] { quiet = true; }}};
+  if (!parse(argc, argv, table, "train")) {
+    std::fputs(train_help, stdout);
+    return 0;
   }
   if (input.empty() || out.empty() || !vocab_size) throw UsageError("train needs --input, --vocab-size and --out");
   tk::TrainOptions opt;
-  opt.vocab_size = *vocab_size;
+  opt.vocab_size = std::size_t(vocab_size);
   opt.pattern = tk::parse_pattern(pattern);
   opt.special_tokens = specials;
   loom::train::MergeProgressBar bar(stderr);
@@ -188,27 +183,23 @@ int cmd_train(Args& a) {
   return 0;
 }
 
-int cmd_encode(Args& a) {
+int cmd_encode(int argc, char** argv) {
   TokenizerSource src;
   std::string input, output;
   Format format = Format::text;
   bool allow_special = false, ordinary = false;
-  int threads = 0;
-  while (!a.done()) {
-    std::string opt = a.next_option();
-    if (opt == "--help" || opt == "-h") { std::fputs(encode_help, stdout); return 0; }
-    if (src.take(opt, a)) continue;
-    if (opt == "--input") input = a.value(opt);
-    else if (opt == "--output") output = a.value(opt);
-    else if (opt == "--format") format = parse_format(a.value(opt));
-    else if (opt == "--allow-special") allow_special = true;
-    else if (opt == "--ordinary") ordinary = true;
-    else if (opt == "--threads") {
-      std::string v = a.value(opt);
-      auto n = tk::detail::parse_uint(v, 1024);
-      if (!n) throw UsageError("--threads must be a number, got '" + v + "'");
-      threads = static_cast<int>(*n);
-    } else throw UsageError("encode: unknown option '" + opt + "' (see loom-bpe encode --help)");
+  int64_t threads = 0;
+  loom::io::OptionTable table;
+  using loom::io::store;
+  table.values = {{"--input", store(input)},
+                  {"--output", store(output)},
+                  {"--format", [&](const std::string& v) { format = parse_format(v); }},
+                  {"--threads", [&](const std::string& v) { threads = loom::io::to_integer(v, 0, 1024); }}};
+  table.switches = {{"--allow-special", [&] { allow_special = true; }}, {"--ordinary", [&] { ordinary = true; }}};
+  src.add_to(table);
+  if (!parse(argc, argv, table, "encode")) {
+    std::fputs(encode_help, stdout);
+    return 0;
   }
   if (allow_special && ordinary) throw UsageError("--allow-special and --ordinary exclude each other");
   loom::BpeTokenizer tok = src.load();
@@ -218,7 +209,7 @@ int cmd_encode(Args& a) {
                               : tk::SpecialPolicy::none();
   std::vector<std::uint32_t> ids;
   try {
-    ids = tok.encode_parallel(text, policy, threads);
+    ids = tok.encode_parallel(text, policy, int(threads));
   } catch (const loom::value_error& e) {
     throw loom::value_error(std::string(e.what()).substr(0, std::string(e.what()).find(" (SpecialPolicy")) +
                             (allow_special ? "" : " (pass --allow-special, or --ordinary to encode it as text)"));
@@ -244,20 +235,21 @@ int cmd_encode(Args& a) {
   return 0;
 }
 
-int cmd_decode(Args& a) {
+int cmd_decode(int argc, char** argv) {
   TokenizerSource src;
   std::string input, output;
   Format format = Format::text;
   bool lossy = false;
-  while (!a.done()) {
-    std::string opt = a.next_option();
-    if (opt == "--help" || opt == "-h") { std::fputs(decode_help, stdout); return 0; }
-    if (src.take(opt, a)) continue;
-    if (opt == "--input") input = a.value(opt);
-    else if (opt == "--output") output = a.value(opt);
-    else if (opt == "--format") format = parse_format(a.value(opt));
-    else if (opt == "--lossy") lossy = true;
-    else throw UsageError("decode: unknown option '" + opt + "' (see loom-bpe decode --help)");
+  loom::io::OptionTable table;
+  using loom::io::store;
+  table.values = {{"--input", store(input)}, {"--output", store(output)}, {"--format", [&](const std::string& v) {
+                                                                             format = parse_format(v);
+                                                                           }}};
+  table.switches = {{"--lossy", [&] { lossy = true; }}};
+  src.add_to(table);
+  if (!parse(argc, argv, table, "decode")) {
+    std::fputs(decode_help, stdout);
+    return 0;
   }
   loom::BpeTokenizer tok = src.load();
   const std::string data = read_input(input);
@@ -300,13 +292,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string cmd = argv[1];
-  Args args;
-  for (int i = 2; i < argc; ++i) args.items.emplace_back(argv[i]);
   try {
     if (cmd == "--help" || cmd == "-h" || cmd == "help") { std::fputs(main_help, stdout); return 0; }
-    if (cmd == "train") return cmd_train(args);
-    if (cmd == "encode") return cmd_encode(args);
-    if (cmd == "decode") return cmd_decode(args);
+    if (cmd == "train") return cmd_train(argc, argv);
+    if (cmd == "encode") return cmd_encode(argc, argv);
+    if (cmd == "decode") return cmd_decode(argc, argv);
     throw UsageError("unknown command '" + cmd + "' (expected train, encode or decode)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "loom-bpe: error: %s\n", e.what());

@@ -883,4 +883,33 @@ TEST_CASE("loom-bpe encode --ordinary encodes special-token text as plain text",
   CHECK(run.status == 0);
   CHECK_THAT(run.output, LOOM_CONTAINS("--ordinary"));
 }
+
+TEST_CASE("loom-bpe names a bad option, exits 2 and writes nothing", "[tokenizer][program]") {
+  using loom_test::run_program;
+  const std::string dir = temp_dir() + "/bad_options";
+  std::filesystem::create_directories(dir);
+  write_text(dir + "/in.txt", "hello world, hello loom");
+  const std::string bpe = loom_test::shell_quote(LOOM_BPE_EXE);
+  const std::string train = bpe + " train --input in.txt --out tok.loom";
+  struct Case {
+    std::string args, says;
+  };
+  for (const Case& c : {Case{train + " --vocab-size 300 --bogus", "unknown option '--bogus' for loom-bpe train"},
+                        Case{train + " --vocab-size 12x", "option --vocab-size: '12x' is not a number"},
+                        Case{train + " --vocab-size 0", "option --vocab-size: '0' is out of range"},
+                        Case{train + " --vocab-size", "option --vocab-size needs a value"},
+                        Case{train, "train needs --input, --vocab-size and --out"},
+                        Case{bpe + " encode --model tok.loom --threads -1", "option --threads: '-1' is out of range"},
+                        Case{bpe + " decode --model tok.loom --format u8", "unknown --format 'u8'"},
+                        Case{bpe + " decode --gpt2", "option --gpt2 needs a value"}}) {
+    INFO(c.args);
+    auto run = run_program(c.args, dir);
+    CHECK(run.status == 2);
+    CHECK_THAT(run.output, LOOM_CONTAINS("loom-bpe: error: " + c.says));
+    CHECK(!std::filesystem::exists(dir + "/tok.loom"));
+  }
+  auto run = run_program(train + " --vocab-size 260 --quiet", dir);  // the same command, well formed
+  CHECK(run.status == 0);
+  CHECK(tk::load(dir + "/tok.loom").vocab_size() == 260);
+}
 #endif
