@@ -55,37 +55,42 @@ void BM_softmax(benchmark::State& state) {
 }
 BENCHMARK(BM_softmax)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+/// LayerNorm's inputs at GPT-2's width: x and r (rows, 768), the residual step's two terms (the
+/// same 64 MiB each), and the weight and bias.
+struct NormInputs {
+  Tensor<float> x = input(rows * cols / 768, 768), r = input(rows * cols / 768, 768), w, b;
+  NormInputs() {
+    loom::Generator g(5);
+    w = loom::randn<float>({768}, g);
+    b = loom::randn<float>({768}, g);
+  }
+};
+
 void BM_layer_norm(benchmark::State& state) {
-  auto a = input(rows * cols / 768, 768);
-  loom::Generator g(4);
-  auto w = loom::randn<float>({768}, g), b = loom::randn<float>({768}, g);
-  auto y = loom::layer_norm(a, Tensor<float>(), Tensor<float>());
+  NormInputs in;
+  auto y = loom::layer_norm(in.x, Tensor<float>(), Tensor<float>());
   if (std::fabs(loom::mean(y.select(0, 0)).item()) > 1e-4f) state.SkipWithError("layer_norm rows are not centred");
-  for (auto _ : state) benchmark::DoNotOptimize(loom::layer_norm(a, w, b).data());
-  report(state, 2.0 * a.numel() * 4);
+  for (auto _ : state) benchmark::DoNotOptimize(loom::layer_norm(in.x, in.w, in.b).data());
+  report(state, 2.0 * in.x.numel() * 4);
 }
 BENCHMARK(BM_layer_norm)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // A pre-norm block's residual step: h = x + r and y = layer_norm(h), one op (x and r read, h and
 // y written once: 4 tensors' bytes); BM_add_then_layer_norm is the same work as the two ops.
 void BM_add_layer_norm(benchmark::State& state) {
-  auto x = input(rows * cols / 768, 768), r = input(rows * cols / 768, 768);
-  loom::Generator g(5);
-  auto w = loom::randn<float>({768}, g), b = loom::randn<float>({768}, g);
-  for (auto _ : state) benchmark::DoNotOptimize(loom::add_layer_norm(x, r, w, b).second.data());
-  report(state, 4.0 * x.numel() * 4);
+  NormInputs in;
+  for (auto _ : state) benchmark::DoNotOptimize(loom::add_layer_norm(in.x, in.r, in.w, in.b).second.data());
+  report(state, 4.0 * in.x.numel() * 4);
 }
 BENCHMARK(BM_add_layer_norm)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 void BM_add_then_layer_norm(benchmark::State& state) {
-  auto x = input(rows * cols / 768, 768), r = input(rows * cols / 768, 768);
-  loom::Generator g(5);
-  auto w = loom::randn<float>({768}, g), b = loom::randn<float>({768}, g);
+  NormInputs in;
   for (auto _ : state) {
-    Tensor<float> h = x + r;
-    benchmark::DoNotOptimize(loom::layer_norm(h, w, b).data());
+    Tensor<float> h = in.x + in.r;
+    benchmark::DoNotOptimize(loom::layer_norm(h, in.w, in.b).data());
   }
-  report(state, 4.0 * x.numel() * 4);
+  report(state, 4.0 * in.x.numel() * 4);
 }
 BENCHMARK(BM_add_then_layer_norm)->Unit(benchmark::kMillisecond)->UseRealTime();
 
