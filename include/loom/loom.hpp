@@ -18,6 +18,7 @@
 #include "loom/autograd/engine.hpp"
 #include "loom/autograd/grad_mode.hpp"
 #include "loom/autograd/gradcheck.hpp"
+#include "loom/autograd/recompute.hpp"
 
 #include "loom/ops/attention.hpp"
 #include "loom/ops/dropout.hpp"

@@ -330,3 +330,100 @@ TEST_CASE("Float32 gradients agree with the double-precision ones") {
     CHECK(err <= 1e-5 * scale);
   }
 }
+
+TEST_CASE("Engine: backward from several outputs at once sums their contributions") {
+  Generator g(70);
+  auto w = randn<double>({3, 3}, g).requires_grad_(), x = randn<double>({2, 3}, g);
+  auto gy = randn<double>({2, 3}, g), gz = randn<double>({2, 3}, g);
+  auto h = tanh(matmul(x, w));  // shared by both outputs: walked once
+  auto y = h * 2.0, z = exp(h);
+  autograd::backward(std::vector<Tensor<double>>{y, z}, std::vector<Tensor<double>>{gy, gz}, false);
+  const Tensor<double> both = w.grad().clone();
+  w.zero_grad();
+  auto h2 = tanh(matmul(x, w));
+  sum(h2 * 2.0 * gy + exp(h2) * gz).backward();  // the same sum, as one scalar
+  CHECK(max(abs(both - w.grad())).item() <= 1e-12 * max(abs(both)).item());
+  // a leaf among the roots takes its gradient directly; a mismatched count is an error
+  w.zero_grad();
+  auto v = full<double>({3, 3}, 0.0).requires_grad_();
+  autograd::backward(std::vector<Tensor<double>>{v, sum(w * v)},
+                     std::vector<Tensor<double>>{w.detach(), Tensor<double>()}, false);
+  CHECK(max(abs(v.grad() - 2.0 * w.detach())).item() == 0.0);  // w from the leaf root, w from sum(w * v)
+  CHECK_THROWS_WITH(autograd::backward(std::vector<Tensor<double>>{y}, std::vector<Tensor<double>>{}, false),
+                    LOOM_CONTAINS("1 outputs but 0 gradients"));
+}
+
+TEST_CASE("recompute: the same outputs and gradients as running f, without keeping f's graph") {
+  // f: a two-input, two-output piece of a network with its own parameter and a dropout
+  Generator init(71);
+  auto w = randn<double>({6, 6}, init, 0, 0.5).requires_grad_();
+  auto x0 = randn<double>({4, 6}, init), r0 = randn<double>({4, 6}, init);
+  auto run = [&](bool recomputed, int64_t* nodes_after_forward) {
+    Generator drop(5);
+    auto x = x0.clone().requires_grad_(), r = r0.clone().requires_grad_();
+    auto a = x * 1.5;  // the inputs are made by an op, so their gradient flows on through it
+    RecomputeFn<double> f = [&](const std::vector<Tensor<double>>& in) {
+      auto s = in[0] + in[1];
+      auto h = dropout(gelu(matmul(s, w)), 0.25, drop);
+      return std::vector<Tensor<double>>{s, h};
+    };
+    const int64_t before = autograd::live_nodes();
+    std::vector<Tensor<double>> out = recomputed ? recompute(f, {a, r}, &drop) : f({a, r});
+    *nodes_after_forward = autograd::live_nodes() - before;
+    const uint64_t drawn = drop.offset();
+    sum(out[0] * out[1] + out[1]).backward();
+    CHECK(drop.offset() == drawn);  // the second run of f draws nothing new in the end
+    auto grads = std::vector<Tensor<double>>{x.grad(), r.grad(), w.grad().clone(), out[1].detach()};
+    w.zero_grad();
+    return grads;
+  };
+  int64_t nodes_plain = 0, nodes_recomputed = 0;
+  const auto plain = run(false, &nodes_plain), again = run(true, &nodes_recomputed);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    INFO("tensor " << i);
+    CHECK(max(abs(plain[i] - again[i])).item() == 0.0);  // the same ops on the same numbers
+  }
+  CHECK(nodes_plain == 4);       // f's graph: add, matmul, gelu, dropout
+  CHECK(nodes_recomputed == 1);  // one "recompute" node, which keeps only the inputs
+  // the second run of f gets the autocast setting of the first, though backward runs without it
+  std::vector<bool> autocast_seen;
+  RecomputeFn<double> spy = [&](const std::vector<Tensor<double>>& in) {
+    autocast_seen.push_back(AutocastGuard::bf16());
+    return std::vector<Tensor<double>>{in[0] * 2.0};
+  };
+  Tensor<double> y;
+  {
+    AutocastGuard autocast(true);
+    y = recompute(spy, {x0.clone().requires_grad_()})[0];
+  }
+  sum(y).backward();
+  CHECK(autocast_seen == std::vector<bool>{true, true});
+  // grad mode off: f itself, nothing recorded
+  NoGradGuard no_grad;
+  RecomputeFn<double> g = [&](const std::vector<Tensor<double>>& in) {
+    return std::vector<Tensor<double>>{matmul(in[0], w)};
+  };
+  CHECK_FALSE(recompute(g, {x0})[0].requires_grad());
+}
+
+TEST_CASE("recompute: retain_graph runs it twice; a function that changes says so") {
+  Generator init(72);
+  auto w = randn<double>({3, 3}, init).requires_grad_();
+  auto x = randn<double>({2, 3}, init).requires_grad_();
+  RecomputeFn<double> f = [&](const std::vector<Tensor<double>>& in) {
+    return std::vector<Tensor<double>>{matmul(in[0], w)};
+  };
+  auto loss = sum(recompute(f, {x})[0]);
+  loss.backward(Tensor<double>(), /*retain_graph=*/true);
+  const Tensor<double> once = w.grad().clone(), x_once = x.grad().clone();
+  loss.backward();
+  CHECK(max(abs(w.grad() - 2.0 * once)).item() <= 1e-12);
+  CHECK(max(abs(x.grad() - 2.0 * x_once)).item() <= 1e-12);
+  int calls = 0;
+  RecomputeFn<double> changing = [&](const std::vector<Tensor<double>>& in) {
+    return std::vector<Tensor<double>>{++calls == 1 ? in[0] * 2.0 : sum(in[0])};
+  };
+  CHECK_THROWS_WITH(sum(recompute(changing, {x})[0]).backward(),
+                    LOOM_CONTAINS(
+                        "recompute: output 0 has shape [] when run again in backward, [2, 3] in the forward"));
+}

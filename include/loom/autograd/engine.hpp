@@ -18,6 +18,9 @@
 ///
 /// A leaf with a grad_ready hook (Tensor::on_grad_ready) has it called right after the last node
 /// of the order that has an edge to it: its gradient is then final for this pass.
+///
+/// Several roots at once (backward(roots, grads), as recompute() uses it) seed pending with each
+/// root's gradient and walk the union of their graphs once.
 
 #include <chrono>
 #include <unordered_map>
@@ -45,24 +48,34 @@ Tensor<T> add_grads(const Tensor<T>& a, const Tensor<T>& b) {
 }
 }  // namespace detail
 
-/// Back-propagates from `root` (what Tensor::backward() calls): accumulates d(root)/d(leaf) *
-/// grad into every leaf's grad(); grad may be undefined for a one-element root (then 1).
+/// Back-propagates from several roots at once (PyTorch's torch.autograd.backward(tensors,
+/// grad_tensors)): accumulates into every leaf's grad() the sum over k of d(roots[k])/d(leaf) *
+/// grads[k]; grads[k] may be undefined for a one-element root (then 1). Shared parts of the
+/// graph are walked once.
 template <class T>
-void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
-  LOOM_CHECK(root.requires_grad(), value_error,
-             "backward: this tensor does not require grad (no input of the ops that made it called "
-             "requires_grad_(), or it was computed under NoGradGuard)");
-  Tensor<T> root_grad = grad;
-  if (!root_grad.defined()) {
-    LOOM_CHECK(root.numel() == 1, shape_error, "backward: a gradient can be implied only for a one-element output; "
-               "this one has shape ", root.shape(), ", so pass backward(grad) with a gradient of that shape");
-    root_grad = Tensor<T>::empty(root.shape(), root.device());
-    root_grad.fill_(T(1.0f));
+void backward(const std::vector<Tensor<T>>& roots, const std::vector<Tensor<T>>& grads, bool retain_graph) {
+  LOOM_CHECK(roots.size() == grads.size(), value_error, "backward: ", roots.size(), " outputs but ", grads.size(),
+             " gradients");
+  std::vector<Tensor<T>> root_grads(roots.size());
+  for (size_t k = 0; k < roots.size(); ++k) {
+    const Tensor<T>& root = roots[k];
+    LOOM_CHECK(root.requires_grad(), value_error,
+               "backward: this tensor does not require grad (no input of the ops that made it called "
+               "requires_grad_(), or it was computed under NoGradGuard)");
+    Tensor<T>& root_grad = root_grads[k] = grads[k];
+    if (!root_grad.defined()) {
+      LOOM_CHECK(root.numel() == 1, shape_error,
+                 "backward: a gradient can be implied only for a one-element output; "
+                 "this one has shape ",
+                 root.shape(), ", so pass backward(grad) with a gradient of that shape");
+      root_grad = Tensor<T>::empty(root.shape(), root.device());
+      root_grad.fill_(T(1.0f));
+    }
+    LOOM_CHECK(root_grad.shape() == root.shape(), shape_error, "backward: gradient of shape ", root_grad.shape(),
+               " given for a tensor of shape ", root.shape());
+    LOOM_CHECK(root_grad.device() == root.device(), device_error, "backward: gradient on ", root_grad.device(),
+               " given for a tensor on ", root.device());
   }
-  LOOM_CHECK(root_grad.shape() == root.shape(), shape_error, "backward: gradient of shape ", root_grad.shape(),
-             " given for a tensor of shape ", root.shape());
-  LOOM_CHECK(root_grad.device() == root.device(), device_error, "backward: gradient on ", root_grad.device(),
-             " given for a tensor on ", root.device());
   NoGradGuard no_grad;  // backward computations are not themselves recorded
 
   // A leaf's first gradient is kept as it is when nothing else holds its buffer (contiguous, the
@@ -77,14 +90,6 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
                       g.storage()->nbytes() == size_t(g.numel()) * sizeof(T);
     meta.grad = sole ? std::move(g) : g.clone();
   };
-  if (root.is_leaf()) {
-    accumulate_leaf(*root.autograd_meta(), root_grad);
-    if (root.autograd_meta()->grad_ready) root.autograd_meta()->grad_ready();
-    return;
-  }
-
-  // Post-order DFS (iterative: deep graphs must not overflow the stack).
-  std::vector<Node<T>*> order;
   // the summed gradient of each output that some consumer sent one to: (node, output_nr) -> grad
   struct OutputHash {
     size_t operator()(const std::pair<Node<T>*, int>& k) const {
@@ -97,31 +102,49 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
     Tensor<T>& slot = pending[{node, k}];
     slot = slot.defined() ? detail::add_grads(slot, dx) : std::move(dx);
   };
+  // A root that is a leaf takes its gradient now; the others seed the walk.
+  std::vector<AutogradMeta<T>*> leaf_roots;
+  for (size_t k = 0; k < roots.size(); ++k) {
+    if (roots[k].is_leaf()) {
+      accumulate_leaf(*roots[k].autograd_meta(), root_grads[k]);
+      leaf_roots.push_back(roots[k].autograd_meta().get());
+    } else {
+      send(roots[k].grad_fn().get(), roots[k].autograd_meta()->output_nr, std::move(root_grads[k]));
+    }
+  }
+
+  // Post-order DFS (iterative: deep graphs must not overflow the stack).
+  std::vector<Node<T>*> order;
   {
     std::unordered_map<Node<T>*, bool> seen;
-    std::vector<std::pair<Node<T>*, size_t>> stack{{root.grad_fn().get(), 0}};
-    seen[root.grad_fn().get()] = true;
-    while (!stack.empty()) {
-      auto& [node, i] = stack.back();
-      if (i < node->next.size()) {
-        Node<T>* child = node->next[i++].fn.get();
-        if (child && !seen[child]) {
-          seen[child] = true;
-          stack.push_back({child, 0});
+    std::vector<std::pair<Node<T>*, size_t>> stack;
+    for (const Tensor<T>& root : roots) {
+      if (root.is_leaf() || seen[root.grad_fn().get()]) continue;
+      seen[root.grad_fn().get()] = true;
+      stack.push_back({root.grad_fn().get(), 0});
+      while (!stack.empty()) {
+        auto& [node, i] = stack.back();
+        if (i < node->next.size()) {
+          Node<T>* child = node->next[i++].fn.get();
+          if (child && !seen[child]) {
+            seen[child] = true;
+            stack.push_back({child, 0});
+          }
+        } else {
+          order.push_back(node);
+          stack.pop_back();
         }
-      } else {
-        order.push_back(node);
-        stack.pop_back();
       }
     }
   }
-  send(root.grad_fn().get(), root.autograd_meta()->output_nr, std::move(root_grad));
 
   // Leaves with a grad_ready hook: how many edges of the order still point at each.
   std::unordered_map<AutogradMeta<T>*, int> edges_left;
   for (Node<T>* node : order)
     for (const Edge<T>& e : node->next)
       if (e.leaf && e.leaf->grad_ready) ++edges_left[e.leaf.get()];
+  for (AutogradMeta<T>* leaf : leaf_roots)  // a root leaf that no node feeds: final already
+    if (leaf->grad_ready && !edges_left.count(leaf)) leaf->grad_ready();
   auto edges_done = [&](Node<T>* node) {
     if (edges_left.empty()) return;
     for (const Edge<T>& e : node->next)
@@ -148,7 +171,7 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
     auto& prof = backward_profile();
     if (prof.enabled && prof.sync) prof.sync();
     auto t0 = prof.enabled ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
-    std::vector<Tensor<T>> dx = node->num_outputs == 1 ? node->backward(gs[0]) : node->backward_outputs(gs);
+    std::vector<Tensor<T>> dx = node->backward_outputs ? node->backward_outputs(gs) : node->backward(gs[0]);
     gs.clear();  // a gradient passed through (a view's backward) is then held by dx alone
     if (prof.enabled) {
       if (prof.sync) prof.sync();
@@ -175,6 +198,13 @@ void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
       node->released = true;
     }
   }
+}
+
+/// Back-propagates from `root` (what Tensor::backward() calls): accumulates d(root)/d(leaf) *
+/// grad into every leaf's grad(); grad may be undefined for a one-element root (then 1).
+template <class T>
+void backward(const Tensor<T>& root, const Tensor<T>& grad, bool retain_graph) {
+  backward(std::vector<Tensor<T>>{root}, std::vector<Tensor<T>>{grad}, retain_graph);
 }
 
 }  // namespace loom::autograd

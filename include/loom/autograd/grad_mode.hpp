@@ -1,6 +1,7 @@
 #pragma once
 /// @file grad_mode.hpp
-/// Grad mode: whether ops record the graph for backward. NoGradGuard turns it off in a scope.
+/// Grad mode: whether ops record the graph for backward. NoGradGuard turns it off in a scope,
+/// EnableGradGuard back on (recompute() does, to record a block again inside backward).
 
 namespace loom {
 
@@ -26,6 +27,18 @@ class NoGradGuard {
   ~NoGradGuard() { GradMode::set_enabled(prev_); }
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+/// Enables graph recording until the end of the scope, even inside a NoGradGuard or backward().
+class EnableGradGuard {
+ public:
+  EnableGradGuard() : prev_(GradMode::is_enabled()) { GradMode::set_enabled(true); }
+  ~EnableGradGuard() { GradMode::set_enabled(prev_); }
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
 
  private:
   bool prev_;

@@ -94,7 +94,8 @@ struct Edge {
 
 /// One recorded op. `backward(grad_out)` returns one gradient per edge (undefined = none). An op
 /// with several outputs sets num_outputs and `backward_outputs(grad_outs)` instead, which gets
-/// one gradient per output, undefined for an output that no gradient reached.
+/// one gradient per output, undefined for an output that no gradient reached (and which the
+/// engine calls whenever it is set, for any number of outputs).
 template <class T>
 struct Node {
   using Backward = std::function<std::vector<Tensor<T>>(const Tensor<T>& grad_out)>;
@@ -102,7 +103,7 @@ struct Node {
   const char* name = "";
   std::vector<Edge<T>> next;
   Backward backward;                 ///< the op's backward (one output)
-  BackwardOutputs backward_outputs;  ///< the op's backward (num_outputs > 1)
+  BackwardOutputs backward_outputs;  ///< the op's backward by output (num_outputs > 1, or recompute)
   int num_outputs = 1;
   bool released = false;  ///< set when backward ran without retain_graph (saved tensors freed)
 

@@ -42,6 +42,19 @@ class SavedTensor {
 
 namespace detail {
 
+/// The edge to input `t`: its producing node's output, its leaf meta, or neither (inactive)
+/// when t does not require grad.
+template <class T>
+Edge<T> edge_to(const Tensor<T>& t) {
+  Edge<T> e;
+  if (t.requires_grad()) {
+    if (t.is_leaf()) e.leaf = t.autograd_meta();
+    else e.fn = t.grad_fn(), e.output_nr = t.autograd_meta()->output_nr;
+  }
+  e.shape = t.shape();
+  return e;
+}
+
 /// A node for an op on `inputs`, with an edge to each, or null when grad mode is off or no
 /// input requires grad (then the op is not recorded).
 template <class T>
@@ -53,15 +66,7 @@ std::shared_ptr<Node<T>> make_node(const char* name, std::initializer_list<const
   auto node = std::make_shared<Node<T>>();
   node->name = name;
   node->next.reserve(inputs.size());
-  for (const Tensor<T>* t : inputs) {
-    Edge<T> e;
-    if (t->requires_grad()) {
-      if (t->is_leaf()) e.leaf = t->autograd_meta();
-      else e.fn = t->grad_fn(), e.output_nr = t->autograd_meta()->output_nr;
-    }
-    e.shape = t->shape();
-    node->next.push_back(std::move(e));
-  }
+  for (const Tensor<T>* t : inputs) node->next.push_back(edge_to(*t));
   return node;
 }
 
