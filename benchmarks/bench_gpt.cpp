@@ -1,9 +1,11 @@
 // One GPT training step (forward + backward + clipping + AdamW), timed: the loom side of
 // benchmarks/run_gpt.sh, which runs benchmarks/torch_gpt.py on the same configurations.
-//   bench_gpt --config A|B|C [--steps N] [--arch gpt2|llama]
+//   bench_gpt --config A|B|C [--steps N] [--arch gpt2|llama] [--recompute]
 // prints: config=A arch=gpt2 ms_per_step=... peak_rss_mb=... params=... threads=... gflop_per_step=... gflops=...
+//         recompute=0
 // --arch llama times the Llama-style model of the same shape and parameter count
-// (train::ModelSpec: n_head / 2 key/value heads, SwiGLU 3 C, tied embeddings).
+// (train::ModelSpec: n_head / 2 key/value heads, SwiGLU 3 C, tied embeddings); --recompute sets
+// the model's recompute_blocks (activations recomputed in backward, block by block).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -20,7 +22,8 @@ int main(int argc, char** argv) {
   using namespace loom;
   std::string config = "A", arch = "gpt2";
   int steps = 10;
-  const char* usage = "usage: bench_gpt [--config A|B|C] [--arch gpt2|llama] [--steps N]\n";
+  bool recompute = false;
+  const char* usage = "usage: bench_gpt [--config A|B|C] [--arch gpt2|llama] [--steps N] [--recompute]\n";
   io::OptionTable table;
   table.values["--config"] = [&](const std::string& v) {
     LOOM_CHECK(v == "A" || v == "B" || v == "C", value_error, "option --config: '", v, "' is not A, B or C");
@@ -31,6 +34,7 @@ int main(int argc, char** argv) {
     arch = v;
   };
   table.values["--steps"] = [&](const std::string& v) { steps = int(io::to_integer(v, 1, 1000000)); };
+  table.switches["--recompute"] = [&] { recompute = true; };
   if (auto code = io::parse_options_or_usage(argc, argv, 1, table, "bench_gpt", usage)) return *code;
   train::ModelSpec spec;
   nn::GPTConfig& c = spec.shape;
@@ -43,6 +47,7 @@ int main(int argc, char** argv) {
   spec.arch = arch;
   std::unique_ptr<nn::CausalLM> built = spec.make(1337);
   nn::CausalLM& model = *built;
+  model.recompute_blocks = recompute;
   AdamWOptions o;
   o.lr = 1e-4, o.beta1 = 0.9, o.beta2 = 0.95, o.weight_decay = 0.1;
   AdamW opt(decay_groups(model.named_parameters(), 0.1), o);
@@ -67,8 +72,9 @@ int main(int argc, char** argv) {
   double flops = (6 * N + 12.0 * double(c.n_layer * c.n_embd * T)) * double(B * T);
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  std::printf("config=%s arch=%s ms_per_step=%.2f peak_rss_mb=%.0f params=%lld threads=%d gflop_per_step=%.3f gflops=%.1f\n",
+  std::printf("config=%s arch=%s ms_per_step=%.2f peak_rss_mb=%.0f params=%lld threads=%d gflop_per_step=%.3f gflops=%.1f "
+              "recompute=%d\n",
               config.c_str(), arch.c_str(), median, double(ru.ru_maxrss) / 1024.0, (long long)model.num_parameters(),
-              get_num_threads(), flops / 1e9, flops / median / 1e6);
+              get_num_threads(), flops / 1e9, flops / median / 1e6, int(recompute));
   return 0;
 }

@@ -60,7 +60,7 @@ namespace {
 struct Options {
   std::string data, preset = "char", out = "out", device = "cpu", tokenizer, dist = "auto";
   double dist_timeout = 300, bucket_mb = 4;
-  bool resume = false;
+  bool resume = false, recompute = false;
   int64_t log_interval = 10, sample_tokens = 200, threads = 0, final_eval_iters = 200;
   uint64_t model_seed = 1337;
   train::ModelSpec model;  // the architecture and its shape
@@ -105,6 +105,8 @@ const char* usage =
     "  --weight-decay X --beta1 X --beta2 X --grad-clip X --eval-interval N --eval-iters N\n"
     "  --log-interval N --sample-tokens N --threads N\n"
     "  --final-eval-iters N batches for the final train/val loss (default 200; 0: eval-iters)\n"
+    "  --recompute          keep one block's activations at a time, recomputing them in backward:\n"
+    "                       less memory for longer sequences or larger batches, ~1/3 more compute\n"
     "data parallel (under mpirun -np N):\n"
     "  --dist auto|single|mpi  the communicator (default auto: mpi under mpirun)\n"
     "  --zero 0|1           1: shard AdamW's state across the ranks (ZeRO stage 1; CPU)\n"
@@ -174,6 +176,7 @@ Options parse(int argc, char** argv) {
   flags["--bucket-mb"] = store(o.bucket_mb);
   flags["--dist-timeout"] = store(o.dist_timeout);
   table.switches["--resume"] = [&] { o.resume = true; };
+  table.switches["--recompute"] = [&] { o.recompute = true; };
   if (!io::parse_options(argc, argv, 1, table)) {
     std::cout << usage;
     std::exit(0);
@@ -251,6 +254,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<nn::CausalLM> built = o.model.make(o.model_seed);
     nn::CausalLM& model = *built;
     model.to(device);  // before the trainer's optimizer takes the parameters
+    model.recompute_blocks = o.recompute;
     train::Trainer trainer(model, train_data, val_data, o.train, {}, comm.get());
     if (o.resume) {
       io::Checkpoint c = io::load_checkpoint(ckpt_path);

@@ -208,6 +208,15 @@ TEST_CASE("Llama's residual stream, each add fused into the next norm, gives the
   loom_test::check_gradients_close(a, b, 1e-5);
 }
 
+TEST_CASE("Llama with recompute_blocks: the same losses and gradients from a fraction of the graph") {
+  nn::LlamaConfig c = tiny_llama();
+  c.dropout = 0.2;
+  nn::Llama plain(c), recomputed(c);
+  Generator g(11);
+  auto idx = random_ids(3, 12, 29, g), tgt = random_ids(3, 12, 29, g);
+  loom_test::check_recompute_matches(plain, recomputed, idx, tgt, Tensor<int64_t>());
+}
+
 TEST_CASE("A tiny Llama overfits one batch") {
   nn::LlamaConfig c = tiny_llama();
   nn::Llama model(c, 9);

@@ -258,6 +258,20 @@ TEST_CASE("GPT's residual stream, each add fused into the next norm, gives the b
   loom_test::check_gradients_close(a, b, 1e-5);
 }
 
+TEST_CASE("GPT with recompute_blocks: the same losses and gradients from a fraction of the graph") {
+  nn::GPTConfig c = tiny_config();
+  c.dropout = 0.2;  // the recomputation must draw the forward's masks again
+  nn::GPT plain(c), recomputed(c);
+  Generator g(10);
+  auto idx = randint<int64_t>({3, 16}, 0, 11, g), tgt = randint<int64_t>({3, 16}, 0, 11, g);
+  loom_test::check_recompute_matches(plain, recomputed, idx, tgt, Tensor<int64_t>());
+  // packed rows: each block's recomputation reads the attention bounds it captured
+  auto seg = from_vector<int64_t>(std::vector<int64_t>(48, 0), {3, 16});
+  for (int64_t t = 5; t < 16; ++t) seg.data()[16 + t] = 1;  // row 1: two examples, of 5 and 11 tokens
+  for (int64_t t = 7; t < 16; ++t) seg.data()[t] = 1;       // row 0: 7 and 9
+  loom_test::check_recompute_matches(plain, recomputed, idx, tgt, seg);
+}
+
 TEST_CASE("KV-cached decoding gives the same logits as full forward passes") {
   nn::GPT model(tiny_config());
   model.eval();
