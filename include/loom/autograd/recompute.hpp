@@ -13,7 +13,8 @@
 ///             return the gradients of xs       which flow on to whatever made the inputs
 ///
 /// A transformer trained this way holds the activations of one block at a time, not of all of
-/// them, for one more forward of each block per step (about a third more compute).
+/// them, for one more forward of each block per step (a forward is about a third of a block's
+/// forward and backward).
 ///
 /// What f must do: compute the same thing both times (same ops on the same inputs). Its random
 /// draws (dropout) must come from `gen`, whose state recompute saves before the forward, sets
