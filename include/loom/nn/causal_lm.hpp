@@ -212,12 +212,12 @@ class CausalLM : public Module {
   /// One block on the residual stream: x + r (x alone when r is undefined) -> {h, m}, for h + m.
   using ResidualBlock =
       std::function<std::pair<Tensor<float>, Tensor<float>>(const Tensor<float>& x, const Tensor<float>& r)>;
-  /// block(x, r), through recompute() when recompute_blocks is set and the graph is recorded.
-  /// `block` runs again in backward, so it must hold its own copies of what it reads (no
-  /// references to the caller's locals) and no KV cache.
+  /// block(x, r), through recompute() when recompute_blocks is set, the graph is recorded and the
+  /// block writes no KV cache (`cached` false). `block` may then run again in backward, so it must
+  /// hold its own copies of what it reads (no references to the caller's locals).
   std::pair<Tensor<float>, Tensor<float>> residual_step(const ResidualBlock& block, const Tensor<float>& x,
-                                                        const Tensor<float>& r) const {
-    if (!recompute_blocks || !GradMode::is_enabled()) return block(x, r);
+                                                        const Tensor<float>& r, bool cached) const {
+    if (!recompute_blocks || !GradMode::is_enabled() || cached) return block(x, r);
     RecomputeFn<float> f = [block](const std::vector<Tensor<float>>& in) {
       auto [h, m] = block(in[0], in.size() > 1 ? in[1] : Tensor<float>());
       return std::vector<Tensor<float>>{h, m};

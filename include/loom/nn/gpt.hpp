@@ -188,14 +188,12 @@ class GPT : public CausalLM {
     // the residual stream is x + r: each block's last add is made by the norm after it
     Tensor<float> x = drop(wte(idx) + wpe(p.pos)), r;                               // (B, T, C)
     for (size_t l = 0; l < h.size(); ++l) {
-      if (caches) {
-        std::tie(x, r) = h[l]->residual_forward(x, r, &(*caches)[l], p.kv_start);
-        continue;
-      }
-      auto block = [b = h[l].get(), kv_start = p.kv_start](const Tensor<float>& x, const Tensor<float>& r) {
-        return b->residual_forward(x, r, nullptr, kv_start);
+      KVCache* cache = caches ? &(*caches)[l] : nullptr;
+      auto block = [b = h[l].get(), cache, kv_start = p.kv_start](const Tensor<float>& x, const Tensor<float>& r) {
+        return b->residual_forward(x, r, cache, kv_start);
       };
-      std::tie(x, r) = residual_step(block, x, r);  // recomputed in backward when recompute_blocks is set
+      std::tie(x, r) = residual_step(block, x, r,
+                                     cache != nullptr);  // recomputed in backward when recompute_blocks is set
     }
     return add_layer_norm(x, r, ln_f.weight, ln_f.bias, ln_f.eps).second;
   }

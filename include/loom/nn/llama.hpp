@@ -197,14 +197,13 @@ class Llama : public CausalLM {
     // the residual stream is x + r: each layer's last add is made by the norm after it
     Tensor<float> x = embed_tokens(idx), r;                                          // (B, T, C)
     for (size_t l = 0; l < layers.size(); ++l) {
-      if (caches) {
-        std::tie(x, r) = layers[l]->residual_forward(x, r, pos, &(*caches)[l], p.kv_start);
-        continue;
-      }
-      auto layer = [d = layers[l].get(), pos, kv_start = p.kv_start](const Tensor<float>& x, const Tensor<float>& r) {
-        return d->residual_forward(x, r, pos, nullptr, kv_start);
+      KVCache* cache = caches ? &(*caches)[l] : nullptr;
+      auto layer =
+          [d = layers[l].get(), cache, pos, kv_start = p.kv_start](const Tensor<float>& x, const Tensor<float>& r) {
+        return d->residual_forward(x, r, pos, cache, kv_start);
       };
-      std::tie(x, r) = residual_step(layer, x, r);  // recomputed in backward when recompute_blocks is set
+      std::tie(x, r) = residual_step(layer, x, r,
+                                     cache != nullptr);  // recomputed in backward when recompute_blocks is set
     }
     return add_rms_norm(x, r, norm.weight, norm.eps).second;
   }
