@@ -5,7 +5,7 @@
 # print a short table last.
 #   scripts/gpu_check.sh [--prebuilt DIR] [--no-torch] [--no-compile] [--data FILE] [--train RUNS]
 #                        [--ab OTHER_BENCH_GPU] [--batches 16,64] [--vocabs 50257,50304] [--steps 10]
-#                        [--peak-tflops 989]
+#                        [--recompute-batches 64,128] [--peak-tflops 989]
 # --prebuilt DIR  use test_cuda, test_nccl, bench_gpu and loom-train from DIR instead of building them
 #                 (built elsewhere with -DLOOM_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90)
 # --no-torch      skip benchmarks/gpu/torch_gpu.py;  --no-compile: skip its torch.compile run
@@ -22,11 +22,16 @@
 #                 (--batches 16 --vocabs 50257, the benchmarks' own default), keeps it short.
 #                 The benchmarks' time limits grow with the number of pairs.
 # --steps N       timed GPT-2 steps per run for both benchmarks (default 10; fp32 runs half)
+# --recompute-batches LIST
+#                 loom's bf16 GPT-2 step again at these batches (first vocabulary) with each block recomputed
+#                 in backward (default "64,128"; "none" for no such run): time and peak memory against the
+#                 run without, a table of its own; a few seconds each
 # --peak-tflops X the GPU's dense bf16 peak, the denominator of the MFU column (default 989: H100/H200 SXM)
 # Logs and JSON lines go to $OUT (or build/gpu-check); the table is in table.md there too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 prebuilt="" torch=1 compile=1 data="" ab="" batches="16,64" vocabs="50257,50304" steps=10 peak_tflops=989
+recompute_batches="64,128"
 train_runs="char fp32 300,char bf16 300,small bf16 100,gpt2-124m bf16 20"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --vocabs) vocabs=$2; shift ;;
     --steps) steps=$2; shift ;;
     --peak-tflops) peak_tflops=$2; shift ;;
+    --recompute-batches) recompute_batches=$2; shift ;;
     *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -48,6 +54,8 @@ done
 list_re='^[1-9][0-9]*(,[1-9][0-9]*)*$'
 [[ $batches =~ $list_re ]] || { echo "gpu_check.sh: --batches: malformed value '$batches' (e.g. 16,64)" >&2; exit 2; }
 [[ $vocabs =~ $list_re ]] || { echo "gpu_check.sh: --vocabs: malformed value '$vocabs' (e.g. 50257)" >&2; exit 2; }
+[[ $recompute_batches == none || $recompute_batches =~ $list_re ]] ||
+  { echo "gpu_check.sh: --recompute-batches: malformed value '$recompute_batches' (e.g. 64,128, or none)" >&2; exit 2; }
 [[ $steps =~ ^[1-9][0-9]*$ ]] || { echo "gpu_check.sh: --steps: malformed value '$steps'" >&2; exit 2; }
 [[ $peak_tflops =~ ^[0-9]+(\.[0-9]+)?$ && ! $peak_tflops =~ ^0+(\.0+)?$ ]] ||
   { echo "gpu_check.sh: --peak-tflops: malformed value '$peak_tflops'" >&2; exit 2; }
@@ -55,6 +63,12 @@ IFS=',' read -r -a batch_list <<< "$batches"
 IFS=',' read -r -a vocab_list <<< "$vocabs"
 npairs=$(( ${#batch_list[@]} * ${#vocab_list[@]} ))
 gpt_flags=(--batches "$batches" --vocabs "$vocabs" --steps "$steps" --peak-tflops "$peak_tflops")
+loom_flags=("${gpt_flags[@]}")
+nrecompute=0
+if [ "$recompute_batches" != none ]; then
+  loom_flags+=(--recompute-batches "$recompute_batches")
+  nrecompute=$(( $(tr -cd ',' <<< "$recompute_batches" | wc -c) + 1 ))
+fi
 out=${OUT:-build/gpu-check}
 mkdir -p "$out"
 if [ -x /usr/local/cuda/bin/nvcc ]; then export PATH="/usr/local/cuda/bin:$PATH"; fi
@@ -117,8 +131,9 @@ fi
 
 # --- benchmarks ----------------------------------------------------------------------------------
 # Time limits: 400 s and 420 s for one (vocabulary, batch) pair as before, plus 40 s (loom) and 90 s (torch,
-# one torch.compile) for each further pair.
-[ -x "$bin/bench_gpu" ] && timeout $(( 360 + 40 * npairs )) "$bin/bench_gpu" "${gpt_flags[@]}" > "$out/loom.jsonl" \
+# one torch.compile) for each further pair, and 40 s for each of loom's recomputed runs.
+[ -x "$bin/bench_gpu" ] && timeout $(( 360 + 40 * npairs + 40 * nrecompute )) "$bin/bench_gpu" "${loom_flags[@]}" \
+  > "$out/loom.jsonl" \
   2> "$out/bench_gpu.err"
 cat "$out/loom.jsonl" "$out/bench_gpu.err" 2>/dev/null
 if [ $torch = 1 ]; then

@@ -2,10 +2,13 @@
 // lines): LayerNorm forward+backward, causal attention forward+backward, and GPT-2 124M training
 // steps (forward, backward, clipping, AdamW) at T 1024 for every (vocabulary, batch) pair given.
 //   bench_gpu [--only layernorm,attention,gemm,gpt2_step,profile] [--steps N] [--batches 16,64]
-//             [--vocabs 50257,50304] [--peak-tflops 989]
+//             [--vocabs 50257,50304] [--recompute-batches 64,128] [--peak-tflops 989]
 // --batches, --vocabs  comma lists (defaults 16 and 50257); gpt2_step runs bf16 for every pair and
 //                      fp32 for the first pair only; a run that fails (out of memory) prints an
 //                      error row and the next one goes on
+// --recompute-batches  a comma list (default none): gpt2_step also runs bf16 at these batches and the
+//                      first vocabulary with each block recomputed in backward (CausalLM::recompute_blocks),
+//                      as rows of bench "gpt2_step_recompute"
 // --peak-tflops        the GPU's dense bf16 peak, the denominator of every gpt2_step row's "mfu"
 //                      (default 989, an H100/H200 SXM), fp32 rows included
 // A malformed or unknown option prints a message naming it and exits with status 2.
@@ -136,14 +139,19 @@ double flops_per_token(int64_t n_params, const nn::GPTConfig& c, int64_t T) {
   return 6.0 * double(n_params) + 12.0 * double(c.n_layer * c.n_head * (c.n_embd / c.n_head) * T);
 }
 
-// One GPT-2 124M training step at batch B, T 1024 and vocabulary V, bf16 autocast or fp32: one JSON row with the
-// median ms, tokens/s and MFU (model FLOP/s over `peak_tflops`).
-void gpt2_step(int steps, bool half, int64_t B, int64_t V, double peak_tflops) {
+// The bench name of a gpt2_step row: with each block recomputed in backward or not.
+const char* gpt2_bench(bool recompute) { return recompute ? "gpt2_step_recompute" : "gpt2_step"; }
+
+// One GPT-2 124M training step at batch B, T 1024 and vocabulary V, bf16 autocast or fp32, with each block
+// recomputed in backward or not: one JSON row with the median ms, tokens/s and MFU (model FLOP/s over
+// `peak_tflops`; the recomputed forward is not counted).
+void gpt2_step(int steps, bool half, int64_t B, int64_t V, double peak_tflops, bool recompute) {
   nn::GPTConfig c;  // GPT-2 124M
   c.vocab_size = V, c.block_size = 1024, c.n_layer = 12, c.n_head = 12, c.n_embd = 768, c.bias = true, c.dropout = 0;
   const int64_t T = 1024;
   nn::GPT model(c);
   model.to(dev);
+  model.recompute_blocks = recompute;
   AdamWOptions o;
   o.lr = 6e-4, o.beta1 = 0.9, o.beta2 = 0.95, o.weight_decay = 0.1;
   AdamW opt(decay_groups(model.named_parameters(), 0.1), o);
@@ -168,38 +176,40 @@ void gpt2_step(int steps, bool half, int64_t B, int64_t V, double peak_tflops) {
   const double tokens_per_s = double(B * T) / ms * 1e3;
   const double mfu = flops_per_token(model.num_parameters(), c, T) * tokens_per_s / (peak_tflops * 1e12);
   std::printf(
-      "{\"bench\": \"gpt2_step\", \"impl\": \"loom-%s\", \"dtype\": \"%s\", \"shape\": \"B%ldxT%ldxV%ld\", "
+      "{\"bench\": \"%s\", \"impl\": \"loom-%s\", \"dtype\": \"%s\", \"shape\": \"B%ldxT%ldxV%ld\", "
       "\"vocab\": %ld, \"batch\": %ld, \"ms\": %.2f, \"tokens_per_s\": %.0f, \"mfu\": %.4f, "
       "\"peak_tflops\": %.1f, \"loss\": %.4f, \"peak_mem_gb\": %.2f, \"params\": %lld}\n",
-      half ? "bf16" : "fp32", half ? "bfloat16" : "float32", long(B), long(T), long(V), long(V), long(B), ms,
-      tokens_per_s, mfu, peak_tflops, loss_value, double(mem.peak) / 1e9, (long long)model.num_parameters());
+      gpt2_bench(recompute), half ? "bf16" : "fp32", half ? "bfloat16" : "float32", long(B), long(T), long(V), long(V),
+      long(B), ms, tokens_per_s, mfu, peak_tflops, loss_value, double(mem.peak) / 1e9,
+      (long long)model.num_parameters());
 }
 
-// The gpt2_step runs: bf16 for every (vocabulary, batch) pair, fp32 (slow) for the first pair only. A run that
-// throws (out of memory at a large batch) prints an error row and the next run goes on; after every run the
-// allocator's cached blocks go back to the driver, so that one run's cache does not crowd the next.
+// The gpt2_step runs: bf16 for every (vocabulary, batch) pair, fp32 (slow) for the first pair only, then bf16
+// with recomputation at each of `recompute_batches` and the first vocabulary. A run that throws (out of memory at
+// a large batch) prints an error row and the next run goes on; after every run the allocator's cached blocks go
+// back to the driver, so that one run's cache does not crowd the next.
 void gpt2_steps(int steps, const std::vector<int64_t>& batches, const std::vector<int64_t>& vocabs,
-                double peak_tflops) {
-  bool first = true;
-  for (int64_t V : vocabs) {
-    for (int64_t B : batches) {
-      for (bool half : {true, false}) {
-        if (!half && !first) continue;
-        try {
-          gpt2_step(half ? steps : std::max(2, steps / 2), half, B, V, peak_tflops);
-        } catch (const std::exception& e) {
-          std::printf(
-              "{\"bench\": \"gpt2_step\", \"impl\": \"loom-%s\", \"dtype\": \"%s\", \"shape\": "
-              "\"B%ldxT1024xV%ld\", \"vocab\": %ld, \"batch\": %ld, \"error\": \"%s\"}\n",
-              half ? "bf16" : "fp32", half ? "bfloat16" : "float32", long(B), long(V), long(V), long(B),
-              json_escape(e.what()).c_str());
-        }
-        std::fflush(stdout);
-        cuda::empty_cache(0);  // the run's model, optimizer and activations are out of scope by now
-      }
-      first = false;
+                const std::vector<int64_t>& recompute_batches, double peak_tflops) {
+  auto run = [&](bool half, int64_t B, int64_t V, bool recompute) {
+    try {
+      gpt2_step(half ? steps : std::max(2, steps / 2), half, B, V, peak_tflops, recompute);
+    } catch (const std::exception& e) {
+      std::printf(
+          "{\"bench\": \"%s\", \"impl\": \"loom-%s\", \"dtype\": \"%s\", \"shape\": "
+          "\"B%ldxT1024xV%ld\", \"vocab\": %ld, \"batch\": %ld, \"error\": \"%s\"}\n",
+          gpt2_bench(recompute), half ? "bf16" : "fp32", half ? "bfloat16" : "float32", long(B), long(V), long(V),
+          long(B), json_escape(e.what()).c_str());
+    }
+    std::fflush(stdout);
+    cuda::empty_cache(0);  // the run's model, optimizer and activations are out of scope by now
+  };
+  for (size_t v = 0; v < vocabs.size(); ++v) {
+    for (size_t b = 0; b < batches.size(); ++b) {
+      run(true, batches[b], vocabs[v], false);
+      if (v == 0 && b == 0) run(false, batches[b], vocabs[v], false);
     }
   }
+  for (int64_t B : recompute_batches) run(true, B, vocabs[0], true);
 }
 
 // cuBLAS through loom at the GPT-2 step's shapes: bf16 operands (already converted), fp32
@@ -290,16 +300,17 @@ void profile_step(bool half) {
 int main(int argc, char** argv) {
   std::string only = "layernorm,attention,gpt2_step";
   int steps = 10;
-  std::vector<int64_t> batches = {16}, vocabs = {50257};
+  std::vector<int64_t> batches = {16}, vocabs = {50257}, recompute_batches;
   double peak_tflops = 989.0;  // dense bf16, H100/H200 SXM
   const char* usage =
       "usage: bench_gpu [--only layernorm,attention,gemm,gpt2_step,profile] [--steps N] [--batches 16,64]\n"
-      "                 [--vocabs 50257,50304] [--peak-tflops 989]\n";
+      "                 [--vocabs 50257,50304] [--recompute-batches 64,128] [--peak-tflops 989]\n";
   io::OptionTable table;
   table.values["--only"] = io::store(only);
   table.values["--steps"] = [&](const std::string& v) { steps = int(io::to_integer(v, 1, 1000000)); };
   table.values["--batches"] = [&](const std::string& v) { batches = positive_list(v); };
   table.values["--vocabs"] = [&](const std::string& v) { vocabs = positive_list(v); };
+  table.values["--recompute-batches"] = [&](const std::string& v) { recompute_batches = positive_list(v); };
   table.values["--peak-tflops"] = [&](const std::string& v) {
     peak_tflops = io::to_number(v);
     LOOM_CHECK(peak_tflops > 0, value_error, "option --peak-tflops: '", v, "' is not a positive number");
@@ -325,6 +336,7 @@ int main(int argc, char** argv) {
   if (want("profile")) {
     guarded("profile", [] { profile_step(true); });
   }
-  if (want("gpt2_step")) guarded("gpt2_step", [&] { gpt2_steps(steps, batches, vocabs, peak_tflops); });
+  if (want("gpt2_step"))
+    guarded("gpt2_step", [&] { gpt2_steps(steps, batches, vocabs, recompute_batches, peak_tflops); });
   return 0;
 }

@@ -4,8 +4,10 @@ written by bench_gpu and torch_gpu.py in the same run on the same card. Ratios >
 is faster. The first table pairs one loom row with one PyTorch row per benchmark (the GPT-2 rows
 at the first (B, T, V) that bench_gpu ran); the GPT-2 table has one row per (dtype, B, V) with
 loom, torch eager and torch compile side by side (ms, tokens/s, MFU, peak memory); rows pair up
-by their batch/vocab fields or, in older files, by the B..xT..[xV..] in "shape". Missing runs
-show "—", failed ones "OOM"/"error", with the shortened messages listed last.
+by their batch/vocab fields or, in older files, by the B..xT..[xV..] in "shape". bench_gpu's runs with each
+block recomputed in backward (bench "gpt2_step_recompute") have a table of their own, against loom's run
+without at the same (B, V) where there is one. Missing runs show "—", failed ones "OOM"/"error", with the
+shortened messages listed last.
   Usage: compare_gpu.py loom.jsonl [torch.jsonl]"""
 import json
 import re
@@ -117,6 +119,29 @@ def gpt_table(loom, torch):
           f"fp32 runs only at the first (B, V). Ratios > 1: loom is faster.")
 
 
+def recompute_table(loom):
+    """loom's bf16 GPT-2 step with each block recomputed in backward, one row per (B, V): ms, tokens/s, MFU and
+    peak memory, and against loom's bf16 run without recomputation at the same (B, V) when the file has one."""
+    rows = [r for r in loom if r.get("bench") == "gpt2_step_recompute" and ("ms" in r or "error" in r)]
+    if not rows:
+        return
+    print()
+    print("GPT-2 124M bf16 step with each block recomputed in backward (loom): against loom without")
+    print()
+    print("| B | V | ms | tokens/s | MFU | peak GB | time vs without | peak memory vs without |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in sorted(rows, key=lambda r: (gpt_key(r)[2] or 0, gpt_key(r)[0] or 0)):
+        B, _, V = gpt_key(r)
+        if "ms" not in r:
+            print(f"| {B} | {V} | {'OOM' if is_oom(r) else 'error'} | — | — | — | — | — |")
+            continue
+        plain = find(loom, "gpt2_step", "loom-bf16", key=gpt_key(r))
+        t = f"{r['ms'] / plain['ms']:.2f}×" if plain else "—"
+        m = f"{r['peak_mem_gb'] / plain['peak_mem_gb']:.2f}×" if plain and plain.get("peak_mem_gb") else "—"
+        print(f"| {B} | {V} | {r['ms']:.1f} | {r['tokens_per_s']:,.0f} | {100 * r['mfu']:.1f}% | "
+              f"{r['peak_mem_gb']:.1f} | {t} | {m} |")
+
+
 def fmt(r, key="ms", digits=3):
     return "—" if r is None or key not in r else f"{r[key]:.{digits}f}"
 
@@ -157,6 +182,7 @@ def main():
         find(loom, "gpt2_step", "loom-fp32", key=key), find(torch, "gpt2_step", "torch-eager-fp32", key=key), "")
     print()
     gpt_table(loom, torch)
+    recompute_table(loom)
     if errors:
         print()
         print("| failed run | error |")
