@@ -28,7 +28,8 @@ FILES = ["raw/facts_00.txt", "raw/facts_01.txt", "raw/facts_02.txt", "raw/facts_
          "test_add3.jsonl", "pairs_train.jsonl", "pairs_val.jsonl"]
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from generator_checks import check, failures, read_jsonl, run as run_generator  # noqa: E402
+from generator_checks import (check, check_seeded, failures, read_jsonl,  # noqa: E402
+                              report as report_as, run as run_generator)
 
 
 def run(script, out, seed, extra=None):
@@ -217,11 +218,7 @@ def main():
         # determinism: same seed, same bytes; another seed, other bytes
         r2, r3 = run(script, d2, 7), run(script, d3, 8)
         check(r2.returncode == 0 and r3.returncode == 0, "second or third run failed")
-        for f in FILES:
-            with open(p(f), "rb") as a, open(os.path.join(d2, f), "rb") as b:
-                check(a.read() == b.read(), f"{f} differs between two runs with the same seed")
-        with open(p("sft_train.jsonl"), "rb") as a, open(os.path.join(d3, "sft_train.jsonl"), "rb") as b:
-            check(a.read() != b.read(), "seeds 7 and 8 give the same sft_train.jsonl")
+        check_seeded(FILES, d1, d2, d3, differ=["sft_train.jsonl"])
 
         # an impossible held-out size is refused with a message
         big = dict(SIZES, **{"--test": 405451})
@@ -231,13 +228,7 @@ def main():
 
 
 def report():
-    if failures:
-        print(f"check_rl_data: {len(failures)} failure(s)")
-        for f in failures[:50]:
-            print("  " + f)
-        return 1
-    print("check_rl_data: all checks passed")
-    return 0
+    return report_as("check_rl_data")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Helpers shared by the checkers of the seeded data generators (check_rl_data.py and
-check_eval_sets.py): a list of failures, a check that records one, a run of the generator, and a
-JSONL reader that records unparsable lines. Standard library only."""
+check_eval_sets.py): a list of failures, a check that records one, a run of the generator, a
+JSONL reader that records unparsable lines, the check that a seed fixes the output, and the
+report. Standard library only."""
 import json
+import os
 import subprocess
 import sys
 
@@ -33,3 +35,25 @@ def read_jsonl(path):
             except ValueError as e:
                 failures.append(f"{path}:{n}: not JSON ({e})")
     return rows
+
+
+def check_seeded(files, first, same, other, differ):
+    """Determinism: each of `files` has the same bytes in the folders `first` and `same` (two runs
+    with one seed); each of `differ` has other bytes in `other` (a run with another seed)."""
+    for f in files:
+        with open(os.path.join(first, f), "rb") as a, open(os.path.join(same, f), "rb") as b:
+            check(a.read() == b.read(), f"{f} differs between two runs with the same seed")
+    for f in differ:
+        with open(os.path.join(first, f), "rb") as a, open(os.path.join(other, f), "rb") as b:
+            check(a.read() != b.read(), f"another seed gives the same {f}")
+
+
+def report(name):
+    """Prints the failures (the first 50) or that all checks passed; the exit status, 1 or 0."""
+    if failures:
+        print(f"{name}: {len(failures)} failure(s)")
+        for f in failures[:50]:
+            print("  " + f)
+        return 1
+    print(f"{name}: all checks passed")
+    return 0
