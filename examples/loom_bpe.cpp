@@ -80,19 +80,10 @@ const char* decode_help =
     "  --format F          text (default), u16 or u32 (little-endian binary)\n"
     "  --lossy             replace invalid UTF-8 in the output with U+FFFD\n";
 
-/// A usage error (exit status 2).
-struct UsageError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 /// Applies the options after the command name to the table; false at --help. Any error in them
-/// (an unknown option, a missing or malformed value) is a usage error.
+/// (an unknown option, a missing or malformed value) is a loom::usage_error (exit status 2).
 bool parse(int argc, char** argv, const loom::io::OptionTable& table, const std::string& command) {
-  try {
-    return loom::io::parse_options(argc, argv, 2, table, "loom-bpe " + command);
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());
-  }
+  return loom::io::parse_options(argc, argv, 2, table, "loom-bpe " + command);
 }
 
 std::string read_input(const std::string& path) {
@@ -118,7 +109,7 @@ Format parse_format(const std::string& s) {
   if (s == "text") return Format::text;
   if (s == "u16") return Format::u16;
   if (s == "u32") return Format::u32;
-  throw UsageError("unknown --format '" + s + "' (expected text, u16 or u32)");
+  throw loom::usage_error("unknown --format '" + s + "' (expected text, u16 or u32)");
 }
 
 /// Tokenizer options shared by encode and decode.
@@ -135,12 +126,12 @@ struct TokenizerSource {
   }
   loom::BpeTokenizer load() const {
     const int n = !model.empty() + !gpt2.empty() + !tiktoken.empty();
-    if (n != 1) throw UsageError("give exactly one of --model FILE, --gpt2 DIR, --tiktoken FILE");
+    if (n != 1) throw loom::usage_error("give exactly one of --model FILE, --gpt2 DIR, --tiktoken FILE");
     if (!tiktoken.empty()) {
-      if (pattern.empty()) throw UsageError("--tiktoken needs --pattern gpt2|cl100k");
+      if (pattern.empty()) throw loom::usage_error("--tiktoken needs --pattern gpt2|cl100k");
       return tk::load_tiktoken(tiktoken, tk::parse_pattern(pattern));
     }
-    if (!pattern.empty()) throw UsageError("--pattern goes with --tiktoken only");
+    if (!pattern.empty()) throw loom::usage_error("--pattern goes with --tiktoken only");
     if (!gpt2.empty()) return tk::load_gpt2(gpt2);
     return tk::load(model);
   }
@@ -163,7 +154,8 @@ int cmd_train(int argc, char** argv) {
     std::fputs(train_help, stdout);
     return 0;
   }
-  if (input.empty() || out.empty() || !vocab_size) throw UsageError("train needs --input, --vocab-size and --out");
+  if (input.empty() || out.empty() || !vocab_size)
+    throw loom::usage_error("train needs --input, --vocab-size and --out");
   tk::TrainOptions opt;
   opt.vocab_size = std::size_t(vocab_size);
   opt.pattern = tk::parse_pattern(pattern);
@@ -201,7 +193,7 @@ int cmd_encode(int argc, char** argv) {
     std::fputs(encode_help, stdout);
     return 0;
   }
-  if (allow_special && ordinary) throw UsageError("--allow-special and --ordinary exclude each other");
+  if (allow_special && ordinary) throw loom::usage_error("--allow-special and --ordinary exclude each other");
   loom::BpeTokenizer tok = src.load();
   const std::string text = read_input(input);
   auto policy = allow_special ? tk::SpecialPolicy::all()
@@ -297,8 +289,8 @@ int main(int argc, char** argv) {
     if (cmd == "train") return cmd_train(argc, argv);
     if (cmd == "encode") return cmd_encode(argc, argv);
     if (cmd == "decode") return cmd_decode(argc, argv);
-    throw UsageError("unknown command '" + cmd + "' (expected train, encode or decode)");
-  } catch (const UsageError& e) {
+    throw loom::usage_error("unknown command '" + cmd + "' (expected train, encode or decode)");
+  } catch (const loom::usage_error& e) {
     std::fprintf(stderr, "loom-bpe: error: %s\n", e.what());
     return 2;
   } catch (const std::exception& e) {

@@ -173,14 +173,14 @@ int main(int argc, char** argv) {
                 << help_text;
       return 0;
     }
-    LOOM_CHECK(!ckpt.empty(), value_error, "--ckpt FILE is required (see --help)");
-    LOOM_CHECK(max_tokens >= 0, value_error, "--max-tokens must be positive");
+    LOOM_CHECK(!ckpt.empty(), usage_error, "--ckpt FILE is required (see --help)");
+    LOOM_CHECK(max_tokens >= 0, usage_error, "--max-tokens must be positive");
     std::unique_ptr<FeedbackFile> feedback;
     if (!feedback_path.empty()) feedback = std::make_unique<FeedbackFile>(feedback_path);
     align::ChatModel cm = align::load_chat_model(ckpt);
     nn::CausalLM& model = *cm.model;
     if (max_tokens == 0) max_tokens = std::min<int64_t>(200, model.block_size() / 2);
-    LOOM_CHECK(max_tokens < model.block_size(), value_error, "--max-tokens ", max_tokens,
+    LOOM_CHECK(max_tokens < model.block_size(), usage_error, "--max-tokens ", max_tokens,
                " must be below the model's context of ", model.block_size(), " tokens");
     const bool tty = isatty(0) != 0;
     align::Conversation conv;
@@ -278,6 +278,6 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "loom-chat: " << e.what() << "\n";
-    return 1;
+    return io::exit_status(e);  // 2 for a usage error
   }
 }

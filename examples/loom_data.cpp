@@ -130,8 +130,8 @@ int run(int argc, char** argv, dist::Communicator& comm) {
     if (root) std::cout << usage;
     return 0;
   }
-  LOOM_CHECK(!o.inputs.empty(), value_error, "--input PATH... is required (see --help)");
-  LOOM_CHECK(!o.out.empty(), value_error, "--out DIR is required (see --help)");
+  LOOM_CHECK(!o.inputs.empty(), usage_error, "--input PATH... is required (see --help)");
+  LOOM_CHECK(!o.out.empty(), usage_error, "--out DIR is required (see --help)");
 
   io::Json r = dist::run_pipeline(o, comm, std::ref(bar));
   bar.end();
@@ -173,7 +173,7 @@ int run(int argc, char** argv, dist::Communicator& comm) {
 }
 
 int show(int argc, char** argv) {
-  LOOM_CHECK(argc >= 3, value_error, "usage: loom-data show DIR [--split train|val|test] [--n N]");
+  LOOM_CHECK(argc >= 3, usage_error, "usage: loom-data show DIR [--split train|val|test] [--n N]");
   const std::string dir = argv[2];
   std::string split = "train";
   int64_t n = 3;
@@ -233,9 +233,9 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     if (comm && comm->size() > 1) {  // the other ranks would wait for this one: stop them all
       std::cerr << "\nloom-data: rank " << comm->rank() << ": error: " << e.what() << std::endl;
-      comm->abort(1);
+      comm->abort(io::exit_status(e));
     }
     std::cerr << "\nloom-data: error: " << e.what() << "\n";
-    return 1;
+    return io::exit_status(e);  // 2 for a usage error
   }
 }

@@ -207,8 +207,8 @@ CardEntry card_entry(const std::string& ckpt, const std::string& sets, const std
 int run_card(const std::vector<std::string>& ckpts, const std::string& dir, const std::string& sets,
              const std::string& text, const std::string& chat, std::vector<std::string> prompts,
              const std::string& tokenizer_spec, int64_t batch) {
-  LOOM_CHECK(!ckpts.empty(), value_error, "--card needs at least one --ckpt");
-  LOOM_CHECK(!sets.empty(), value_error, "--card needs --sets DIR (the files of scripts/make_eval_sets.py)");
+  LOOM_CHECK(!ckpts.empty(), usage_error, "--card needs at least one --ckpt");
+  LOOM_CHECK(!sets.empty(), usage_error, "--card needs --sets DIR (the files of scripts/make_eval_sets.py)");
   if (prompts.empty()) prompts = {"The", "Once upon a time", "1+1="};
   std::vector<CardEntry> entries;
   for (const std::string& c : ckpts) entries.push_back(card_entry(c, sets, text, chat, prompts, tokenizer_spec, batch));
@@ -270,7 +270,7 @@ int run_card(const std::vector<std::string>& ckpts, const std::string& dir, cons
 // Likelihood scoring of `data` as `task` (see the file comment); returns the exit status.
 int run_task(const std::string& task, const std::string& ckpt, const std::string& data, const std::string& tokenizer_spec,
              int64_t limit, int64_t batch) {
-  LOOM_CHECK(task == "mc" || task == "pairs" || task == "bias", value_error, "--task must be mc, pairs or bias, got '",
+  LOOM_CHECK(task == "mc" || task == "pairs" || task == "bias", usage_error, "--task must be mc, pairs or bias, got '",
              task, "'");
   LoadedModel m = load_model(ckpt, tokenizer_spec);
   nn::CausalLM& model = *m.model;
@@ -346,17 +346,17 @@ int main(int argc, char** argv) {
                    "                 a report card (DIR/report.json, DIR/report.md), side by side for several\n";
       return 0;
     }
-    LOOM_CHECK(batch > 0, value_error, "--batch-size must be positive");
+    LOOM_CHECK(batch > 0, usage_error, "--batch-size must be positive");
     if (!card.empty()) return run_card(ckpts, card, sets, text, chat, prompts, tokenizer_spec, batch);
-    LOOM_CHECK(ckpts.size() <= 1, value_error, "several --ckpt only with --card DIR");
+    LOOM_CHECK(ckpts.size() <= 1, usage_error, "several --ckpt only with --card DIR");
     if (!text.empty() || !shards.empty()) {
-      LOOM_CHECK(!ckpt.empty() && (text.empty() || shards.empty()), value_error,
+      LOOM_CHECK(!ckpt.empty() && (text.empty() || shards.empty()), usage_error,
                  "--text FILE or --shards DIR (one of them) needs --ckpt FILE (see --help)");
       return run_ppl(ckpt, text, shards, tokenizer_spec, batch);
     }
-    LOOM_CHECK(!ckpt.empty() && !data.empty(), value_error, "--ckpt FILE and --data FILE are required (see --help)");
-    LOOM_CHECK(samples >= 0 && temperature > 0, value_error, "--samples must be >= 0 and --temperature > 0");
-    LOOM_CHECK(batch > 0, value_error, "--batch-size must be positive");
+    LOOM_CHECK(!ckpt.empty() && !data.empty(), usage_error, "--ckpt FILE and --data FILE are required (see --help)");
+    LOOM_CHECK(samples >= 0 && temperature > 0, usage_error, "--samples must be >= 0 and --temperature > 0");
+    LOOM_CHECK(batch > 0, usage_error, "--batch-size must be positive");
     if (threads > 0) set_num_threads(int(threads));
     if (!task.empty()) return run_task(task, ckpt, data, tokenizer_spec, limit, batch);
     align::ChatModel cm = align::load_chat_model(ckpt, tokenizer_spec);
@@ -388,6 +388,6 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "loom-eval: " << e.what() << "\n";
-    return 1;
+    return io::exit_status(e);  // 2 for a usage error
   }
 }

@@ -110,25 +110,25 @@ Options parse(int argc, char** argv) {
     std::cout << usage;
     std::exit(0);
   }
-  LOOM_CHECK(!o.data.empty(), value_error, "--data FILE is required (see --help)");
+  LOOM_CHECK(!o.data.empty(), usage_error, "--data FILE is required (see --help)");
   const int starts = !o.init.empty() + !o.init_hf.empty() + !o.init_hf_llama.empty() + !o.preset.empty();
-  LOOM_CHECK(starts == 1, value_error,
+  LOOM_CHECK(starts == 1, usage_error,
              "give exactly one of --init CKPT, --init-hf-gpt2 FILE, --init-hf-llama DIR or --preset NAME");
-  LOOM_CHECK(o.init_hf.empty() || !o.tokenizer.empty(), value_error, "--init-hf-gpt2 needs --tokenizer gpt2:DIR");
-  LOOM_CHECK(o.pack == 0 || o.pack == 1, value_error, "--pack must be 0 or 1");
-  LOOM_CHECK(o.lora_rank >= 0, value_error, "--lora must be 0 (off) or a positive rank");
-  LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda");
+  LOOM_CHECK(o.init_hf.empty() || !o.tokenizer.empty(), usage_error, "--init-hf-gpt2 needs --tokenizer gpt2:DIR");
+  LOOM_CHECK(o.pack == 0 || o.pack == 1, usage_error, "--pack must be 0 or 1");
+  LOOM_CHECK(o.lora_rank >= 0, usage_error, "--lora must be 0 (off) or a positive rank");
+  LOOM_CHECK(o.device == "cpu" || o.device == "cuda", usage_error, "--device must be cpu or cuda");
   if (!o.preset.empty()) {
     nn::GPTConfig& m = o.model.shape;
     m.block_size = block_size > 0 ? block_size : 128, m.bias = false, m.dropout = dropout;
     if (o.preset == "tiny") m.n_layer = 2, m.n_head = 2, m.n_embd = 64;
     else if (o.preset == "char") m.n_layer = 4, m.n_head = 4, m.n_embd = 128;
     else if (o.preset == "small") m.n_layer = 6, m.n_head = 6, m.n_embd = 384;
-    else throw value_error("unknown preset '" + o.preset + "' (tiny, char or small)");
+    else throw usage_error("unknown preset '" + o.preset + "' (tiny, char or small)");
     if (o.tokenizer.empty()) o.tokenizer = "bytes";
   } else {
-    LOOM_CHECK(block_size == 0, value_error, "--block-size applies to --preset only (a loaded model keeps its own)");
-    LOOM_CHECK(o.model.arch == "gpt2", value_error, "--arch applies to --preset only (a loaded model keeps its own)");
+    LOOM_CHECK(block_size == 0, usage_error, "--block-size applies to --preset only (a loaded model keeps its own)");
+    LOOM_CHECK(o.model.arch == "gpt2", usage_error, "--arch applies to --preset only (a loaded model keeps its own)");
   }
   return o;
 }
@@ -301,7 +301,7 @@ int main(int argc, char** argv) {
     const bool many = comm && comm->size() > 1;
     std::cerr << "loom-finetune" << (many ? " (rank " + std::to_string(comm->rank()) + ")" : "") << ": " << e.what()
               << "\n";
-    if (many) comm->abort(1);  // the other ranks would wait for this one
-    return 1;
+    if (many) comm->abort(io::exit_status(e));  // the other ranks would wait for this one
+    return io::exit_status(e);                  // 2 for a usage error
   }
 }

@@ -75,14 +75,14 @@ const char* usage =
 
 Options parse(int argc, char** argv) {
   Options o;
-  LOOM_CHECK(argc >= 2, value_error, "give a command: rm, dpo or grpo (see --help)");
+  LOOM_CHECK(argc >= 2, usage_error, "give a command: rm, dpo or grpo (see --help)");
   o.command = argv[1];
   if (o.command == "--help" || o.command == "-h") {
     std::cout << usage;
     std::exit(0);
   }
-  LOOM_CHECK(o.command == "rm" || o.command == "dpo" || o.command == "grpo", value_error, "unknown command '", o.command,
-             "' (rm, dpo or grpo)");
+  LOOM_CHECK(o.command == "rm" || o.command == "dpo" || o.command == "grpo", usage_error, "unknown command '",
+             o.command, "' (rm, dpo or grpo)");
   train::TrainConfig& t = o.train;
   t.batch_size = 16, t.weight_decay = 0.0, t.grad_clip = 1.0, t.warmup_steps = 10, t.beta2 = 0.99, t.eval_interval = 100;
   if (o.command == "rm") t.steps = 300, t.lr = 1e-4, t.min_lr = 1e-5;
@@ -100,7 +100,8 @@ Options parse(int argc, char** argv) {
   if (o.command == "rm" || o.command == "dpo") flags["--data"] = store(o.data), flags["--val"] = store(o.val);
   if (o.command == "rm") flags["--center"] = store(o.center);
   if (o.command == "dpo") {
-    flags["--beta"] = store(o.beta), flags["--loss"] = store(o.loss), flags["--label-smoothing"] = store(o.label_smoothing);
+    flags["--beta"] = store(o.beta), flags["--label-smoothing"] = store(o.label_smoothing);
+    flags["--loss"] = [&](const std::string& v) { align::parse_dpo_loss(v), o.loss = v; };  // named at once
     flags["--sft-weight"] = store(o.sft_weight);
   }
   if (o.command == "dpo" || o.command == "grpo") flags["--eval-prompts"] = store(o.eval_prompts), flags["--max-answer"] = store(o.max_answer);
@@ -114,18 +115,20 @@ Options parse(int argc, char** argv) {
     std::cout << usage;
     std::exit(0);
   }
-  LOOM_CHECK(!o.init.empty(), value_error, "--init CKPT is required: the fine-tuned model to start from");
-  LOOM_CHECK(o.command == "grpo" || !o.data.empty(), value_error, "--data pairs.jsonl is required");
-  LOOM_CHECK(o.command != "grpo" || (!o.prompts.empty() && !o.reward.empty()), value_error,
+  LOOM_CHECK(!o.init.empty(), usage_error, "--init CKPT is required: the fine-tuned model to start from");
+  LOOM_CHECK(o.command == "grpo" || !o.data.empty(), usage_error, "--data pairs.jsonl is required");
+  LOOM_CHECK(o.command != "grpo" || (!o.prompts.empty() && !o.reward.empty()), usage_error,
              "--prompts FILE and --reward exact|format|rm:CKPT|cmd:PROGRAM are required");
-  LOOM_CHECK(t.steps >= 1 && t.batch_size >= 1, value_error, "--steps and --batch-size must be positive");
-  LOOM_CHECK(o.group >= 2, value_error, "--group must be at least 2 (the advantage compares answers within a group)");
-  LOOM_CHECK(o.prompts_per_step >= 1 && o.epochs >= 1 && o.samples >= 1 && o.max_answer >= 1, value_error,
+  LOOM_CHECK(t.steps >= 1 && t.batch_size >= 1, usage_error, "--steps and --batch-size must be positive");
+  LOOM_CHECK(o.group >= 2, usage_error, "--group must be at least 2 (the advantage compares answers within a group)");
+  LOOM_CHECK(o.prompts_per_step >= 1 && o.epochs >= 1 && o.samples >= 1 && o.max_answer >= 1, usage_error,
              "--prompts-per-step, --epochs, --samples and --max-answer must be positive");
-  LOOM_CHECK(o.scale_std == 0 || o.scale_std == 1, value_error, "--scale-std must be 0 or 1");
-  LOOM_CHECK(o.temperature > 0, value_error, "--temperature must be > 0 for sampling, got ", o.temperature);
-  LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda");
-  LOOM_CHECK(o.log_interval >= 1 && t.eval_interval >= 1, value_error, "--log-interval and --eval-interval must be positive");
+  LOOM_CHECK(o.scale_std == 0 || o.scale_std == 1, usage_error, "--scale-std must be 0 or 1");
+  LOOM_CHECK(o.beta > 0, usage_error, "--beta must be > 0");
+  LOOM_CHECK(o.temperature > 0, usage_error, "--temperature must be > 0 for sampling, got ", o.temperature);
+  LOOM_CHECK(o.device == "cpu" || o.device == "cuda", usage_error, "--device must be cpu or cuda");
+  LOOM_CHECK(o.log_interval >= 1 && t.eval_interval >= 1, usage_error,
+             "--log-interval and --eval-interval must be positive");
   return o;
 }
 
@@ -284,7 +287,6 @@ int run_dpo(Options& o, const Device device) {
   align::DpoConfig cfg;
   cfg.beta = o.beta, cfg.loss = align::parse_dpo_loss(o.loss), cfg.label_smoothing = o.label_smoothing;
   cfg.sft_weight = o.sft_weight;
-  LOOM_CHECK(cfg.beta > 0, value_error, "--beta must be > 0");
   const std::vector<align::PreferencePair> pairs = align::read_preferences(o.data);
   const std::vector<align::SftExample> ex = align::render_pairs(cm.chat, pairs, T + 1);
   std::vector<align::SftExample> val_ex;
@@ -425,10 +427,10 @@ class Reward {
       return;
     }
     if (spec.rfind("cmd:", 0) == 0) {
-      LOOM_CHECK(spec.size() > 4, value_error, "--reward cmd: needs a program, e.g. cmd:\"python3 judge.py\"");
+      LOOM_CHECK(spec.size() > 4, usage_error, "--reward cmd: needs a program, e.g. cmd:\"python3 judge.py\"");
       return;
     }
-    throw value_error("unknown --reward '" + spec + "' (exact, format, rm:CKPT or cmd:PROGRAM)");
+    throw usage_error("unknown --reward '" + spec + "' (exact, format, rm:CKPT or cmd:PROGRAM)");
   }
   /// Whether the reward compares with reference answers.
   bool needs_answers() const { return spec_ == "exact" || spec_ == "format"; }
@@ -608,6 +610,6 @@ int main(int argc, char** argv) {
     return run_grpo(o, device);
   } catch (const std::exception& e) {
     std::cerr << "loom-rl: " << e.what() << "\n";
-    return 1;
+    return io::exit_status(e);  // 2 for a usage error
   }
 }

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
       std::cout << usage;
       return 0;
     }
-    LOOM_CHECK(!ckpt.empty(), value_error, "--ckpt FILE is required (see --help)");
+    LOOM_CHECK(!ckpt.empty(), usage_error, "--ckpt FILE is required (see --help)");
     io::Checkpoint c = io::load_checkpoint(ckpt);
     std::unique_ptr<nn::CausalLM> loaded = train::model_from_checkpoint(c);
     nn::CausalLM& model = *loaded;
@@ -67,6 +67,6 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "loom-sample: " << e.what() << "\n";
-    return 1;
+    return io::exit_status(e);  // 2 for a usage error
   }
 }

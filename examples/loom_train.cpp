@@ -83,7 +83,7 @@ void apply_preset(Options& o) {
     t.batch_size = 4, t.steps = 5000, t.lr = 6e-4, t.min_lr = 6e-5, t.warmup_steps = 200, t.beta2 = 0.95;
     t.weight_decay = 0.1, t.grad_clip = 1.0, t.eval_interval = 250, t.eval_iters = 10;
   } else {
-    throw value_error("unknown preset '" + o.preset + "' (choose char, small or gpt2-124m)");
+    throw usage_error("unknown preset '" + o.preset + "' (choose char, small or gpt2-124m)");
   }
 }
 
@@ -181,13 +181,14 @@ Options parse(int argc, char** argv) {
     std::cout << usage;
     std::exit(0);
   }
-  LOOM_CHECK(!o.data.empty(), value_error, "--data FILE|DIR is required (see --help)");
-  LOOM_CHECK(o.device == "cpu" || o.device == "cuda", value_error, "--device must be cpu or cuda, got '", o.device, "'");
-  LOOM_CHECK(!o.train.bf16 || o.device == "cuda", value_error, "--dtype bf16 needs --device cuda");
+  LOOM_CHECK(!o.data.empty(), usage_error, "--data FILE|DIR is required (see --help)");
+  LOOM_CHECK(o.device == "cpu" || o.device == "cuda", usage_error, "--device must be cpu or cuda, got '", o.device,
+             "'");
+  LOOM_CHECK(!o.train.bf16 || o.device == "cuda", usage_error, "--dtype bf16 needs --device cuda");
   bool batch_given = false;
   for (int i = 1; i < argc; ++i) batch_given = batch_given || std::string(argv[i]) == "--batch-size";
   if (o.device == "cuda" && o.preset == "gpt2-124m" && !batch_given) o.train.batch_size = 16;
-  LOOM_CHECK(o.bucket_mb > 0, value_error, "--bucket-mb must be positive, got ", o.bucket_mb);
+  LOOM_CHECK(o.bucket_mb > 0, usage_error, "--bucket-mb must be positive, got ", o.bucket_mb);
   o.train.bucket_elems = std::max<int64_t>(1, int64_t(o.bucket_mb * 1024 * 1024 / sizeof(float)));
   return o;
 }
@@ -226,7 +227,7 @@ int main(int argc, char** argv) {
     train::TextTokenizer tok;
     train::BatchLoader train_data, val_data;
     if (shard_dir) {
-      LOOM_CHECK(o.tokenizer.empty(), value_error, "--tokenizer does not apply to a shard folder: ", o.data,
+      LOOM_CHECK(o.tokenizer.empty(), usage_error, "--tokenizer does not apply to a shard folder: ", o.data,
                  "/tokenizer.loom is the tokenizer its shards were written with");
       const std::string tok_path = o.data + "/tokenizer.loom";
       LOOM_CHECK(::stat(tok_path.c_str(), &st) == 0, io_error, o.data,
@@ -346,7 +347,7 @@ int main(int argc, char** argv) {
     const bool many = comm && comm->size() > 1;
     std::cerr << "loom-train" << (many ? " (rank " + std::to_string(comm->rank()) + ")" : "") << ": " << e.what()
               << "\n";
-    if (many) comm->abort(1);  // the other ranks would wait for this one
-    return 1;
+    if (many) comm->abort(io::exit_status(e));  // the other ranks would wait for this one
+    return io::exit_status(e);                  // 2 for a usage error
   }
 }

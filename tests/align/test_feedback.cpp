@@ -464,12 +464,12 @@ TEST_CASE("programs: loom-rl rm dpo and grpo run and reject bad input", "[progra
   INFO(g.output);
   CHECK(g.output.find("reward_mean=0.5000") != std::string::npos);
 
-  // Bad input: status 1, the problem named, no checkpoint.
-  auto fails = [&](const std::string& args, const std::string& expect) {
+  // Bad input: status 1 (2 for a bad command line), the problem named, no checkpoint.
+  auto fails = [&](const std::string& args, const std::string& expect, int status = 1) {
     std::filesystem::remove_all(dir.path / "bad");
     auto r = run_program(rl + args + " --out bad", dir.path.string());
     INFO(args << "\n" << r.output);
-    CHECK(r.status == 1);
+    CHECK(r.status == status);
     CHECK(r.output.find(expect) != std::string::npos);
     CHECK_FALSE(std::filesystem::exists(dir.path / "bad/ckpt.safetensors"));
   };
@@ -484,10 +484,11 @@ TEST_CASE("programs: loom-rl rm dpo and grpo run and reject bad input", "[progra
   fails(grpo + "--reward \"cmd:sleep 30\" --reward-timeout 0.5", "did not finish within 0.5 s");
   fails(grpo + "--reward \"cmd:awk '{print \\\"abc\\\"}'\"", "not a number");
   fails(grpo + "--reward rm:" + shell_quote(init), "not a reward model");
-  fails(grpo + "--reward judge", "unknown --reward 'judge'");
-  fails("dpo" + common + " --data pairs.jsonl --beta 0", "beta must be > 0");
-  fails("grpo" + common + " --prompts prompts.jsonl --reward exact --group 1", "--group must be at least 2");
-  fails("ppo" + common, "unknown command 'ppo'");
+  fails(grpo + "--reward judge", "unknown --reward 'judge'", 2);
+  fails("dpo" + common + " --data pairs.jsonl --beta 0", "beta must be > 0", 2);
+  fails("dpo" + common + " --data pairs.jsonl --loss hinge", "unknown DPO loss 'hinge'", 2);
+  fails("grpo" + common + " --prompts prompts.jsonl --reward exact --group 1", "--group must be at least 2", 2);
+  fails("ppo" + common, "unknown command 'ppo'", 2);
   // A diverging run stops at the step whose loss is not a number.
   fails("dpo --init " + shell_quote(init) + " --steps 20 --batch-size 4 --data pairs.jsonl --lr 1e30 --grad-clip 0",
         ": the loss is ");

@@ -213,7 +213,7 @@ TEST_CASE("programs: loom-finetune names a malformed line and a missing starting
   CHECK(bad.status == 1);
   CHECK(bad.output.find("bad.jsonl:2") != std::string::npos);
   auto none = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --data " + shell_quote(tmp / "bad.jsonl"));
-  CHECK(none.status == 1);
+  CHECK(none.status == 2);  // a usage error
   CHECK(none.output.find("exactly one of --init") != std::string::npos);
   CHECK_FALSE(fs::exists(tmp / "o/ckpt.safetensors"));
 }
@@ -278,10 +278,10 @@ TEST_CASE("programs: a Llama from a Hugging Face folder, and a fresh one, throug
   // --arch belongs to --preset; a wrong name is named
   auto misplaced = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --init-hf-llama " + shell_quote(tmp / "hf") +
                                " --arch llama --data " + shell_quote(data));
-  CHECK(misplaced.status == 1);
+  CHECK(misplaced.status == 2);
   CHECK(misplaced.output.find("--arch applies to --preset only") != std::string::npos);
   auto wrong = run_program(shell_quote(LOOM_FINETUNE_EXE) + " --preset tiny --arch mamba --data " + shell_quote(data));
-  CHECK(wrong.status == 1);
+  CHECK(wrong.status == 2);
   CHECK(wrong.output.find("--arch must be gpt2 or llama, got 'mamba'") != std::string::npos);
 }
 #endif

@@ -487,12 +487,12 @@ TEST_CASE("programs: loom-eval --task mc, pairs and bias print the library's sco
   CHECK(tl.bytes == int64_t(text.size()));
   // errors: an unknown task, a malformed line (named with its line number)
   const loom_test::ProgramRun r4 = eval("--task essay --data " + shell_quote(dir / "mc.jsonl"));
-  CHECK(r4.status != 0);
+  CHECK(r4.status == 2);  // a usage error
   CHECK_THAT(r4.output, LOOM_CONTAINS("--task must be mc, pairs or bias"));
   write_file(dir / "bad.jsonl", R"({"context": "2+2=", "choices": ["4", "5"], "answer": 0})" "\n"
                                 R"({"context": "2+2=", "choices": ["4", "5"], "answer": 7})" "\n");
   const loom_test::ProgramRun r5 = eval("--task mc --data " + shell_quote(dir / "bad.jsonl"));
-  CHECK(r5.status != 0);
+  CHECK(r5.status == 1);  // an error in the data
   CHECK_THAT(r5.output, LOOM_CONTAINS("bad.jsonl:2: the right answer 7 is not an index"));
 }
 // A tiny GPT that predicts `favourite` everywhere: ln_f's output is its bias alone, a multiple of
@@ -606,7 +606,7 @@ TEST_CASE("programs: loom-eval --card writes a report card and marks separate sc
   CHECK_FALSE(io::parse_json(io::read_file(dir / "one/report.json")).contains("comparison"));
   const loom_test::ProgramRun r2 = run_program(shell_quote(LOOM_EVAL_EXE) + " --ckpt " + shell_quote(dir / "a.safetensors") +
                                                " --card " + shell_quote(dir / "two"));
-  CHECK(r2.status != 0);
+  CHECK(r2.status == 2);
   CHECK_THAT(r2.output, LOOM_CONTAINS("--card needs --sets DIR"));
 }
 #endif

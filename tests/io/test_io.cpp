@@ -826,16 +826,23 @@ TEST_CASE("parse_options applies values, switches and lists in order and names w
     OptionTable table;
     table.values = {{"--out", store(p.out)},     {"--steps", store(p.steps)}, {"--threads", store(p.threads)},
                     {"--lr", store(p.lr)},       {"--seed", store(p.seed)}};
+    table.values["--mode"] = [&p](const std::string& v) {
+      LOOM_CHECK(v == "a" || v == "b", value_error, "--mode must be a or b, got '", v, "'");
+      p.out = v;
+    };
     table.switches["--fresh"] = [&p] { p.fresh = true; };
     table.lists["--input"] = [&p](const std::string& v) { p.inputs.push_back(v); };
     return parse_options(int(argv.size()), argv.data(), 1, table, context);
   };
+  // every error in the options is a usage_error (programs exit with status 2 for it)
   auto error = [&](std::vector<std::string> args, const std::string& context = "") {
     Parsed p;
     try {
       parse(std::move(args), p, context);
-    } catch (const value_error& e) {
+    } catch (const usage_error& e) {
       return std::string(e.what());
+    } catch (const std::exception& e) {
+      return std::string("not a usage_error: ") + e.what();
     }
     return std::string("no error");
   };
@@ -865,4 +872,5 @@ TEST_CASE("parse_options applies values, switches and lists in order and names w
   CHECK_THAT(error({"--steps"}), LOOM_CONTAINS("option --steps needs a value"));
   CHECK_THAT(error({"--input", "--fresh"}), LOOM_CONTAINS("option --input needs a value"));
   CHECK_THAT(error({"--input"}), LOOM_CONTAINS("option --input needs a value"));
+  CHECK(error({"--mode", "c"}) == "--mode must be a or b, got 'c'");  // the handler's own message
 }

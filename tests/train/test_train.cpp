@@ -520,7 +520,7 @@ TEST_CASE("loom-train names an empty data file and a folder given as data", "[pr
   CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: texts is a folder but not one that loom-data wrote"));
 }
 
-TEST_CASE("loom-train and loom-sample refuse a malformed option before doing anything", "[program]") {
+TEST_CASE("loom-train and loom-sample refuse a malformed option before doing anything, with status 2", "[program]") {
   ScratchDir dir("prog_options");
   write_text(dir.file("text.txt"), "hello world\n");
   struct Bad { std::string args, says; };
@@ -532,13 +532,16 @@ TEST_CASE("loom-train and loom-sample refuse a malformed option before doing any
   for (const Bad& b : bad) {
     CAPTURE(b.args);
     auto run = run_program(loom_train("--data text.txt --out run " + b.args), dir.path.string());
-    CHECK(run.status == 1);
+    CHECK(run.status == 2);
     CHECK_THAT(run.output, LOOM_CONTAINS("loom-train: " + b.says));
     CHECK_FALSE(fs::exists(dir.path / "run"));
   }
   auto run = run_program(loom_sample("--ckpt none.safetensors --top-k 5x"), dir.path.string());
-  CHECK(run.status == 1);
+  CHECK(run.status == 2);
   CHECK_THAT(run.output, LOOM_CONTAINS("loom-sample: option --top-k: '5x' is not a number"));
+  run = run_program(loom_sample("--ckpt none.safetensors"), dir.path.string());  // a file that is not there
+  CHECK(run.status == 1);
+  CHECK_THAT(run.output, LOOM_CONTAINS("none.safetensors"));
 }
 
 TEST_CASE("loom-train with a BPE tokenizer: the checkpoint alone samples, from any folder", "[program]") {

@@ -25,6 +25,9 @@ class shape_error : public Error { public: using Error::Error; };
 class index_error : public Error { public: using Error::Error; };
 /// An argument value that is not allowed (a negative size, an empty range, an unknown option).
 class value_error : public Error { public: using Error::Error; };
+/// A command line that a program cannot run: an unknown option, a malformed or missing value, options
+/// that exclude each other. loom's programs exit with status 2 for it (1 for errors while running).
+class usage_error : public value_error { public: using value_error::value_error; };
 /// An element type that the operation does not support.
 class dtype_error : public Error { public: using Error::Error; };
 /// Tensors on different devices, or an operation not available on a tensor's device.

@@ -62,7 +62,8 @@ inline double to_number(const std::string& s) {
 }
 
 /// A program's options: what each one does with its value(s). A handler parses and stores the
-/// value (see store) or checks it and throws a value_error that says what is allowed.
+/// value (see store) or checks it and throws a value_error that says what is allowed (parse_options
+/// passes it on as a usage_error).
 struct OptionTable {
   using Handler = std::function<void(const std::string&)>;
   std::map<std::string, Handler> values;                  ///< --name VALUE
@@ -94,10 +95,10 @@ inline OptionTable::Handler store(double& dst) {
 }
 
 /// Applies argv[first, argc) to the table, in order. Returns false at --help or -h (the options
-/// after it are not applied; the caller prints its usage). Throws value_error for an option the
+/// after it are not applied; the caller prints its usage). Throws usage_error for an option the
 /// table does not have ("unknown option '--x' for <context> (see --help)"), an option without its
-/// value, and a value its handler cannot parse ("option --steps: '10x' is not a number");
-/// errors that a handler raises itself pass through.
+/// value, a value its handler cannot parse ("option --steps: '10x' is not a number") and a
+/// value_error its handler raises (with the handler's message).
 inline bool parse_options(int argc, char** argv, int first, const OptionTable& table, const std::string& context = "") {
   for (int i = first; i < argc; ++i) {
     const std::string a = argv[i];
@@ -108,23 +109,31 @@ inline bool parse_options(int argc, char** argv, int first, const OptionTable& t
     }
     auto list = table.lists.find(a);
     auto value = table.values.find(a);
-    LOOM_CHECK(list != table.lists.end() || value != table.values.end(), value_error, "unknown option '", a, "'",
+    LOOM_CHECK(list != table.lists.end() || value != table.values.end(), usage_error, "unknown option '", a, "'",
                context.empty() ? "" : " for ", context, " (see --help)");
     const bool has_value = i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0;
-    LOOM_CHECK(has_value || (value != table.values.end() && i + 1 < argc), value_error, "option ", a, " needs a value");
+    LOOM_CHECK(has_value || (value != table.values.end() && i + 1 < argc), usage_error, "option ", a, " needs a value");
     do {
       const std::string v = argv[++i];
       try {
         (list != table.lists.end() ? list->second : value->second)(v);
       } catch (const std::invalid_argument&) {
-        throw value_error("option " + a + ": '" + v + "' is not a number");
+        throw usage_error("option " + a + ": '" + v + "' is not a number");
       } catch (const std::out_of_range&) {
-        throw value_error("option " + a + ": '" + v + "' is out of range");
+        throw usage_error("option " + a + ": '" + v + "' is out of range");
+      } catch (const usage_error&) {
+        throw;
+      } catch (const value_error& e) {
+        throw usage_error(e.what());
       }
     } while (list != table.lists.end() && i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0);
   }
   return true;
 }
+
+/// The exit status of a program that stops at `e`: 2 for a usage_error (how it was called), 1 for
+/// any other error (what happened while it ran).
+inline int exit_status(const std::exception& e) { return dynamic_cast<const usage_error*>(&e) ? 2 : 1; }
 
 /// parse_options for a program with one usage text, as its main() uses it:
 ///   if (auto code = io::parse_options_or_usage(argc, argv, 1, table, "bench_gpt", usage)) return *code;
