@@ -62,7 +62,7 @@ const char* usage =
     "  --minhash-threshold X  join candidates whose signatures agree on at least X (default 0.7; 0: all)\n"
     "  --decontaminate N      drop train documents sharing an N-word sequence with val/test (default 13; 0: off)\n"
     "  --shard-tokens N       tokens per shard (default 100000000)\n"
-    "  --threads N            (default: all cores)\n"
+    "  --threads N            (default: all cores; under mpirun, a share of them per rank)\n"
     "  --seed N               seed of the split hash (default 1337)\n"
     "  --on-error skip|fail   a bad file or line: skip it (counted in the report) or stop (default fail)\n"
     "  --no-nfc               skip Unicode NFC normalisation\n"
@@ -132,6 +132,7 @@ int run(int argc, char** argv, dist::Communicator& comm) {
   }
   LOOM_CHECK(!o.inputs.empty(), usage_error, "--input PATH... is required (see --help)");
   LOOM_CHECK(!o.out.empty(), usage_error, "--out DIR is required (see --help)");
+  if (comm.size() > 1) o.threads = dist::threads_per_rank(o.threads, comm.size());
 
   io::Json r = dist::run_pipeline(o, comm, std::ref(bar));
   bar.end();

@@ -143,8 +143,7 @@ int main(int argc, char** argv) {
     comm = dist::make_communicator("auto");
     const bool lead = comm->rank() == 0;
     if (!lead) std::cout.rdbuf(nullptr);
-    if (o.threads > 0) set_num_threads(int(o.threads));
-    else if (comm->size() > 1) set_num_threads(std::max(1, get_num_threads() / comm->size()));
+    set_num_threads(dist::threads_per_rank(o.threads, comm->size()));  // --threads, or a share of the cores
     const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
     io::make_directories(o.out);
     const std::string ckpt_path = o.out + "/ckpt.safetensors", adapter_path = o.out + "/adapter_model.safetensors",

@@ -205,11 +205,7 @@ int main(int argc, char** argv) {
     const int ranks = comm->size();
     const bool lead = comm->rank() == 0;  // rank 0 prints, logs and writes files
     if (!lead) std::cout.rdbuf(nullptr);
-    if (o.threads > 0) set_num_threads(int(o.threads));
-    else if (ranks > 1) {  // share the cores among the ranks of this machine
-      const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
-      set_num_threads(std::max(1, get_num_threads() / (local ? std::max(1, std::atoi(local)) : ranks)));
-    }
+    set_num_threads(dist::threads_per_rank(o.threads, ranks));  // --threads, or a share of this machine's cores
     const Device device = o.device == "cuda" ? Device::cuda(0) : Device::cpu();
     if (device.is_cuda()) zeros<float>({1}, device);  // throws "loom was built without CUDA ..." in a CPU build
     io::make_directories(o.out);

@@ -3,6 +3,7 @@
 // plus the two ways a rank can fail a collective.
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -47,6 +48,24 @@ TEST_CASE("communicator: sums in rank order, even pieces, and a single process t
   CHECK_THROWS_WITH(comm->all_gather(x.data(), y.data(), {1, 1}), Catch::Contains("2 counts for 1 ranks"));
   CHECK_THROWS_WITH(comm->set_timeout(0), Catch::Contains("timeout must be positive"));
   CHECK_THROWS_WITH(dist::make_communicator("gloo"), Catch::Contains("unknown backend 'gloo'"));
+}
+
+TEST_CASE("threads_per_rank shares this machine's threads among the ranks on it, as the launcher counts them") {
+  const char* vars[] = {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"};
+  for (const char* v : vars) REQUIRE(std::getenv(v) == nullptr);  // not run under a launcher
+  const int all = get_num_threads();
+  CHECK(dist::threads_per_rank(3, 4) == 3);    // --threads wins
+  CHECK(dist::threads_per_rank(0, 1) == all);  // one process: every thread
+  CHECK(dist::local_size(4) == 4);             // no launcher says: every rank is on this machine
+  CHECK(dist::threads_per_rank(0, 4) == std::max(1, all / 4));
+  CHECK(dist::threads_per_rank(-1, 10000) == 1);  // never 0
+  for (const char* v : vars) {
+    INFO(v);
+    setenv(v, "2", 1);  // 2 of the ranks on this machine (8 in all, over 4 machines)
+    CHECK(dist::local_size(8) == 2);
+    CHECK(dist::threads_per_rank(0, 8) == std::max(1, all / 2));
+    unsetenv(v);
+  }
 }
 
 TEST_CASE("on_grad_ready fires once per backward, when the leaf's gradient is complete") {

@@ -5,10 +5,13 @@
 /// collective is a no-op, so a program that always goes through a communicator behaves as before.
 /// make_communicator("nccl") is asked for by name only: its buffers must be GPU memory.
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 #include <string>
 
+#include "loom/config.hpp"
 #include "loom/dist/communicator.hpp"
 #include "loom/dist/nccl.hpp"
 #if LOOM_HAVE_MPI
@@ -32,6 +35,22 @@ inline int local_rank() {
   for (const char* v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"})
     if (const char* s = std::getenv(v)) return std::atoi(s);
   return 0;
+}
+
+/// The number of ranks on this process's machine (OpenMPI, MPICH or Slurm say it); `ranks` when no
+/// launcher says (all of them on this machine).
+inline int local_size(int ranks) {
+  for (const char* v : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"})
+    if (const char* s = std::getenv(v)) return std::max(1, std::atoi(s));
+  return std::max(1, ranks);
+}
+
+/// The CPU threads one of `ranks` ranks should use: `requested` when positive, else the threads
+/// this process would use alone shared among the ranks on its machine (at least 1), so that
+/// `mpirun -np 2` on two cores runs two ranks of one thread, not two of two.
+inline int threads_per_rank(int64_t requested, int ranks) {
+  if (requested > 0) return int(requested);
+  return ranks > 1 ? std::max(1, get_num_threads() / local_size(ranks)) : get_num_threads();
 }
 
 /// A communicator of the given kind: "single", "mpi", "nccl" (GPU buffers; the ranks come from
