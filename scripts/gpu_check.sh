@@ -133,8 +133,7 @@ fi
 # Time limits: 400 s and 420 s for one (vocabulary, batch) pair as before, plus 40 s (loom) and 90 s (torch,
 # one torch.compile) for each further pair, and 40 s for each of loom's recomputed runs.
 [ -x "$bin/bench_gpu" ] && timeout $(( 360 + 40 * npairs + 40 * nrecompute )) "$bin/bench_gpu" "${loom_flags[@]}" \
-  > "$out/loom.jsonl" \
-  2> "$out/bench_gpu.err"
+  > "$out/loom.jsonl" 2> "$out/bench_gpu.err"
 cat "$out/loom.jsonl" "$out/bench_gpu.err" 2>/dev/null
 if [ $torch = 1 ]; then
   flags=""

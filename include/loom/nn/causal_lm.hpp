@@ -17,7 +17,6 @@
 /// example run alone.
 
 #include <algorithm>
-#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -209,13 +208,13 @@ class CausalLM : public Module {
   }
 
  protected:
-  /// One block on the residual stream: x + r (x alone when r is undefined) -> {h, m}, for h + m.
-  using ResidualBlock =
-      std::function<std::pair<Tensor<float>, Tensor<float>>(const Tensor<float>& x, const Tensor<float>& r)>;
   /// block(x, r), through recompute() when recompute_blocks is set, the graph is recorded and the
-  /// block writes no KV cache (`cached` false). `block` may then run again in backward, so it must
-  /// hold its own copies of what it reads (no references to the caller's locals).
-  std::pair<Tensor<float>, Tensor<float>> residual_step(const ResidualBlock& block, const Tensor<float>& x,
+  /// block writes no KV cache (`cached` false). `block` is one block on the residual stream:
+  /// (x, r) -> {h, m}, the block's input being x + r (x alone when r is undefined) and its output
+  /// h + m. It may run again in backward, so it must hold its own copies of what it reads (no
+  /// references to the caller's locals); it is wrapped in a std::function only then.
+  template <class Block>
+  std::pair<Tensor<float>, Tensor<float>> residual_step(const Block& block, const Tensor<float>& x,
                                                         const Tensor<float>& r, bool cached) const {
     if (!recompute_blocks || !GradMode::is_enabled() || cached) return block(x, r);
     RecomputeFn<float> f = [block](const std::vector<Tensor<float>>& in) {
