@@ -132,7 +132,7 @@ int run(int argc, char** argv, dist::Communicator& comm) {
   }
   LOOM_CHECK(!o.inputs.empty(), usage_error, "--input PATH... is required (see --help)");
   LOOM_CHECK(!o.out.empty(), usage_error, "--out DIR is required (see --help)");
-  if (comm.size() > 1) o.threads = dist::threads_per_rank(o.threads, comm.size());
+  o.threads = dist::threads_per_rank(o.threads, comm.size());  // --threads, or a share of the cores
 
   io::Json r = dist::run_pipeline(o, comm, std::ref(bar));
   bar.end();

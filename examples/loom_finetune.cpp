@@ -76,7 +76,7 @@ const char* usage =
     "  --grad-clip X --eval-interval N --block-size N --dropout X --seed N --threads N --log-interval N\n"
     "  --eval-examples N    val conversations answered for exact match at each evaluation (default 200; 0: all)\n"
     "  --max-answer N       tokens generated per answer (default 32)\n"
-    "  --recompute          recompute each block's activations in backward: less memory, ~1/4 more time\n"
+    "  --recompute          recompute each block's activations in backward: less memory, ~1.2x the time\n"
     "  --device cpu|cuda    (default cpu)\n";
 
 Options parse(int argc, char** argv) {

@@ -106,7 +106,7 @@ const char* usage =
     "  --log-interval N --sample-tokens N --threads N\n"
     "  --final-eval-iters N batches for the final train/val loss (default 200; 0: eval-iters)\n"
     "  --recompute          keep one block's activations at a time, recomputing them in backward:\n"
-    "                       less memory for longer sequences or larger batches, ~1/4 more time\n"
+    "                       less memory for longer sequences or larger batches, ~1.2x the time\n"
     "data parallel (under mpirun -np N):\n"
     "  --dist auto|single|mpi  the communicator (default auto: mpi under mpirun)\n"
     "  --zero 0|1           1: shard AdamW's state across the ranks (ZeRO stage 1; CPU)\n"
