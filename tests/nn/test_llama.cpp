@@ -1,10 +1,12 @@
 // nn::Llama: Hugging Face names and the parameter count against GPT-2 at one shape, the loss at
 // initialisation, cached and left-padded decoding, packed rows, overfitting one batch, config
 // errors, checkpoints through train::model_from_checkpoint, and the Hugging Face folder round trip
-// (io/hf_llama.hpp) with the rotary layout permutation. PyTorch parity is in
+// (io/hf_llama.hpp) with the rotary layout permutation; parameter_count, and the refusal of a
+// config that asks for more parameters than a file holds. PyTorch parity is in
 // tests/autograd/test_torch_parity.cpp.
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -90,6 +92,24 @@ TEST_CASE("ModelSpec builds GPT-2 and Llama at the same parameter count") {
       CHECK(std::abs(double(llama->num_parameters() + T * C - gpt->num_parameters())) < 3.0 * C * L);
     }
   }
+}
+
+TEST_CASE("parameter_count gives a config's parameter count without building the model") {
+  for (bool bias : {false, true}) {
+    nn::GPTConfig g;
+    g.vocab_size = 29, g.block_size = 24, g.n_layer = 3, g.n_head = 2, g.n_embd = 16, g.bias = bias;
+    CHECK(nn::parameter_count(g) == nn::GPT(g).num_parameters());
+  }
+  for (auto [tie, kv] : std::vector<std::pair<bool, int64_t>>{{false, 2}, {true, 2}, {false, 4}, {true, 1}}) {
+    CAPTURE(tie, kv);
+    nn::LlamaConfig c = tiny_llama(tie);
+    c.n_kv_head = kv;
+    CHECK(nn::parameter_count(c) == nn::Llama(c).num_parameters());
+    CHECK(train::config_parameter_count(train::to_json(c)) == nn::parameter_count(c));
+  }
+  nn::GPTConfig huge;  // a count past int64 saturates instead of wrapping around
+  huge.n_embd = int64_t(1) << 40, huge.n_layer = int64_t(1) << 20;
+  CHECK(nn::parameter_count(huge) == std::numeric_limits<int64_t>::max());
 }
 
 TEST_CASE("Llama forward: shapes, the loss at initialisation, and the errors of a bad config") {
@@ -268,6 +288,23 @@ TEST_CASE("Llama checkpoints: config JSON with arch, and model_from_checkpoint")
   Tensor<int64_t> idx = random_ids(2, 7, 29, g);
   CHECK(max_abs_diff(back->forward(idx).logits, model(idx).logits) == 0.0);
   CHECK(train::config_summary(*back).rfind("llama: vocab_size 29, block_size 24, n_layer 2", 0) == 0);
+
+  // a config that asks for more parameters than the tensors hold is refused before the model is
+  // built (this one would build: 40 layers of the tiny shape); fewer is left to load_state_dict
+  io::Json more = j;
+  more.set("n_layer", 40);
+  io::Checkpoint edited = io::load_checkpoint(dir.file("ckpt.safetensors"));
+  edited.set_meta_json("config", more);
+  CHECK_THROWS_AS(train::model_from_checkpoint(edited), io_error);
+  CHECK_THROWS_WITH(train::model_from_checkpoint(edited),
+                    LOOM_CONTAINS("ckpt.safetensors: its config describes a model of " +
+                                  std::to_string(nn::parameter_count(train::llama_config_from_json(more))) +
+                                  " parameters, but its model.* tensors hold " +
+                                  std::to_string(model.num_parameters()) + " values"));
+  io::Json fewer = j;
+  fewer.set("n_layer", 1);
+  edited.set_meta_json("config", fewer);
+  CHECK_THROWS_WITH(train::model_from_checkpoint(edited), LOOM_CONTAINS("model.layers.1"));
 }
 
 TEST_CASE("Hugging Face Llama folders: export, import, and what is refused") {
@@ -288,6 +325,17 @@ TEST_CASE("Hugging Face Llama folders: export, import, and what is refused") {
     CHECK(f.tensors.count("model.layers.1.self_attn.k_proj.weight") == 1u);
     std::unique_ptr<nn::Llama> back = io::load_hf_llama(out);
     CHECK(max_abs_diff(back->forward(idx).logits, model(idx).logits) == 0.0);
+  }
+  // a config.json that asks for more parameters than model.safetensors holds is refused before
+  // the model is built
+  {
+    io::Json cfg = io::parse_json(io::read_file(dir.file("untied") + "/config.json"));
+    cfg.set("num_hidden_layers", 40);
+    io::write_file_atomic(dir.file("untied") + "/config.json", cfg.dump(2));
+    CHECK_THROWS_WITH(io::load_hf_llama(dir.file("untied")),
+                      LOOM_CONTAINS("config.json: describes a model of") &&
+                          LOOM_CONTAINS("model.safetensors holds " +
+                                        std::to_string(nn::Llama(tiny_llama()).num_parameters())));
   }
   // an untied config without lm_head.weight in the file
   {

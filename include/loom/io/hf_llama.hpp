@@ -97,10 +97,10 @@ inline Tensor<float> meta_to_hf_rotary(const Tensor<float>& w, int64_t heads) {
   return w.reshape({heads, HS / 2, 2, C}).transpose(1, 2).contiguous().reshape({heads * HS, C});
 }
 
-/// Loads a Llama `model.safetensors` into `model`, whose config must match the file's shapes.
-/// Throws io_error naming the file and the tensor on any mismatch or omission.
-inline void load_hf_llama_weights(const std::string& path, nn::Llama& model) {
-  SafetensorsFile f = load_safetensors(path);
+/// Loads the tensors of a Llama `model.safetensors`, read as `f`, into `model`, whose config must
+/// match the file's shapes. Throws io_error naming the file and the tensor on any mismatch or omission.
+inline void load_hf_llama_weights(const SafetensorsFile& f, nn::Llama& model) {
+  const std::string& path = f.path;
   nn::NamedTensors state;
   bool have_lm_head = false;
   for (const std::string& name : f.names) {
@@ -124,13 +124,27 @@ inline void load_hf_llama_weights(const std::string& path, nn::Llama& model) {
   }
 }
 
-/// A Llama from a Hugging Face model folder: `dir`/config.json and `dir`/model.safetensors.
+/// Loads a Llama `model.safetensors` into `model`, whose config must match the file's shapes.
+/// Throws io_error naming the file and the tensor on any mismatch or omission.
+inline void load_hf_llama_weights(const std::string& path, nn::Llama& model) {
+  load_hf_llama_weights(load_safetensors(path), model);
+}
+
+/// A Llama from a Hugging Face model folder: `dir`/config.json and `dir`/model.safetensors. The
+/// weights are read first: a config that describes more parameters than they hold is refused
+/// before the model is built.
 inline std::unique_ptr<nn::Llama> load_hf_llama(const std::string& dir) {
   const std::string config_path = dir + "/config.json";
   const Json j = parse_json(read_file(config_path), {}, config_path);
   LOOM_CHECK(j.is_object(), io_error, config_path, ": expected a JSON object, got ", j.type_phrase());
-  auto model = std::make_unique<nn::Llama>(llama_config_from_hf(j, config_path));
-  load_hf_llama_weights(dir + "/model.safetensors", *model);
+  const nn::LlamaConfig config = llama_config_from_hf(j, config_path);
+  const SafetensorsFile f = load_safetensors(dir + "/model.safetensors");
+  int64_t held = 0;
+  for (const auto& [name, t] : f.tensors) held += t.numel();
+  LOOM_CHECK(nn::parameter_count(config) <= held, io_error, config_path, ": describes a model of ",
+             nn::parameter_count(config), " parameters, but ", f.path, " holds ", held, " values");
+  auto model = std::make_unique<nn::Llama>(config);
+  load_hf_llama_weights(f, *model);
   return model;
 }
 

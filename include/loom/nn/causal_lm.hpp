@@ -17,6 +17,7 @@
 /// example run alone.
 
 #include <algorithm>
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -83,6 +84,12 @@ struct Positions {
   Tensor<int64_t> pos;       ///< (T) when every row counts alike, else (B, T); on the model's device
   Tensor<int32_t> kv_start;  ///< (B, T) for packed or left-padded rows, else undefined
 };
+
+namespace detail {
+/// A parameter count computed in double (a malformed config's may not fit in int64), as int64:
+/// INT64_MAX when it is larger.
+inline int64_t count_or_max(double n) { return n >= 9.2e18 ? std::numeric_limits<int64_t>::max() : int64_t(n); }
+}  // namespace detail
 
 /// A decoder-only language model: token ids in, next-token logits out. The base of nn::GPT and
 /// nn::Llama; programs hold models through it.

@@ -33,6 +33,15 @@ struct GPTConfig {
   bool bias = true;            ///< biases in Linear and LayerNorm layers (GPT-2: true)
 };
 
+/// The number of parameters of GPT(c) (its num_parameters()), from the config alone: a config
+/// read from a file can be checked against the file's tensors before anything is allocated.
+inline int64_t parameter_count(const GPTConfig& c) {
+  const double C = double(c.n_embd), b = c.bias ? 1.0 : 0.0, norm = C + b * C;
+  const double layer = 2 * norm + (3 * C * C + b * 3 * C) + (C * C + b * C)  // ln_1, ln_2, c_attn, attn.c_proj
+                       + (4 * C * C + b * 4 * C) + (4 * C * C + b * C);      // mlp.c_fc, mlp.c_proj
+  return detail::count_or_max(double(c.vocab_size) * C + double(c.block_size) * C + double(c.n_layer) * layer + norm);
+}
+
 /// Multi-head causal self-attention: qkv = c_attn(x), fused attention per head, c_proj.
 class CausalSelfAttention : public Module {
  public:

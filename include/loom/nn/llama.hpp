@@ -49,6 +49,16 @@ struct LlamaConfig {
   double dropout = 0.0;                ///< on residual branches, in training mode (as GPTConfig's)
 };
 
+/// The number of parameters of Llama(c) (its num_parameters()), from the config alone: a config
+/// read from a file can be checked against the file's tensors before anything is allocated.
+inline int64_t parameter_count(const LlamaConfig& c) {
+  const double C = double(c.n_embd), I = double(c.intermediate_size);
+  const double kv = c.n_head > 0 ? double(c.n_kv_head) * double(c.n_embd / c.n_head) : C;  // k and v widths
+  const double layer = 2 * C + 2 * C * C + 2 * C * kv + 3 * C * I;  // 2 norms; q, o; k, v; gate, up, down
+  const double embeddings = double(c.vocab_size) * C * (c.tie_embeddings ? 1 : 2);
+  return detail::count_or_max(embeddings + double(c.n_layer) * layer + C);
+}
+
 /// Grouped-query self-attention with rotary positions: q, k, v projections, RoPE on q and k,
 /// fused causal attention (each group of NH / NKV query heads shares one key/value head), o_proj.
 class LlamaAttention : public Module {

@@ -97,9 +97,23 @@ inline std::unique_ptr<nn::CausalLM> model_from_config(const io::Json& j, uint64
   return std::make_unique<nn::GPT>(gpt_config_from_json(j), seed);
 }
 
-/// The model a checkpoint holds: its "config" metadata and its "model.*" tensors.
+/// The number of parameters of the model `j` describes (nn::parameter_count of its config).
+inline int64_t config_parameter_count(const io::Json& j) {
+  return config_arch(j) == "llama" ? nn::parameter_count(llama_config_from_json(j))
+                                   : nn::parameter_count(gpt_config_from_json(j));
+}
+
+/// The model a checkpoint holds: its "config" metadata and its "model.*" tensors. A config that
+/// describes more parameters than those tensors hold is refused before the model is built: an
+/// edited or damaged config would otherwise allocate without bound.
 inline std::unique_ptr<nn::CausalLM> model_from_checkpoint(const io::Checkpoint& c) {
-  std::unique_ptr<nn::CausalLM> model = model_from_config(c.meta_json("config"));
+  const io::Json config = c.meta_json("config");
+  int64_t held = 0;
+  for (const std::string& n : c.names("model.")) held += c.at(n).numel();
+  const int64_t wanted = config_parameter_count(config);
+  LOOM_CHECK(wanted <= held, io_error, c.source(), ": its config describes a model of ", wanted,
+             " parameters, but its model.* tensors hold ", held, " values (the config does not match the tensors)");
+  std::unique_ptr<nn::CausalLM> model = model_from_config(config);
   nn::NamedTensors params;
   for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
   try {
