@@ -662,6 +662,14 @@ TEST_CASE("checkpoints round-trip tensors and metadata exactly") {
   CHECK_THROWS_WITH(back.meta_int("config"), LOOM_CONTAINS("metadata 'config'"));
   CHECK_THROWS_WITH(back.meta_uint("loom.version"), LOOM_CONTAINS("not a non-negative"));
 
+  // The bytes of the file parse to the same checkpoint, named as the caller says.
+  Checkpoint parsed = parse_checkpoint(read_file(path), "bytes");
+  CHECK(parsed.source() == "bytes");
+  CHECK(parsed.names() == back.names());
+  CHECK(parsed.get<float>("model.transformer.wte.weight").to_vector() == wte.to_vector());
+  CHECK(parsed.meta_json("config") == config);
+  CHECK_THROWS_WITH(parse_checkpoint(read_file(path).substr(0, 100), "cut"), LOOM_CONTAINS("cut: header length"));
+
   // set() replaces a tensor in place, keeping the order.
   back.set("data.counts", from_vector<int64_t>({9}));
   CHECK(back.names().back() == "data.counts");
@@ -674,6 +682,7 @@ TEST_CASE("load_checkpoint refuses files that are not loom checkpoints of a know
   save_safetensors(plain, {{"w", zeros<float>({2})}}, {{"format", "pt"}});
   CHECK_THROWS_AS(load_checkpoint(plain), io_error);
   CHECK_THROWS_WITH(load_checkpoint(plain), LOOM_CONTAINS("not a loom checkpoint"));
+  CHECK_THROWS_WITH(parse_checkpoint(read_file(plain), "plain"), LOOM_CONTAINS("plain: not a loom checkpoint"));
   CHECK_NOTHROW(load_safetensors(plain));
 
   std::string future = dir.file("future.safetensors");

@@ -156,10 +156,9 @@ inline void save_checkpoint(const std::string& path, const Checkpoint& ckpt) {
   save_safetensors(path, ckpt.tensors(), meta);
 }
 
-/// Loads a checkpoint written by save_checkpoint; throws io_error naming the file for a malformed
-/// file, a safetensors file that is not a loom checkpoint, or one from a newer format version.
-inline Checkpoint load_checkpoint(const std::string& path) {
-  SafetensorsFile f = load_safetensors(path);
+namespace detail {
+// The checkpoint in a safetensors file read from `path` (a file name, or "<memory>").
+inline Checkpoint checkpoint_of(const SafetensorsFile& f, const std::string& path) {
   auto fmt = f.metadata.find(checkpoint_format_key);
   LOOM_CHECK(fmt != f.metadata.end() && fmt->second == checkpoint_format_name, io_error, path,
              ": not a loom checkpoint (no \"", checkpoint_format_key, "\": \"", checkpoint_format_name,
@@ -177,6 +176,19 @@ inline Checkpoint load_checkpoint(const std::string& path) {
   for (auto& [k, v] : f.metadata) ck.set_meta(k, v);
   for (const auto& name : f.names) ck.add(name, f.tensors.at(name));
   return ck;
+}
+}  // namespace detail
+
+/// Loads a checkpoint written by save_checkpoint; throws io_error naming the file for a malformed
+/// file, a safetensors file that is not a loom checkpoint, or one from a newer format version.
+inline Checkpoint load_checkpoint(const std::string& path) {
+  return detail::checkpoint_of(load_safetensors(path), path);
+}
+
+/// The checkpoint in the bytes of a checkpoint file, checked like load_checkpoint's; `name`
+/// starts every error message.
+inline Checkpoint parse_checkpoint(std::string_view bytes, const std::string& name = "<memory>") {
+  return detail::checkpoint_of(parse_safetensors(bytes, name), name);
 }
 
 }  // namespace loom::io
