@@ -101,7 +101,9 @@ class CausalLM : public Module {
     Tensor<float> loss;    ///< scalar, or undefined without targets
   };
 
-  Generator gen;  ///< initial weights and dropout masks (seeded: runs are reproducible)
+  /// Initial weights and dropout masks (seeded: runs are reproducible); mutable, as the const
+  /// forward draws its dropout masks from it.
+  mutable Generator gen;
 
   /// When set, a forward that records the graph keeps only each block's input and runs the block
   /// again during backward (activation recomputation, autograd/recompute.hpp): the activations
@@ -230,10 +232,8 @@ class CausalLM : public Module {
     };
     // the dropout layers draw from gen through pointers taken at construction; recompute() sets
     // its state back for the second run
-    std::vector<Tensor<float>> out = recompute(f,
-                                               r.defined() ? std::vector<Tensor<float>>{x, r}
-                                                           : std::vector<Tensor<float>>{x},
-                                               const_cast<Generator*>(&gen));
+    std::vector<Tensor<float>> out =
+        recompute(f, r.defined() ? std::vector<Tensor<float>>{x, r} : std::vector<Tensor<float>>{x}, &gen);
     return {out[0], out[1]};
   }
 
