@@ -139,10 +139,11 @@ inline std::unique_ptr<nn::Llama> load_hf_llama(const std::string& dir) {
   LOOM_CHECK(j.is_object(), io_error, config_path, ": expected a JSON object, got ", j.type_phrase());
   const nn::LlamaConfig config = llama_config_from_hf(j, config_path);
   const SafetensorsFile f = load_safetensors(dir + "/model.safetensors");
+  const int64_t wanted = nn::parameter_count(config);
   int64_t held = 0;
   for (const auto& [name, t] : f.tensors) held += t.numel();
-  LOOM_CHECK(nn::parameter_count(config) <= held, io_error, config_path, ": describes a model of ",
-             nn::parameter_count(config), " parameters, but ", f.path, " holds ", held, " values");
+  LOOM_CHECK(wanted <= held, io_error, config_path, ": describes a model of ", wanted, " parameters, but ", f.path,
+             " holds ", held, " values");
   auto model = std::make_unique<nn::Llama>(config);
   load_hf_llama_weights(f, *model);
   return model;
