@@ -108,14 +108,16 @@ inline int64_t config_parameter_count(const io::Json& j) {
 /// edited or damaged config would otherwise allocate without bound.
 inline std::unique_ptr<nn::CausalLM> model_from_checkpoint(const io::Checkpoint& c) {
   const io::Json config = c.meta_json("config");
+  nn::NamedTensors params;
   int64_t held = 0;
-  for (const std::string& n : c.names("model.")) held += c.at(n).numel();
+  for (const std::string& n : c.names("model.")) {
+    params.emplace_back(n.substr(6), c.get<float>(n));
+    held += params.back().second.numel();
+  }
   const int64_t wanted = config_parameter_count(config);
   LOOM_CHECK(wanted <= held, io_error, c.source(), ": its config describes a model of ", wanted,
              " parameters, but its model.* tensors hold ", held, " values (the config does not match the tensors)");
   std::unique_ptr<nn::CausalLM> model = model_from_config(config);
-  nn::NamedTensors params;
-  for (const std::string& n : c.names("model.")) params.emplace_back(n.substr(6), c.get<float>(n));
   try {
     model->load_state_dict(params);
   } catch (const value_error& e) {
